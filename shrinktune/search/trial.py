@@ -1,0 +1,203 @@
+"""One trial: build, train and measure a student for one configuration — and the teacher it is compared with.
+
+`prepare_reference` runs once per search: it prepares (or loads from the cache) the teacher and the encoder states
+of the training pairs, and measures the teacher exactly as trials are measured. `run_configuration` is a whole
+trial — autoencoder (cached per width), student, fine-tuning, measurement, checkpoint — and imports no Ray, so
+it runs and is tested anywhere; `shrinktune_trial` is the thin Ray Tune wrapper around it. Trial workers import
+only `shrinktune`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TRIAL = {"batch_size": 16, "ae_epochs": 6, "ae_kind": "mlp", "learning_rate": 3e-4, "epochs": 2}
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a search shares; small and picklable, handed to each trial by Ray."""
+
+    task: str  # task registry name
+    teacher_dir: str  # folder of the (prepared) teacher checkpoint
+    cache_root: str  # where encoder states and autoencoders are cached
+    generation: dict = field(default_factory=dict)  # GenerationSettings fields
+    eval_samples: int = 45  # validation pairs scored
+    latency_samples: int = 5  # summaries per timed latency pass
+    latency_repeats: int = 3  # timed passes
+    threads: int = 0  # torch threads per trial on CPU (0 = leave torch's default)
+    seed: int = 0
+    fixed: dict = field(default_factory=dict)  # trial settings shared by all trials
+    reference: dict = field(default_factory=dict)  # the teacher's metrics, for ratios
+
+
+def quiet_libraries() -> None:
+    """Silences load reports and progress bars that would drown the search's own progress lines."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _load_shared(ctx: TrialContext):
+    from shrinktune.data.tasks import get_task, load_task_splits
+    from shrinktune.models.generation import GenerationSettings
+    from shrinktune.models.teacher import load_teacher
+    from shrinktune.training.encode import cached_encoded_pairs
+
+    if ctx.threads:
+        torch.set_num_threads(ctx.threads)
+    task = get_task(ctx.task)
+    splits = load_task_splits(task, ("train", "validation"))
+    teacher, tokenizer = load_teacher(ctx.teacher_dir)
+    GenerationSettings(**ctx.generation).apply(teacher)
+    pairs = cached_encoded_pairs(
+        teacher.encoder, tokenizer, splits["train"], max_source_tokens=task.max_source_tokens,
+        max_target_tokens=task.max_target_tokens, start_id=teacher.config.decoder_start_token_id,
+        root=Path(ctx.cache_root),
+    )
+    return task, splits, teacher, tokenizer, pairs
+
+
+def _measure(model, tokenizer, task, ctx: TrialContext, pairs, settings, weights) -> tuple[dict, list[str]]:
+    from shrinktune.measure.evaluate import measure_summarizer
+    from shrinktune.training.finetune import training_step_fn
+
+    from shrinktune.data.tasks import load_task_splits
+
+    examples = load_task_splits(task, ("validation",))["validation"][: ctx.eval_samples]
+    model.to(_device())
+    return measure_summarizer(
+        model, tokenizer, examples, max_source_tokens=task.max_source_tokens,
+        latency_examples=ctx.latency_samples, latency_repeats=ctx.latency_repeats,
+        training_step=training_step_fn(model, pairs, settings), training_weights=weights,
+    )
+
+
+def prepare_reference(ctx: TrialContext) -> tuple[str, dict]:
+    """Prepares the teacher if it is the embedded one, caches the training states, and measures the teacher.
+
+    Returns:
+        (teacher folder, teacher metrics).
+    """
+    from shrinktune.data.tasks import get_task, load_task_splits
+    from shrinktune.models.teacher import EMBEDDED_TEACHER
+    from shrinktune.training.finetune import FinetuneSettings
+    from shrinktune.training.teacher import prepare_embedded_teacher
+
+    quiet_libraries()
+    if ctx.threads:
+        torch.set_num_threads(ctx.threads)
+    teacher_dir = ctx.teacher_dir
+    if teacher_dir == EMBEDDED_TEACHER:
+        task = get_task(ctx.task)
+        train = load_task_splits(task, ("train",))["train"]
+        teacher_dir = str(prepare_embedded_teacher(task, train, root=Path(ctx.cache_root)))
+    ctx = TrialContext(**{**asdict(ctx), "teacher_dir": teacher_dir})
+    task, _, teacher, tokenizer, pairs = _load_shared(ctx)
+    settings = FinetuneSettings(batch_size=ctx.fixed.get("batch_size", DEFAULT_TRIAL["batch_size"]))
+    logger.info("measuring the teacher")
+    metrics, _ = _measure(teacher, tokenizer, task, ctx, pairs, settings, [teacher.decoder])
+    return teacher_dir, metrics
+
+
+def _autoencoder(pairs, latent_dim: int, kind: str, epochs: int, seed: int, root: Path):
+    """The pre-trained autoencoder for this width, trained once per search (cached by states and settings)."""
+    from shrinktune.models.autoencoder import Autoencoder
+    from shrinktune.training.autoencoder import pretrain_autoencoder
+    from shrinktune.training.cache import cached_dir, fingerprint
+
+    key = fingerprint("autoencoder", pairs.key, latent_dim, kind, epochs, seed)
+
+    def produce(folder: Path) -> None:
+        result = pretrain_autoencoder(pairs.states, pairs.attention_mask, latent_dim, kind=kind, epochs=epochs, seed=seed)
+        torch.save(result.autoencoder.state_dict(), folder / "autoencoder.pt")
+        (folder / "autoencoder.json").write_text(json.dumps(
+            {"spec": result.autoencoder.spec, "train_mse": result.train_mse, "heldout_mse": result.heldout_mse}))
+
+    folder = cached_dir("autoencoders", key, produce, root)
+    info = json.loads((folder / "autoencoder.json").read_text())
+    ae = Autoencoder(pairs.states.shape[-1], latent_dim, kind=kind)
+    ae.load_state_dict(torch.load(folder / "autoencoder.pt", weights_only=True))
+    return ae.eval(), info
+
+
+def ratios(metrics: dict, reference: dict) -> dict:
+    """The trial's standing against the teacher: speed-up, memory ratio, relative ROUGE change."""
+    out = {}
+    if reference.get("latency_ms") and metrics.get("latency_ms"):
+        out["speedup"] = reference["latency_ms"] / metrics["latency_ms"]
+    if reference.get("train_peak_mb") and metrics.get("train_peak_mb"):
+        out["train_memory_ratio"] = metrics["train_peak_mb"] / reference["train_peak_mb"]
+    if reference.get("params_decoder") and metrics.get("params_decoder"):
+        out["decoder_params_ratio"] = metrics["params_decoder"] / reference["params_decoder"]
+    for key in ("rouge1", "rouge2", "rougeL"):
+        if reference.get(key):
+            out[f"{key}_change"] = (metrics[key] - reference[key]) / reference[key]
+    return out
+
+
+def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_epoch=None) -> dict:
+    """A whole trial: returns its metrics and leaves the student (with tokenizer) in `checkpoint_dir`."""
+    from shrinktune.models.student import build_student
+    from shrinktune.training.finetune import FinetuneSettings, finetune_on_states
+
+    quiet_libraries()
+    settings_in = {**DEFAULT_TRIAL, **ctx.fixed, **config}
+    task, _, teacher, tokenizer, pairs = _load_shared(ctx)
+    width = teacher.config.encoder.hidden_size
+    latent = int(settings_in.get("latent_dim", width))
+    metrics: dict[str, float] = {}
+    bottleneck = spec = None
+    if latent < width:
+        ae, info = _autoencoder(pairs, latent, settings_in["ae_kind"], int(settings_in["ae_epochs"]), ctx.seed, Path(ctx.cache_root))
+        bottleneck, spec = ae.encoder, ae.spec
+        metrics["ae_mse"] = info["heldout_mse"]
+    student = build_student(
+        teacher, latent_dim=latent, decoder_layers=int(settings_in.get("decoder_layers", teacher.config.decoder.num_hidden_layers)),
+        bottleneck=bottleneck, bottleneck_spec=spec, teacher_name=ctx.teacher_dir,
+    )
+    settings = FinetuneSettings(
+        epochs=int(settings_in["epochs"]), learning_rate=float(settings_in["learning_rate"]),
+        batch_size=int(settings_in["batch_size"]), seed=ctx.seed,
+    )
+    history = finetune_on_states(student, pairs, settings, on_epoch=on_epoch)
+    metrics["train_loss"] = history[-1]
+    measured, predictions = _measure(student, tokenizer, task, ctx, pairs, settings, [student.decoder, student.bottleneck])
+    metrics.update(measured)
+    metrics.update(ratios(metrics, ctx.reference))
+    checkpoint_dir = Path(checkpoint_dir)
+    student.save_pretrained(checkpoint_dir)
+    tokenizer.save_pretrained(checkpoint_dir)
+    (checkpoint_dir / "shrinktune_trial.json").write_text(json.dumps(
+        {"config": settings_in, "task": ctx.task, "metrics": metrics, "train_loss": history,
+         "sample_predictions": predictions[:6]}, indent=2, default=float))
+    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise FloatingPointError(f"trial produced non-finite metrics: {bad}")
+    return metrics
+
+
+def shrinktune_trial(config: dict, context: TrialContext) -> None:
+    """Ray Tune function trainable: runs the configuration and reports metrics with the checkpoint."""
+    import tempfile
+
+    from ray import tune
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("shrinktune").setLevel(logging.INFO)
+    with tempfile.TemporaryDirectory(prefix="shrinktune-trial-") as folder:
+        metrics = run_configuration(config, context, Path(folder))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

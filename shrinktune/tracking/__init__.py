@@ -1,0 +1,1 @@
+"""Tracking room: MLflow runs for searches (parent) and trials (children)."""

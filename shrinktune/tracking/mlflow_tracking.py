@@ -1,0 +1,139 @@
+"""MLflow bookkeeping of a search: one parent run per search, one child run per trial.
+
+Everything goes through `MlflowClient` with explicit run ids, so the Ray Tune driver can log trials as they end
+without juggling MLflow's "active run". The default store is a sqlite file in the working directory (MLflow 3
+deprecates the file store); artifacts go to `./mlartifacts` beside it unless the URI says otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+from shrinktune.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DB = "mlflow.db"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def default_tracking_uri(folder: str | Path | None = None) -> str:
+    """`sqlite:///<folder>/mlflow.db`, folder defaulting to the working directory."""
+    return f"sqlite:///{(Path(folder or Path.cwd()) / DEFAULT_DB).resolve()}"
+
+
+def ui_command(tracking_uri: str) -> str:
+    """The command that opens the MLflow UI on this store, one worker, loopback only."""
+    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000 --workers 1"
+
+
+class SearchTracker:
+    """Logs one search to MLflow: a parent run, and a child run for each trial that ends."""
+
+    def __init__(self, tracking_uri: str, experiment: str):
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.parent_run_id: str | None = None
+        self._client = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_client": None}  # the client holds connections; rebuilt on demand
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def check(self) -> None:
+        """Fails fast, with one line, when the store cannot be opened or written."""
+        uri = self.tracking_uri
+        if uri.startswith("sqlite:///"):
+            folder = Path(uri[len("sqlite:///"):]).parent
+            if not folder.is_dir() or not os.access(folder, os.W_OK):
+                raise UserError(
+                    f"tracking location {uri} is not writable ({folder} is missing or read-only); "
+                    "pass --tracking-uri sqlite:////a/writable/folder/mlflow.db."
+                )
+        if uri.startswith(("http://", "https://")):
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        try:
+            self.experiment_id()
+        except UserError:
+            raise
+        except Exception as error:  # MLflow raises many kinds for an unreachable or broken store
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(
+                f"tracking server {uri} cannot be used ({first[:200]}); start it or pass --tracking-uri."
+            ) from error
+
+    def experiment_id(self) -> str:
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            return found.experiment_id
+        artifacts = None
+        if self.tracking_uri.startswith("sqlite:///"):
+            artifacts = (Path(self.tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+        return self.client.create_experiment(self.experiment, artifact_location=artifacts)
+
+    def start_search(self, run_name: str, params: dict, tags: dict | None = None) -> str:
+        run = self.client.create_run(self.experiment_id(), run_name=run_name, tags={"shrinktune.kind": "search", **(tags or {})})
+        self.parent_run_id = run.info.run_id
+        self._log_params(self.parent_run_id, params)
+        return self.parent_run_id
+
+    def log_reference(self, metrics: dict) -> None:
+        """The teacher's metrics on the parent run, prefixed `teacher_`."""
+        self._log_metrics(self.parent_run_id, {f"teacher_{k}": v for k, v in metrics.items()})
+
+    def log_trial(self, name: str, params: dict, metrics: dict, *, status: str = "FINISHED",
+                  checkpoint: str | None = None, error: str | None = None, history: list[float] | None = None) -> str:
+        """A child run for one finished or failed trial; returns its run id."""
+        tags = {PARENT_TAG: self.parent_run_id, "shrinktune.kind": "trial", "shrinktune.trial": name}
+        if checkpoint:
+            tags["shrinktune.checkpoint"] = checkpoint
+        if error:
+            tags["shrinktune.error"] = error[:4000]
+        run = self.client.create_run(self.experiment_id(), run_name=name, tags=tags)
+        run_id = run.info.run_id
+        self._log_params(run_id, {**params, **({"checkpoint": checkpoint} if checkpoint else {})})
+        self._log_metrics(run_id, metrics)
+        for step, loss in enumerate(history or [], start=1):
+            self.client.log_metric(run_id, "train_loss_epoch", loss, step=step)
+        self.client.set_terminated(run_id, status=status)
+        return run_id
+
+    def end_search(self, status: str = "FINISHED", metrics: dict | None = None) -> None:
+        if self.parent_run_id:
+            if metrics:
+                self._log_metrics(self.parent_run_id, metrics)
+            self.client.set_terminated(self.parent_run_id, status=status)
+
+    def tag(self, run_id: str, key: str, value: str) -> None:
+        self.client.set_tag(run_id, key, value)
+
+    def _log_params(self, run_id: str, params: dict) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[start : start + 100])
+
+    def _log_metrics(self, run_id: str, metrics: dict) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(str(k), float(v), now, 0) for k, v in metrics.items()
+                 if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))]
+        for start in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[start : start + 500])

@@ -1,0 +1,1 @@
+"""Training room: encoder-state caches, autoencoder pre-training, decoder fine-tuning, teacher preparation."""

@@ -1,0 +1,71 @@
+"""Pre-training the latent autoencoder on cached encoder states (reconstruction MSE).
+
+Any documents serve: the AE sees only the encoder's output vectors, one token at a time, padding excluded. Of
+them 10 % are held out, and the held-out MSE is what a trial reports.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from shrinktune.models.autoencoder import Autoencoder
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AutoencoderResult:
+    autoencoder: Autoencoder
+    train_mse: list[float] = field(default_factory=list)  # per epoch
+    heldout_mse: float = float("nan")  # after training, on the held-out 10 % of token vectors
+
+
+def token_vectors(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(n, src_len, d) states → (tokens, d): the vectors of real tokens, padding dropped."""
+    return states[attention_mask.bool()]
+
+
+def pretrain_autoencoder(
+    states: torch.Tensor,
+    attention_mask: torch.Tensor,
+    latent_dim: int,
+    *,
+    kind: str = "mlp",
+    epochs: int = 8,
+    learning_rate: float = 1e-3,
+    batch_size: int = 1024,
+    seed: int = 0,
+) -> AutoencoderResult:
+    """Trains an `Autoencoder` (width → `latent_dim` → width) to reconstruct encoder output vectors."""
+    torch.manual_seed(seed)
+    vectors = token_vectors(states, attention_mask).float()  # (tokens, d)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(vectors.shape[0], generator=generator)
+    n_heldout = max(1, vectors.shape[0] // 10)
+    heldout, train = vectors[order[:n_heldout]], vectors[order[n_heldout:]]
+    ae = Autoencoder(vectors.shape[1], latent_dim, kind=kind)
+    optimizer = torch.optim.Adam(ae.parameters(), lr=learning_rate)
+    result = AutoencoderResult(ae)
+    for epoch in range(1, epochs + 1):
+        ae.train()
+        perm = torch.randperm(train.shape[0], generator=generator)
+        total = 0.0
+        for start in range(0, train.shape[0], batch_size):
+            batch = train[perm[start : start + batch_size]]  # (batch, d)
+            if batch.shape[0] < 2:
+                continue  # BatchNorm needs two rows
+            loss = F.mse_loss(ae(batch), batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * batch.shape[0]
+        result.train_mse.append(total / train.shape[0])
+        logger.info("autoencoder epoch %d/%d: mse %.5f", epoch, epochs, result.train_mse[-1])
+    ae.eval()
+    with torch.no_grad():
+        result.heldout_mse = F.mse_loss(ae(heldout), heldout).item()
+    return result

@@ -1,0 +1,161 @@
+"""Fine-tuning what sits after a frozen encoder, on its cached states.
+
+The teacher's encoder is frozen for the teacher and every student alike, so training reads `EncodedPairs` and
+never runs the encoder: the decoder (and, if asked, the bottleneck) learns from teacher forcing with token-level
+cross-entropy. A NaN loss stops training with `FloatingPointError`, which a search records as a failed trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers.modeling_outputs import BaseModelOutput
+
+from shrinktune.errors import ConfigError
+from shrinktune.training.encode import EncodedPairs
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """How a decoder is fine-tuned on cached encoder states."""
+
+    epochs: int = 3  # passes over the training pairs
+    learning_rate: float = 1e-4  # AdamW peak learning rate (linear decay to 0)
+    batch_size: int = 16  # pairs per step
+    weight_decay: float = 0.01  # AdamW weight decay
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    max_grad_norm: float = 1.0  # gradient clipping
+    seed: int = 0  # shuffling and dropout
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be ≥ 1, got {self.epochs}.")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}.")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be ≥ 1, got {self.batch_size}.")
+
+
+def trainable_parameters(model: torch.nn.Module, train_bottleneck: bool) -> list[torch.nn.Parameter]:
+    """Freezes the encoder (and the bottleneck unless `train_bottleneck`); returns what remains trainable."""
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    bottleneck = getattr(model, "bottleneck", None)
+    if bottleneck is not None:
+        for p in bottleneck.parameters():
+            p.requires_grad_(train_bottleneck)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def seq2seq_loss(model, states, attention_mask, decoder_input_ids, labels, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean token cross-entropy of `model` reading decoder-width `states` (batch, src_len, d_decoder)."""
+    out = model(
+        encoder_outputs=BaseModelOutput(last_hidden_state=states),
+        attention_mask=attention_mask,
+        decoder_input_ids=decoder_input_ids,
+        decoder_attention_mask=(labels != -100).long(),
+        use_cache=False,
+    )
+    logits = out.logits  # (batch, tgt_len, vocab)
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, label_smoothing=label_smoothing)
+
+
+def make_optimizer(params, settings: FinetuneSettings, total_steps: int):
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / max(1, total_steps)))
+    return optimizer, schedule
+
+
+def finetune_on_states(
+    model: torch.nn.Module,
+    pairs: EncodedPairs,
+    settings: FinetuneSettings,
+    *,
+    train_bottleneck: bool = False,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Trains `model`'s decoder on cached encoder states.
+
+    Args:
+        model: an encoder-decoder; `model.encode_latent` (students) maps raw states to the decoder's width.
+        pairs: cached encoder states and tokenised summaries.
+        settings: optimisation settings.
+        train_bottleneck: also train the bottleneck (otherwise it stays frozen, in eval mode).
+        on_epoch: called with (epoch, mean loss) after each epoch, e.g. to report progress.
+
+    Returns:
+        The mean training loss of each epoch.
+    """
+    torch.manual_seed(settings.seed)
+    params = trainable_parameters(model, train_bottleneck)
+    encode_latent = getattr(model, "encode_latent", lambda s: s)
+    states = pairs.states
+    if not train_bottleneck:
+        with torch.no_grad():
+            model.eval()
+            states = encode_latent(pairs.states)  # (n, src_len, d_decoder), computed once
+            encode_latent = lambda s: s  # noqa: E731
+    steps_per_epoch = math.ceil(len(pairs) / settings.batch_size)
+    optimizer, schedule = make_optimizer(params, settings, steps_per_epoch * settings.epochs)
+    generator = torch.Generator().manual_seed(settings.seed)
+    history = []
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        model.encoder.eval()
+        if getattr(model, "bottleneck", None) is not None and not train_bottleneck:
+            model.bottleneck.eval()
+        order = torch.randperm(len(pairs), generator=generator)
+        total, count = 0.0, 0
+        for start in range(0, len(pairs), settings.batch_size):
+            rows = order[start : start + settings.batch_size]
+            loss = seq2seq_loss(
+                model,
+                encode_latent(states[rows]),
+                pairs.attention_mask[rows],
+                pairs.decoder_input_ids[rows],
+                pairs.labels[rows],
+                settings.label_smoothing,
+            )
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}, step {start // settings.batch_size}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            total, count = total + loss.item() * len(rows), count + len(rows)
+        history.append(total / count)
+        logger.info("epoch %d/%d: loss %.4f", epoch, settings.epochs, history[-1])
+        if on_epoch is not None:
+            on_epoch(epoch, history[-1])
+    model.eval()
+    return history
+
+
+def training_step_fn(model: torch.nn.Module, pairs: EncodedPairs, settings: FinetuneSettings, batch_size: int | None = None):
+    """A closure running one full fine-tuning step (forward, backward, optimiser) on the first batch: what a
+    memory measurement wraps. Trains a deep copy, so `model` is left as it was."""
+    import copy
+
+    clone = copy.deepcopy(model)
+    params = trainable_parameters(clone, train_bottleneck=False)
+    rows = slice(0, batch_size or settings.batch_size)
+
+    def step():
+        optimizer = torch.optim.AdamW(params, lr=settings.learning_rate)
+        clone.train()
+        with torch.no_grad():
+            states = getattr(clone, "encode_latent", lambda s: s)(pairs.states[rows])
+        loss = seq2seq_loss(clone, states, pairs.attention_mask[rows], pairs.decoder_input_ids[rows], pairs.labels[rows])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
