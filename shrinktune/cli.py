@@ -100,7 +100,7 @@ def run_search_command(args) -> int:
     _check_flags(args)
     from shrinktune.search.runner import RunOptions, run_search
     from shrinktune.search.space import SearchSpace, resolve_space_path
-    from shrinktune.tracking.mlflow_tracking import default_tracking_uri, ui_command
+    from shrinktune.tracking.mlflow_tracking import SearchTracker, default_tracking_uri, ui_command
     from shrinktune.training.cache import cache_root
 
     path = resolve_space_path(args.space)
@@ -120,6 +120,7 @@ def run_search_command(args) -> int:
         cache_root=str(cache), address=args.address, trials=args.trials, max_concurrent=args.max_concurrent,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, sampler=args.sampler, name=args.name,
     )
+    SearchTracker(options.tracking_uri, space.name).check()  # before anything runs or is printed
     logger.info("search space %s: task %s, teacher %s, %d dimension(s); MLflow %s",
                 path, space.task, space.teacher, len(space.dimensions), options.tracking_uri)
     outcome = run_search(space, options)

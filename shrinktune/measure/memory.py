@@ -34,7 +34,9 @@ logger = logging.getLogger(__name__)
 
 # Lines the profiler's C++ side writes straight to stderr: Kineto's start/stop banners, and a one-time warning
 # when a tensor made before profiling is freed (expected here: the model's own outputs, old gradients).
-_PROFILER_NOISE = re.compile(rb"^(USDT|STAGE):|Memory block of unknown size was allocated before the profiling")
+_PROFILER_NOISE = re.compile(
+    rb"^(USDT|STAGE):|Memory block of unknown size was allocated before the profiling|External init callback must run"
+)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ class Summarizer:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> "Summarizer":
         """Loads a teacher or student folder (or hub id) written by `save_pretrained`."""
-        from shrinktune.models.teacher import load_teacher
+        from shrinktune.models.teacher import load_teacher, source_token_limit
 
         model, tokenizer = load_teacher(path, device=device)
         max_source_tokens = 256
@@ -29,7 +29,7 @@ class Summarizer:
 
             task = TASKS.get(json.loads(info.read_text()).get("task"))
             max_source_tokens = task.max_source_tokens if task else max_source_tokens
-        return cls(model, tokenizer, max_source_tokens)
+        return cls(model, tokenizer, source_token_limit(model, max_source_tokens))
 
     @torch.no_grad()
     def __call__(self, document: str | list[str], aspect: str | None = None) -> str | list[str]:

@@ -85,3 +85,10 @@ def load_teacher(name_or_path: str | Path, device=None):
     if device is not None:
         model.to(device)
     return model.eval(), tokenizer
+
+
+def source_token_limit(model, requested: int) -> int:
+    """`requested`, capped at the encoder's position table (a 512-position BERT cannot read 1024 tokens)."""
+    encoder = model.get_encoder() if hasattr(model, "get_encoder") else model
+    positions = getattr(getattr(encoder, "config", None), "max_position_embeddings", None)
+    return min(requested, positions) if positions else requested

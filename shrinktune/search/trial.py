@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -40,11 +40,20 @@ class TrialContext:
 
 
 def quiet_libraries() -> None:
-    """Silences load reports and progress bars that would drown the search's own progress lines."""
+    """Shows this library's progress lines in a worker and silences load reports and progress bars that would
+    drown them."""
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    package = logging.getLogger("shrinktune")
+    if not package.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        package.addHandler(handler)
+        package.setLevel(logging.INFO)
+        package.propagate = False
+    logging.getLogger("absl").setLevel(logging.ERROR)  # rouge-score's "Using default tokenizer."
 
 
 def _device() -> torch.device:
@@ -54,7 +63,7 @@ def _device() -> torch.device:
 def _load_shared(ctx: TrialContext):
     from shrinktune.data.tasks import get_task, load_task_splits
     from shrinktune.models.generation import GenerationSettings
-    from shrinktune.models.teacher import load_teacher
+    from shrinktune.models.teacher import load_teacher, source_token_limit
     from shrinktune.training.encode import cached_encoded_pairs
 
     if ctx.threads:
@@ -62,6 +71,7 @@ def _load_shared(ctx: TrialContext):
     task = get_task(ctx.task)
     splits = load_task_splits(task, ("train", "validation"))
     teacher, tokenizer = load_teacher(ctx.teacher_dir)
+    task = replace(task, max_source_tokens=source_token_limit(teacher, task.max_source_tokens))
     GenerationSettings(**ctx.generation).apply(teacher)
     pairs = cached_encoded_pairs(
         teacher.encoder, tokenizer, splits["train"], max_source_tokens=task.max_source_tokens,
@@ -196,8 +206,6 @@ def shrinktune_trial(config: dict, context: TrialContext) -> None:
 
     from ray import tune
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("shrinktune").setLevel(logging.INFO)
     with tempfile.TemporaryDirectory(prefix="shrinktune-trial-") as folder:
         metrics = run_configuration(config, context, Path(folder))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

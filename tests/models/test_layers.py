@@ -1,0 +1,20 @@
+import pytest
+
+from shrinktune.errors import ConfigError
+from shrinktune.models.layers import layers_to_keep
+
+
+@pytest.mark.parametrize("student,kept", [(1, [0]), (2, [0, 6]), (3, [0, 6, 11]), (4, [0, 4, 8, 11]), (6, [0, 2, 4, 7, 9, 11])])
+def test_distilbart_maps_for_a_12_layer_teacher(student, kept):
+    assert layers_to_keep(student, 12) == kept
+
+
+def test_other_depths_keep_first_and_last():
+    assert layers_to_keep(3, 6) == [0, 2, 5]
+    assert layers_to_keep(6, 6) == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("student", [0, 7])
+def test_impossible_depths_are_refused(student):
+    with pytest.raises(ConfigError, match="between 1 and 6 layers"):
+        layers_to_keep(student, 6)

@@ -1,0 +1,84 @@
+import pytest
+import torch
+
+from shrinktune.errors import ConfigError
+from shrinktune.models.autoencoder import Autoencoder
+from shrinktune.models.student import LatentEncoderDecoderModel, build_student
+
+
+def _inputs(tokenizer):
+    return tokenizer(["challenge: compressing decoders of summarizers", "approach: a latent bottleneck"],
+                     return_tensors="pt", padding=True)
+
+
+def test_same_width_student_copies_the_mapped_teacher_layers(tiny_teacher):
+    student = build_student(tiny_teacher, latent_dim=32, decoder_layers=1)
+    assert student.bottleneck is None
+    assert student.config.student["kept_decoder_layers"] == [0]
+    t_layer, s_layer = tiny_teacher.decoder.bert.encoder.layer[0], student.decoder.bert.encoder.layer[0]
+    for (name, a), (_, b) in zip(t_layer.state_dict().items(), s_layer.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert torch.equal(student.encoder.embeddings.word_embeddings.weight, tiny_teacher.encoder.embeddings.word_embeddings.weight)
+    assert len(student.decoder.bert.encoder.layer) == 1
+
+
+def test_narrow_student_runs_the_bottleneck_once_per_generation(tiny_teacher, tokenizer):
+    ae = Autoencoder(32, 16).eval()
+    student = build_student(tiny_teacher, latent_dim=16, decoder_layers=2, bottleneck=ae.encoder, bottleneck_spec=ae.spec).eval()
+    assert student.config.decoder.hidden_size == 16
+    calls = []
+    student.bottleneck.register_forward_hook(lambda *args: calls.append(1))
+    out = student.generate(**_inputs(tokenizer), max_new_tokens=6, min_new_tokens=6)
+    assert out.shape[1] == 7 and len(calls) == 1
+    # the bottleneck holds the autoencoder's trained encoder half
+    assert torch.equal(student.bottleneck[0].weight, ae.encoder[0].weight)
+
+
+def test_forward_from_ids_equals_forward_from_latent_states(tiny_teacher, tokenizer):
+    ae = Autoencoder(32, 16).eval()
+    student = build_student(tiny_teacher, latent_dim=16, decoder_layers=1, bottleneck=ae.encoder, bottleneck_spec=ae.spec).eval()
+    batch = _inputs(tokenizer)
+    decoder_input_ids = torch.full((2, 3), tokenizer.cls_token_id)
+    with torch.no_grad():
+        direct = student(**batch, decoder_input_ids=decoder_input_ids).logits
+        states = student.encoder(**batch).last_hidden_state
+        from transformers.modeling_outputs import BaseModelOutput
+
+        cached = student(encoder_outputs=BaseModelOutput(student.encode_latent(states)), attention_mask=batch["attention_mask"],
+                         decoder_input_ids=decoder_input_ids).logits
+    assert torch.allclose(direct, cached, atol=1e-6)
+
+
+def test_save_load_generate_identical(tmp_path, tiny_teacher, tokenizer):
+    from transformers import AutoModelForSeq2SeqLM
+
+    ae = Autoencoder(32, 16).eval()
+    student = build_student(tiny_teacher, latent_dim=16, decoder_layers=2, bottleneck=ae.encoder, bottleneck_spec=ae.spec,
+                            teacher_name="tiny").eval()
+    student.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists() and not list(tmp_path.glob("*.bin"))
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded, LatentEncoderDecoderModel)
+    assert loaded.config.student["latent_dim"] == 16 and loaded.config.bottleneck == ae.spec
+    batch = _inputs(tokenizer)
+    assert torch.equal(student.generate(**batch), loaded.generate(**batch))
+
+
+def test_impossible_students_are_refused(tiny_teacher):
+    with pytest.raises(ConfigError, match=r"latent_dim must be between 1 and the encoder width \(32\), got 64"):
+        build_student(tiny_teacher, latent_dim=64, decoder_layers=1)
+    with pytest.raises(ConfigError, match="between 1 and 2 layers"):
+        build_student(tiny_teacher, latent_dim=32, decoder_layers=0)
+    with pytest.raises(ConfigError, match="bottleneck is needed exactly when"):
+        build_student(tiny_teacher, latent_dim=16, decoder_layers=1)
+
+
+def test_summarizer_loads_a_checkpoint_in_one_call(tmp_path, tiny_teacher, tokenizer):
+    from shrinktune import load_summarizer
+
+    student = build_student(tiny_teacher, latent_dim=32, decoder_layers=1)
+    student.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    summarize = load_summarizer(tmp_path)
+    assert isinstance(summarize("A document about models.", aspect="approach"), str)
+    assert len(summarize(["one document.", "another one."])) == 2

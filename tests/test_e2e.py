@@ -1,0 +1,95 @@
+"""End to end through the real entry point, Ray Tune, Optuna and MLflow (marked e2e; they run in CI)."""
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+
+
+def _run(args, tmp_path, timeout):
+    cmd = [sys.executable, "-m", "platform.search", *map(str, args), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+           "--storage", tmp_path / "runs", "--cache-dir", tmp_path / "cache"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    return out.stdout
+
+
+def _table(stdout):
+    """Rows of the printed Pareto table, as dicts keyed by its header."""
+    lines = stdout[stdout.index("Pareto front of"):].splitlines()
+    header = re.split(r"\s{2,}", lines[1].strip())
+    rows = []
+    for line in lines[3:]:
+        if not line.strip():
+            break
+        rows.append(dict(zip(header, re.split(r"\s{2,}", line.strip()))))
+    return rows
+
+
+def _mlflow_runs(tmp_path, experiment):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], max_results=100)
+
+
+def test_tiny_teacher_search_logs_parent_and_children(tmp_path, tiny_teacher_dir):
+    space = tmp_path / "tiny.yaml"
+    space.write_text(f"""# Run: python -m platform.search {space}
+task: summarization
+teacher: {tiny_teacher_dir}
+objectives: {{rouge1: max, latency_ms: min, train_peak_mb: min}}
+search: {{sampler: random, trials: 3, seed: 1}}
+evaluation: {{samples: 6, latency_samples: 2, latency_repeats: 2}}
+generation: {{max_new_tokens: 8}}
+fixed: {{batch_size: 16, ae_epochs: 1, epochs: 1}}
+dimensions:
+  latent_dim: {{type: categorical, choices: [8, 16, 32]}}
+  decoder_layers: {{type: int, low: 1, high: 3}}
+  learning_rate: {{type: float, low: 1.0e-4, high: 1.0e-3, log: true}}
+""")
+    stdout = _run([space], tmp_path, timeout=900)
+    rows = _table(stdout)
+    assert rows[0]["trial"] == "teacher" and len(rows) >= 2
+    assert "mlflow ui --backend-store-uri" in stdout
+
+    runs = _mlflow_runs(tmp_path, "tiny")
+    parents = [r for r in runs if r.data.tags.get("shrinktune.kind") == "search"]
+    children = [r for r in runs if r.data.tags.get("shrinktune.kind") == "trial"]
+    assert len(parents) == 1 and len(children) == 3
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert "teacher_rouge1" in parents[0].data.metrics
+    by_trial = {c.data.tags["shrinktune.trial"]: c for c in children}
+    front = [r for r in rows if r["trial"] != "teacher"]
+    for row in front:
+        child = by_trial[row["trial"]]
+        assert f"{child.data.metrics['rouge1']:.3f}" == row["R-1"]
+        assert f"{child.data.metrics['latency_ms']:.1f}" == row["ms/summary"]
+        assert child.data.params["checkpoint"] == row["checkpoint"]
+        assert child.data.tags.get("shrinktune.pareto") == "true"
+        assert pathlib.Path(row["checkpoint"], "model.safetensors").exists()
+
+
+def test_readme_command_on_the_embedded_default(tmp_path):
+    """The README's main command (with 2 trials to keep CI short): real teacher, real data, offline."""
+    stdout = _run(["summarization", "--trials", "2"], tmp_path, timeout=1500)
+    rows = [r for r in _table(stdout) if r["trial"] != "teacher"]
+    assert rows, stdout[-3000:]
+    children = [r for r in _mlflow_runs(tmp_path, "summarization") if r.data.tags.get("shrinktune.kind") == "trial"]
+    assert len(children) == 2
+
+    from shrinktune import load_summarizer
+    from shrinktune.data.aclsum import load_aclsum
+
+    unseen = load_aclsum("test")[0]
+    summary = load_summarizer(rows[0]["checkpoint"])(unseen.document, aspect=unseen.aspect)
+    words = summary.split()
+    assert len(words) >= 3, summary
+    assert sum(w.strip(".,;:-()").isalpha() for w in words) >= 0.7 * len(words), summary

@@ -1,0 +1,71 @@
+"""The `platform` entry package must stand in for the stdlib module completely, and stay a thin layer."""
+
+import importlib.util
+import pathlib
+import subprocess
+import sys
+import sysconfig
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _stdlib_platform():
+    spec = importlib.util.spec_from_file_location("stdlib_platform_copy", pathlib.Path(sysconfig.get_paths()["stdlib"]) / "platform.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_platform_here_is_the_project_package():
+    import platform
+
+    assert pathlib.Path(platform.__file__).resolve() == ROOT / "platform" / "__init__.py"
+
+
+def test_every_stdlib_name_is_reexported_and_works():
+    import platform
+
+    stdlib = _stdlib_platform()
+    missing = [name for name in vars(stdlib) if not name.startswith("__") and not hasattr(platform, name)]
+    assert missing == []
+    assert platform.system() == stdlib.system()
+    assert platform.uname() == stdlib.uname()
+    assert platform.python_version() == stdlib.python_version()
+    assert platform.machine() and platform.platform()
+    assert set(stdlib.__all__ if hasattr(stdlib, "__all__") else []) <= set(dir(platform))
+
+
+def test_uname_pickles_like_the_stdlib_one():
+    import pickle
+    import platform
+
+    assert pickle.loads(pickle.dumps(platform.uname())) == platform.uname()
+
+
+def test_libraries_that_import_platform_work_under_the_entry_layer():
+    code = "import platform, torch, ray, transformers, mlflow; print(platform.__file__, platform.system())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert str(ROOT / "platform") in out.stdout
+
+
+def test_entry_point_help_runs_as_module():
+    out = subprocess.run([sys.executable, "-m", "platform.search", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "--tracking-uri" in out.stdout
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "shrinktune").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_library_never_imports_the_entry_layer(path):
+    text = path.read_text()
+    assert "from platform." not in text and "import platform." not in text
+
+
+@pytest.mark.parametrize("room", ["data", "models", "training", "measure"])
+def test_model_rooms_do_not_import_orchestration(room):
+    for path in (ROOT / "shrinktune" / room).rglob("*.py"):
+        text = path.read_text()
+        for banned in ("import ray", "from ray", "import optuna", "from optuna", "import mlflow", "from mlflow"):
+            assert banned not in text, f"{path} imports {banned.split()[-1]}"

@@ -1,0 +1,42 @@
+import pytest
+
+from shrinktune.errors import UserError
+from shrinktune.tracking.mlflow_tracking import SearchTracker, default_tracking_uri, ui_command
+
+
+def test_parent_and_children_in_sqlite(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = default_tracking_uri(tmp_path)
+    assert uri == f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = SearchTracker(uri, "exp")
+    tracker.check()
+    parent = tracker.start_search("search-1", {"space": "x.yaml"})
+    tracker.log_reference({"rouge1": 0.2})
+    child = tracker.log_trial("t1", {"latent_dim": 96}, {"rouge1": 0.1, "bad": float("nan")}, checkpoint="/ck", history=[3.0, 2.0])
+    failed = tracker.log_trial("t2", {"latent_dim": 192}, {}, status="FAILED", error="Traceback: boom")
+    tracker.end_search()
+    client = MlflowClient(uri)
+    assert client.get_run(parent).data.metrics["teacher_rouge1"] == 0.2
+    run = client.get_run(child)
+    assert run.data.tags["mlflow.parentRunId"] == parent and run.data.params["latent_dim"] == "96"
+    assert run.data.metrics == {"rouge1": 0.1, "train_loss_epoch": 2.0} and run.info.status == "FINISHED"
+    assert [m.value for m in client.get_metric_history(child, "train_loss_epoch")] == [3.0, 2.0]
+    assert client.get_run(failed).info.status == "FAILED" and "boom" in client.get_run(failed).data.tags["shrinktune.error"]
+    assert client.get_run(parent).info.status == "FINISHED"
+    assert "--workers 1" in ui_command(uri) and "127.0.0.1" in ui_command(uri)
+
+
+def test_unwritable_location_is_one_clear_line(tmp_path):
+    tracker = SearchTracker(f"sqlite:///{tmp_path}/missing/dir/mlflow.db", "exp")
+    with pytest.raises(UserError, match="not writable .*--tracking-uri"):
+        tracker.check()
+
+
+def test_tracker_pickles_without_its_client(tmp_path):
+    import pickle
+
+    tracker = SearchTracker(default_tracking_uri(tmp_path), "exp")
+    tracker.check()
+    clone = pickle.loads(pickle.dumps(tracker))
+    assert clone._client is None and clone.experiment_id() == tracker.experiment_id()

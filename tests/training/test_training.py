@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from shrinktune.models.autoencoder import Autoencoder
+from shrinktune.models.student import build_student
+from shrinktune.training.autoencoder import pretrain_autoencoder
+from shrinktune.training.encode import cached_encoded_pairs, encode_pairs, tokenize_targets
+from shrinktune.training.finetune import FinetuneSettings, finetune_on_states
+
+
+@pytest.fixture
+def pairs(tiny_teacher, tokenizer, few_examples):
+    return encode_pairs(tiny_teacher.encoder, tokenizer, few_examples, max_source_tokens=48, max_target_tokens=16,
+                        start_id=tokenizer.cls_token_id)
+
+
+def test_targets_are_shifted_teacher_forcing_pairs(tokenizer):
+    labels, decoder_inputs = tokenize_targets(tokenizer, ["a summary", "longer summary here"], 16, tokenizer.cls_token_id)
+    assert decoder_inputs[:, 0].tolist() == [tokenizer.cls_token_id] * 2
+    # decoder input at t+1 is the label at t (where the label is not padding)
+    mask = labels[:, :-1] != -100
+    assert torch.equal(decoder_inputs[:, 1:][mask], labels[:, :-1][mask])
+    assert (labels == tokenizer.sep_token_id).sum() == 2  # each label row ends with the end token
+
+
+def test_encoded_states_match_the_encoder(pairs, tiny_teacher, tokenizer, few_examples):
+    batch = tokenizer([few_examples[0].source], max_length=48, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        direct = tiny_teacher.encoder(**batch).last_hidden_state[0]
+    n = direct.shape[0]
+    assert torch.allclose(pairs.states[0, :n], direct, atol=1e-5)
+    assert pairs.states.shape == (12, pairs.attention_mask.shape[1], 32)
+
+
+def test_cached_pairs_are_computed_once(tmp_path, tiny_teacher, tokenizer, few_examples, monkeypatch):
+    import shrinktune.training.encode as encode
+
+    calls = []
+    real = encode.encode_pairs
+    monkeypatch.setattr(encode, "encode_pairs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    kwargs = dict(max_source_tokens=32, max_target_tokens=8, start_id=tokenizer.cls_token_id, root=tmp_path)
+    first = cached_encoded_pairs(tiny_teacher.encoder, tokenizer, few_examples, **kwargs)
+    second = cached_encoded_pairs(tiny_teacher.encoder, tokenizer, few_examples, **kwargs)
+    assert len(calls) == 1 and torch.equal(first.states, second.states) and first.key == second.key
+
+
+def test_finetuning_lowers_loss_and_leaves_encoder_and_bottleneck_frozen(pairs, tiny_teacher):
+    ae = Autoencoder(32, 16).eval()
+    student = build_student(tiny_teacher, latent_dim=16, decoder_layers=1, bottleneck=ae.encoder, bottleneck_spec=ae.spec)
+    encoder_before = {k: v.clone() for k, v in student.encoder.state_dict().items()}
+    bottleneck_before = {k: v.clone() for k, v in student.bottleneck.state_dict().items()}
+    history = finetune_on_states(student, pairs, FinetuneSettings(epochs=6, learning_rate=3e-3, batch_size=4))
+    assert history[-1] < history[0]
+    assert all(torch.equal(v, student.encoder.state_dict()[k]) for k, v in encoder_before.items())
+    assert all(torch.equal(v, student.bottleneck.state_dict()[k]) for k, v in bottleneck_before.items())  # BN stats too
+    assert all(not p.requires_grad for p in student.encoder.parameters())
+    assert all(p.grad is None for p in student.encoder.parameters())
+
+
+def test_nan_loss_stops_training(pairs, tiny_teacher):
+    student = build_student(tiny_teacher, latent_dim=32, decoder_layers=1)
+    with torch.no_grad():
+        student.decoder.cls.predictions.transform.dense.weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="training loss became nan"):
+        finetune_on_states(student, pairs, FinetuneSettings(epochs=1, batch_size=4))
+
+
+def test_autoencoder_mse_falls_with_training_and_with_width():
+    torch.manual_seed(0)
+    basis = torch.randn(12, 64)
+    states = torch.tanh(torch.randn(20, 30, 12) @ basis) + 0.05 * torch.randn(20, 30, 64)  # low-rank-ish states
+    mask = torch.ones(20, 30, dtype=torch.long)
+    mask[:, 25:] = 0
+    narrow = pretrain_autoencoder(states, mask, 4, epochs=15, batch_size=128, learning_rate=3e-3)
+    wide = pretrain_autoencoder(states, mask, 24, epochs=15, batch_size=128, learning_rate=3e-3)
+    assert narrow.train_mse[-1] < narrow.train_mse[0]
+    assert wide.heldout_mse < narrow.heldout_mse
