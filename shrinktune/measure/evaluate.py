@@ -18,6 +18,7 @@ from shrinktune.measure.latency import measure_latency
 from shrinktune.measure.memory import peak_memory_bytes, tensor_bytes
 from shrinktune.measure.params import count_parameters
 from shrinktune.measure.rouge import distinct_fraction, rouge_scores
+from shrinktune.models.generation import decode_summaries
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def generate_summaries(model, tokenizer, examples: list[Example], *, max_source_
     for start in range(0, len(examples), batch_size):
         inputs = _inputs(tokenizer, examples[start : start + batch_size], max_source_tokens, device)
         ids = model.generate(**inputs)  # (batch, out_len)
-        out += [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        out += decode_summaries(tokenizer, ids)
     return out
 
 

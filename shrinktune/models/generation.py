@@ -35,3 +35,11 @@ class GenerationSettings:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def decode_summaries(tokenizer, ids) -> list[str]:
+    """Generated ids → text, with WordPiece's spaced hyphens rejoined (`state - of - the - art` → `state-of-the-art`)."""
+    import re
+
+    texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return [re.sub(r"(?<=\w) - (?=\w)", "-", text).strip() for text in texts]

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from shrinktune.data.examples import format_source
+from shrinktune.models.generation import decode_summaries
 
 
 class Summarizer:
@@ -40,5 +41,5 @@ class Summarizer:
             padding=True, return_tensors="pt",
         ).to(next(self.model.parameters()).device)
         ids = self.model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        texts = [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        texts = decode_summaries(self.tokenizer, ids)
         return texts[0] if isinstance(document, str) else texts

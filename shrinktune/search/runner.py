@@ -152,6 +152,7 @@ def run_search(space: SearchSpace, options: RunOptions) -> SearchOutcome:
         searcher = OptunaSearch(
             space=SpaceSampler(space), metric=list(space.objectives), mode=list(space.objectives.values()),
             sampler=make_sampler(options.sampler or space.sampler, space.seed),
+            points_to_evaluate=[dict(point) for point in space.enqueue] or None,
         )
         trainable = tune.with_resources(tune.with_parameters(shrinktune_trial, context=context), {"cpu": cpus, "gpu": gpus})
         tuner = tune.Tuner(

@@ -76,6 +76,7 @@ class SearchSpace:
     trials: int = 6
     max_concurrent: int = 1
     seed: int = 0
+    enqueue: tuple[dict, ...] = ()  # known-good configurations tried first
     evaluation: dict = field(default_factory=dict)  # samples, latency_samples
     generation: dict = field(default_factory=dict)  # GenerationSettings fields
     fixed: dict = field(default_factory=dict)  # trial settings shared by all trials
@@ -144,8 +145,8 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
         problems.append(f"search must be a mapping (sampler, trials, max_concurrent, seed), got {search!r}")
         search = {}
     for key in search:
-        if key not in ("sampler", "trials", "max_concurrent", "seed"):
-            problems.append(f"search.{key} is unknown; allowed: sampler, trials, max_concurrent, seed")
+        if key not in ("sampler", "trials", "max_concurrent", "seed", "enqueue"):
+            problems.append(f"search.{key} is unknown; allowed: sampler, trials, max_concurrent, seed, enqueue")
     sampler = search.get("sampler", "tpe")
     if sampler not in SAMPLERS:
         problems.append(f"search.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
@@ -198,11 +199,18 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
             dimensions.append(dimension)
             if name in fixed:
                 problems.append(f"{name} is both fixed and a dimension; keep one")
+    enqueue = search.get("enqueue") or []
+    if not isinstance(enqueue, list):
+        problems.append(f"search.enqueue must be a list of configurations, got {enqueue!r}")
+        enqueue = []
+    for i, point in enumerate(enqueue):
+        _check_point(f"search.enqueue[{i}]", point, dimensions, problems)
     if problems:
         return None
     return SearchSpace(
         path=path, name=path.stem, task=task, teacher=teacher, objectives=dict(objectives), sampler=sampler,
         trials=search.get("trials", 6), max_concurrent=search.get("max_concurrent", 1), seed=seed,
+        enqueue=tuple(dict(p) for p in enqueue),
         evaluation=dict(evaluation), generation=dict(generation), fixed=dict(fixed), dimensions=tuple(dimensions),
     )
 
@@ -265,6 +273,27 @@ def _parse_dimension(name: str, spec, problems: list[str]) -> Dimension | None:
     _check_value(f"{where}.low", name, low, problems)
     _check_value(f"{where}.high", name, high, problems)
     return Dimension(name, kind, low=low, high=high, step=step, log=log)
+
+
+def _check_point(where: str, point, dimensions: list[Dimension], problems: list[str]) -> None:
+    """An enqueued configuration must give every dimension a value it can take, and nothing else."""
+    if not isinstance(point, dict):
+        problems.append(f"{where} must map dimensions to values, got {point!r}")
+        return
+    names = {d.name for d in dimensions}
+    for key in point:
+        if key not in names:
+            problems.append(f"{where}.{key} is not a dimension; dimensions: {', '.join(sorted(names))}")
+    for d in dimensions:
+        if d.name not in point:
+            problems.append(f"{where} has no value for {d.name}; give every dimension one")
+            continue
+        value = point[d.name]
+        if d.type == "categorical":
+            if value not in d.choices:
+                problems.append(f"{where}.{d.name} must be one of {list(d.choices)}, got {value!r}")
+        elif not _number(value) or not d.low <= value <= d.high:
+            problems.append(f"{where}.{d.name} must lie in [{d.low}, {d.high}], got {value!r}")
 
 
 def _check_against_teacher(space: SearchSpace, width: int | None, depth: int | None, problems: list[str]) -> None:

@@ -72,3 +72,12 @@ def test_missing_file_and_unknown_name(tmp_path):
     with pytest.raises(UserError, match=r"unknown task or search space 'nosuch'.*known: .*summarization"):
         resolve_space_path("nosuch")
     assert resolve_space_path("summarization").name == "summarization.yaml"
+
+
+def test_enqueued_configurations_must_fit_the_dimensions(tmp_path):
+    ok = GOOD.replace("search: {sampler: tpe, trials: 2}", "search: {sampler: tpe, trials: 2, enqueue: [{latent_dim: 192, decoder_layers: 2}]}")
+    assert SearchSpace.load(_write(tmp_path, ok)).enqueue == ({"latent_dim": 192, "decoder_layers": 2},)
+    bad = GOOD.replace("search: {sampler: tpe, trials: 2}", "search: {sampler: tpe, trials: 2, enqueue: [{latent_dim: 999}]}")
+    with pytest.raises(ConfigError, match=r"enqueue\[0\].latent_dim must lie in \[96, 384\], got 999") as info:
+        SearchSpace.load(_write(tmp_path, bad))
+    assert "enqueue[0] has no value for decoder_layers" in str(info.value)
