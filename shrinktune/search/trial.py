@@ -70,7 +70,7 @@ def _load_shared(ctx: TrialContext):
         torch.set_num_threads(ctx.threads)
     task = get_task(ctx.task)
     splits = load_task_splits(task, ("train", "validation"))
-    teacher, tokenizer = load_teacher(ctx.teacher_dir)
+    teacher, tokenizer = load_teacher(ctx.teacher_dir, device=_device())
     task = replace(task, max_source_tokens=source_token_limit(teacher, task.max_source_tokens))
     GenerationSettings(**ctx.generation).apply(teacher)
     pairs = cached_encoded_pairs(
@@ -175,10 +175,11 @@ def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_
         ae, info = _autoencoder(pairs, latent, settings_in["ae_kind"], int(settings_in["ae_epochs"]), ctx.seed, Path(ctx.cache_root))
         bottleneck, spec = ae.encoder, ae.spec
         metrics["ae_mse"] = info["heldout_mse"]
+    torch.manual_seed(ctx.seed)  # a fresh decoder's initial weights are drawn in build_student
     student = build_student(
         teacher, latent_dim=latent, decoder_layers=int(settings_in.get("decoder_layers", teacher.config.decoder.num_hidden_layers)),
         bottleneck=bottleneck, bottleneck_spec=spec, teacher_name=ctx.teacher_dir,
-    )
+    ).to(_device())
     settings = FinetuneSettings(
         epochs=int(settings_in["epochs"]), learning_rate=float(settings_in["learning_rate"]),
         batch_size=int(settings_in["batch_size"]), seed=ctx.seed,

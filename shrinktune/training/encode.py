@@ -66,13 +66,14 @@ def encode_pairs(
 ) -> EncodedPairs:
     """Runs the (frozen) encoder over the examples' sources and tokenises their summaries."""
     encoder.eval()
+    device = next(encoder.parameters()).device
     sources = [e.source for e in examples]
     enc = tokenizer(sources, max_length=max_source_tokens, truncation=True, padding=True, return_tensors="pt")
     chunks = []
     for start in range(0, len(sources), batch_size):
         window = slice(start, start + batch_size)
-        out = encoder(input_ids=enc["input_ids"][window], attention_mask=enc["attention_mask"][window])
-        chunks.append(out.last_hidden_state.float())  # (batch, src_len, d_encoder)
+        out = encoder(input_ids=enc["input_ids"][window].to(device), attention_mask=enc["attention_mask"][window].to(device))
+        chunks.append(out.last_hidden_state.float().cpu())  # (batch, src_len, d_encoder)
         logger.debug("encoded %d/%d documents", min(start + batch_size, len(sources)), len(sources))
     labels, decoder_input_ids = tokenize_targets(tokenizer, [e.summary for e in examples], max_target_tokens, start_id)
     return EncodedPairs(torch.cat(chunks), enc["attention_mask"], labels, decoder_input_ids)

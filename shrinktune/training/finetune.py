@@ -95,13 +95,13 @@ def finetune_on_states(
     """
     torch.manual_seed(settings.seed)
     params = trainable_parameters(model, train_bottleneck)
+    device = next(model.parameters()).device
     encode_latent = getattr(model, "encode_latent", lambda s: s)
-    states = pairs.states
+    states = pairs.states  # stays on the CPU; batches move to the model's device
     if not train_bottleneck:
-        with torch.no_grad():
-            model.eval()
-            states = encode_latent(pairs.states)  # (n, src_len, d_decoder), computed once
-            encode_latent = lambda s: s  # noqa: E731
+        model.eval()
+        states = latent_states(model, pairs.states, settings.batch_size)  # (n, src_len, d_decoder), computed once
+        encode_latent = lambda s: s  # noqa: E731
     steps_per_epoch = math.ceil(len(pairs) / settings.batch_size)
     optimizer, schedule = make_optimizer(params, settings, steps_per_epoch * settings.epochs)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -117,10 +117,10 @@ def finetune_on_states(
             rows = order[start : start + settings.batch_size]
             loss = seq2seq_loss(
                 model,
-                encode_latent(states[rows]),
-                pairs.attention_mask[rows],
-                pairs.decoder_input_ids[rows],
-                pairs.labels[rows],
+                encode_latent(states[rows].to(device)),
+                pairs.attention_mask[rows].to(device),
+                pairs.decoder_input_ids[rows].to(device),
+                pairs.labels[rows].to(device),
                 settings.label_smoothing,
             )
             if not torch.isfinite(loss):
@@ -139,6 +139,15 @@ def finetune_on_states(
     return history
 
 
+@torch.no_grad()
+def latent_states(model, states: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Raw cached states → the decoder's width through the (frozen) bottleneck, batch by batch, kept on the CPU."""
+    if getattr(model, "bottleneck", None) is None:
+        return states
+    device = next(model.parameters()).device
+    return torch.cat([model.encode_latent(states[i : i + batch_size].to(device)).cpu() for i in range(0, len(states), batch_size)])
+
+
 def training_step_fn(model: torch.nn.Module, pairs: EncodedPairs, settings: FinetuneSettings, batch_size: int | None = None):
     """A closure running one full fine-tuning step (forward, backward, optimiser) on the first batch: what a
     memory measurement wraps. Trains a deep copy, so `model` is left as it was."""
@@ -147,13 +156,16 @@ def training_step_fn(model: torch.nn.Module, pairs: EncodedPairs, settings: Fine
     clone = copy.deepcopy(model)
     params = trainable_parameters(clone, train_bottleneck=False)
     rows = slice(0, batch_size or settings.batch_size)
+    device = next(clone.parameters()).device
+    batch = [t[rows].to(device) for t in (pairs.states, pairs.attention_mask, pairs.decoder_input_ids, pairs.labels)]
 
     def step():
         optimizer = torch.optim.AdamW(params, lr=settings.learning_rate)
         clone.train()
+        states, attention_mask, decoder_input_ids, labels = batch
         with torch.no_grad():
-            states = getattr(clone, "encode_latent", lambda s: s)(pairs.states[rows])
-        loss = seq2seq_loss(clone, states, pairs.attention_mask[rows], pairs.decoder_input_ids[rows], pairs.labels[rows])
+            states = getattr(clone, "encode_latent", lambda s: s)(states)
+        loss = seq2seq_loss(clone, states, attention_mask, decoder_input_ids, labels)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

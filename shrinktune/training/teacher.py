@@ -13,17 +13,17 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
 from shrinktune.data.examples import Example
 from shrinktune.data.tasks import Task
 from shrinktune.training.cache import cached_dir, file_fingerprint, fingerprint
-import torch
-
 from shrinktune.training.encode import EncodedPairs, cached_encoded_pairs, examples_fingerprint, tokenize_targets
 from shrinktune.training.finetune import FinetuneSettings, finetune_on_states
 
 logger = logging.getLogger(__name__)
 
-RECIPE_VERSION = 1  # bump when the preparation code changes what it produces
+RECIPE_VERSION = 2  # bump when the preparation code changes what it produces
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,9 @@ def prepare_embedded_teacher(task: Task, train: list[Example], recipe: TeacherRe
 
     def produce(folder: Path) -> None:
         logger.info("preparing the embedded teacher: fine-tuning the MiniLM bert2bert on %d pairs (once; cached)", len(train))
+        torch.manual_seed(recipe.seed)  # the new cross-attention and LM-head weights are drawn here
         model, tokenizer = build_bert2bert()
+        model.to("cuda" if torch.cuda.is_available() else "cpu")
         pairs = cached_encoded_pairs(
             model.encoder, tokenizer, train, max_source_tokens=task.max_source_tokens,
             max_target_tokens=task.max_target_tokens, start_id=model.config.decoder_start_token_id, root=root,
