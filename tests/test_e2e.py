@@ -78,7 +78,8 @@ dimensions:
 
 
 def test_readme_command_on_the_embedded_default(tmp_path):
-    """The README's main command (with 2 trials to keep CI short): real teacher, real data, offline."""
+    """The README's main command (2 trials to keep CI short: the space's two enqueued configurations) on the real
+    teacher and data, offline; the best Pareto checkpoint then summarizes an unseen paper."""
     stdout = _run(["summarization", "--trials", "2"], tmp_path, timeout=1500)
     rows = [r for r in _table(stdout) if r["trial"] != "teacher"]
     assert rows, stdout[-3000:]
