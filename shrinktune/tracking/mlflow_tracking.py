@@ -21,12 +21,17 @@ PARENT_TAG = "mlflow.parentRunId"
 
 
 def default_tracking_uri(folder: str | Path | None = None) -> str:
-    """`sqlite:///<folder>/mlflow.db`, folder defaulting to the working directory."""
+    """`$MLFLOW_TRACKING_URI` when set (MLflow's own convention), else `sqlite:///<folder>/mlflow.db`, folder
+    defaulting to the working directory."""
+    if folder is None and os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{(Path(folder or Path.cwd()) / DEFAULT_DB).resolve()}"
 
 
 def ui_command(tracking_uri: str) -> str:
-    """The command that opens the MLflow UI on this store, one worker, loopback only."""
+    """How to open the MLflow UI on this store: a server's own address, or a one-worker loopback UI on a file."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri} in a browser (the tracking server serves the UI)"
     return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000 --workers 1"
 
 

@@ -40,3 +40,20 @@ def test_tracker_pickles_without_its_client(tmp_path):
     tracker.check()
     clone = pickle.loads(pickle.dumps(tracker))
     assert clone._client is None and clone.experiment_id() == tracker.experiment_id()
+
+
+def test_default_uri_follows_mlflow_convention(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert default_tracking_uri() == "http://127.0.0.1:5999"
+    assert "open http://127.0.0.1:5999" in ui_command(default_tracking_uri())
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.chdir(tmp_path)
+    assert default_tracking_uri() == f"sqlite:///{tmp_path}/mlflow.db"
+
+
+def test_unreachable_server_is_one_clear_line(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    tracker = SearchTracker("http://127.0.0.1:9", "exp")  # nothing listens on the discard port
+    with pytest.raises(UserError, match=r"tracking server http://127.0.0.1:9 cannot be used .*start it or pass --tracking-uri"):
+        tracker.check()
