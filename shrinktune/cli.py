@@ -20,9 +20,10 @@ logger = logging.getLogger("shrinktune")
 def _search_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("space", nargs="?", default="summarization",
                         help="task / search-space name (search_spaces/<name>.yaml) or a path to a space file")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: sqlite:///<cwd>/mlflow.db)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
+                        "sqlite:///<home>/mlflow.db; home = $SHRINKTUNE_HOME, ~/shrinktune in a Ray job, else the cwd)")
     parser.add_argument("--storage", default=None,
-                        help="Ray Tune results and checkpoints (default: ./shrinktune_runs; shared storage on a cluster)")
+                        help="Ray Tune results and checkpoints (default: <home>/shrinktune_runs; shared storage on a cluster)")
     parser.add_argument("--cache-dir", default=None, help="cache for the teacher, encoder states and autoencoders "
                         "(default: $SHRINKTUNE_CACHE or ~/.cache/shrinktune)")
     parser.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, a running local one, or a new one)")
@@ -65,6 +66,34 @@ def teacher_shape(teacher: str) -> tuple[int, int]:
     width = getattr(config, "d_model", None) or config.hidden_size
     depth = getattr(config, "decoder_layers", None) or getattr(config, "num_decoder_layers", None) or config.num_hidden_layers
     return width, depth
+
+
+def output_home() -> Path:
+    """Where a search writes `mlflow.db` and `shrinktune_runs/` by default.
+
+    `$SHRINKTUNE_HOME` if set; `~/shrinktune` when running as a Ray job with an uploaded working directory (that
+    copy is temporary, so results written there would be lost); else the working directory.
+    """
+    import json
+
+    if os.environ.get("SHRINKTUNE_HOME"):
+        home = Path(os.environ["SHRINKTUNE_HOME"]).expanduser().resolve()
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"SHRINKTUNE_HOME={home} cannot be created ({error.strerror}); point it at a writable folder.") from None
+        return home
+    job = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if job:
+        try:
+            uploaded = (json.loads(job).get("runtime_env") or {}).get("working_dir")
+        except ValueError:
+            uploaded = None
+        if uploaded:
+            home = Path.home() / "shrinktune"
+            home.mkdir(parents=True, exist_ok=True)
+            return home
+    return Path.cwd()
 
 
 def _fmt(value, spec: str) -> str:
@@ -114,9 +143,10 @@ def run_search_command(args) -> int:
     space = SearchSpace.load(path, encoder_width=width, teacher_depth=depth)
     cache = Path(args.cache_dir).expanduser().resolve() if args.cache_dir else cache_root()
     os.environ["SHRINKTUNE_CACHE"] = str(cache)  # trial workers started from here inherit it
+    home = output_home()
     options = RunOptions(
-        tracking_uri=args.tracking_uri or default_tracking_uri(),
-        storage_path=str(Path(args.storage or "shrinktune_runs").expanduser().resolve()),
+        tracking_uri=args.tracking_uri or (os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(home)),
+        storage_path=str(Path(args.storage or home / "shrinktune_runs").expanduser().resolve()),
         cache_root=str(cache), address=args.address, trials=args.trials, max_concurrent=args.max_concurrent,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, sampler=args.sampler, name=args.name,
     )
@@ -154,6 +184,39 @@ def _run(handler, args) -> int:
         return 130
 
 
+def submit_command(args, search_args: list[str]) -> int:
+    """Checks the cluster, then hands the search to `ray job submit` with the project as the working directory."""
+    import subprocess
+
+    from shrinktune.search.cluster import check_job_server, job_server_url
+
+    url = job_server_url(args.address or os.environ.get("RAY_ADDRESS"))
+    version = check_job_server(url)
+    logger.info("Ray %s job server at %s: submitting the search", version, url)
+    root = Path(__file__).resolve().parents[1]
+    command = ["ray", "job", "submit", "--address", url, "--working-dir", str(root)]
+    runtime_env = root / "jobs" / "runtime_env.yaml"
+    if runtime_env.exists():
+        command += ["--runtime-env", str(runtime_env)]
+    command += ["--", "python", "-m", "platform.search", *search_args]
+    return subprocess.call(command, cwd=root)
+
+
+def submit_main(argv: list[str] | None = None) -> int:
+    """`python -m platform.submit [--address URL] [SPACE] [search flags]`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m platform.submit", description="Submit a search to a Ray cluster as a Ray job "
+        "(checks the job server and the token first). Other arguments go to `python -m platform.search`.")
+    parser.add_argument("--address", default=None, help="job server, http://<head>:8265 (default: RAY_ADDRESS, else local)")
+    args, rest = parser.parse_known_args(argv)
+    _setup_logging()
+    try:
+        return submit_command(args, rest)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
 def search_main(argv: list[str] | None = None) -> int:
     """`python -m platform.search [SPACE] [flags]`."""
     parser = _search_parser(argparse.ArgumentParser(prog="python -m platform.search", description="Search for compressed summarizers."))
@@ -165,5 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shrinktune", description="Search for compressed summarizers.")
     commands = parser.add_subparsers(dest="command", required=True)
     _search_parser(commands.add_parser("search", help="run a search (python -m platform.search)"))
+    commands.add_parser("submit", help="submit a search to a Ray cluster (python -m platform.submit)", add_help=False)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["submit"]:
+        return submit_main(argv[1:])
     args = parser.parse_args(argv)
     return _run({"search": run_search_command}[args.command], args)

@@ -52,3 +52,9 @@ def few_examples():
     from shrinktune.data.aclsum import load_aclsum
 
     return load_aclsum("train")[:12]
+
+
+@pytest.fixture(scope="session")
+def embedded_cache(tmp_path_factory):
+    """One cache for the end-to-end tests of a session, so the embedded teacher is prepared once."""
+    return tmp_path_factory.mktemp("embedded-cache")

@@ -11,9 +11,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 
 
-def _run(args, tmp_path, timeout):
+def _run(args, tmp_path, timeout, cache=None):
     cmd = [sys.executable, "-m", "platform.search", *map(str, args), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
-           "--storage", tmp_path / "runs", "--cache-dir", tmp_path / "cache"]
+           "--storage", tmp_path / "runs", "--cache-dir", cache or tmp_path / "cache"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     return out.stdout
@@ -77,10 +77,10 @@ dimensions:
         assert pathlib.Path(row["checkpoint"], "model.safetensors").exists()
 
 
-def test_readme_command_on_the_embedded_default(tmp_path):
+def test_readme_command_on_the_embedded_default(tmp_path, embedded_cache):
     """The README's main command (2 trials to keep CI short: the space's two enqueued configurations) on the real
     teacher and data, offline; the best Pareto checkpoint then summarizes an unseen paper."""
-    stdout = _run(["summarization", "--trials", "2"], tmp_path, timeout=1500)
+    stdout = _run(["summarization", "--trials", "2"], tmp_path, timeout=1500, cache=embedded_cache)
     rows = [r for r in _table(stdout) if r["trial"] != "teacher"]
     assert rows, stdout[-3000:]
     children = [r for r in _mlflow_runs(tmp_path, "summarization") if r.data.tags.get("shrinktune.kind") == "trial"]

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from shrinktune.errors import UserError
 from shrinktune.search.pareto import pareto_front
 from shrinktune.search.space import SearchSpace
 from shrinktune.search.trial import TrialContext, prepare_reference, shrinktune_trial
@@ -99,13 +100,78 @@ def _versions() -> dict:
     return out
 
 
-def start_ray(address: str | None):
-    import ray
+def trial_resources(nodes: list[dict], concurrent: int, cpus: float | None, gpus: float | None) -> tuple[float, float]:
+    """CPUs and GPUs per trial: the flags, or what one node can give each of `concurrent` trials.
 
-    if not ray.is_initialized():
-        kwargs = {"address": address} if address else {}
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True, **kwargs)
+    A trial runs on one node, so a request larger than the largest node would wait forever; it is refused.
+    """
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
+    node_cpus = max((r.get("CPU", 0) for r in alive), default=0)
+    node_gpus = max((r.get("GPU", 0) for r in alive), default=0)
+    total_cpus = sum(r.get("CPU", 0) for r in alive)
+    if cpus is None:
+        cpus = max(1, min(int(total_cpus // concurrent), int(node_cpus)))
+    if gpus is None:
+        gpus = 1 if node_gpus >= 1 else 0
+    if cpus > node_cpus or gpus > node_gpus:
+        raise UserError(
+            f"a trial asks for {cpus:g} CPU and {gpus:g} GPU but the largest node has {node_cpus:g} CPU and "
+            f"{node_gpus:g} GPU; lower --cpus-per-trial / --gpus-per-trial or add a larger node."
+        )
+    return cpus, gpus
+
+
+def start_ray(address: str | None):
+    """Joins the cluster at `address` (or RAY_ADDRESS, or a running local one) or starts a local Ray.
+
+    The `shrinktune` package travels with the job (`py_modules`), so trial workers on every node import the same
+    code as this driver, whether or not the project is installed there; its dependencies must be.
+    """
+    import ray
+    from ray.exceptions import AuthenticationError
+
+    import shrinktune
+
+    if ray.is_initialized():
+        return ray
+    kwargs = {"address": address} if address else {}
+    where = address or os.environ.get("RAY_ADDRESS") or "a new local Ray"
+    _check_reachable(address or os.environ.get("RAY_ADDRESS"))
+    try:
+        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True,
+                 runtime_env={"py_modules": [str(Path(shrinktune.__file__).parent)]}, **kwargs)
+    except AuthenticationError as error:
+        raise UserError(
+            f"the Ray cluster at {where} requires its authentication token ({str(error).splitlines()[0][:120]}); "
+            "export RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN=<the head's ~/.ray/auth_token> when not on the head."
+        ) from None
+    except ConnectionError as error:
+        if "InvalidAuthToken" in str(error.__cause__) or "Authentication" in str(error.__cause__):
+            raise UserError(
+                f"the Ray cluster at {where} requires its authentication token, and none was found; export "
+                "RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN=<the head's ~/.ray/auth_token> when not on the head."
+            ) from None
+        raise UserError(
+            f"no Ray cluster at {where} ({str(error).splitlines()[0][:160]}); start one with `ray start --head`, "
+            "or drop --address / unset RAY_ADDRESS to run on a new local Ray."
+        ) from None
     return ray
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fails in seconds, not minutes, when nothing listens at a plain host:port cluster address."""
+    import socket
+
+    if not address or "://" in address or address in ("auto", "local") or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError):
+        raise UserError(
+            f"no Ray cluster at {address}: nothing answers there; start one with `ray start --head`, "
+            "or drop --address / unset RAY_ADDRESS to run on a new local Ray."
+        ) from None
 
 
 def run_search(space: SearchSpace, options: RunOptions) -> SearchOutcome:
@@ -122,8 +188,7 @@ def run_search(space: SearchSpace, options: RunOptions) -> SearchOutcome:
     trials = options.trials or space.trials
     concurrent = options.max_concurrent or space.max_concurrent
     resources = ray.cluster_resources()
-    cpus = options.cpus_per_trial or max(1, int(resources.get("CPU", 1) // concurrent))
-    gpus = options.gpus_per_trial if options.gpus_per_trial is not None else (1 if resources.get("GPU", 0) >= 1 else 0)
+    cpus, gpus = trial_resources(ray.nodes(), concurrent, options.cpus_per_trial, options.gpus_per_trial)
     name = options.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     context = TrialContext(
         task=space.task, teacher_dir=space.teacher, cache_root=options.cache_root, generation=space.generation,
