@@ -74,8 +74,6 @@ def output_home() -> Path:
     `$SHRINKTUNE_HOME` if set; `~/shrinktune` when running as a Ray job with an uploaded working directory (that
     copy is temporary, so results written there would be lost); else the working directory.
     """
-    import json
-
     if os.environ.get("SHRINKTUNE_HOME"):
         home = Path(os.environ["SHRINKTUNE_HOME"]).expanduser().resolve()
         try:
@@ -83,16 +81,12 @@ def output_home() -> Path:
         except OSError as error:
             raise UserError(f"SHRINKTUNE_HOME={home} cannot be created ({error.strerror}); point it at a writable folder.") from None
         return home
-    job = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
-    if job:
-        try:
-            uploaded = (json.loads(job).get("runtime_env") or {}).get("working_dir")
-        except ValueError:
-            uploaded = None
-        if uploaded:
-            home = Path.home() / "shrinktune"
-            home.mkdir(parents=True, exist_ok=True)
-            return home
+    from shrinktune.search.cluster import submitted_working_dir
+
+    if submitted_working_dir():
+        home = Path.home() / "shrinktune"
+        home.mkdir(parents=True, exist_ok=True)
+        return home
     return Path.cwd()
 
 
@@ -151,6 +145,14 @@ def run_search_command(args) -> int:
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, sampler=args.sampler, name=args.name,
     )
     SearchTracker(options.tracking_uri, space.name).check()  # before anything runs or is printed
+    from shrinktune.search.cluster import submitted_working_dir
+
+    if submitted_working_dir():
+        # The driver of a submitted job runs inside Ray's unpacked copy of the working directory. Another node on
+        # the same machine may unpack that copy again, replacing the folder under the running driver; work from
+        # the results folder instead (imports keep resolving: the copy's path stays on sys.path).
+        sys.path[:] = [os.path.abspath(p) if p in ("", ".") else p for p in sys.path]
+        os.chdir(home)
     logger.info("search space %s: task %s, teacher %s, %d dimension(s); MLflow %s",
                 path, space.task, space.teacher, len(space.dimensions), options.tracking_uri)
     outcome = run_search(space, options)

@@ -20,6 +20,22 @@ DEFAULT_JOB_SERVER = "http://127.0.0.1:8265"
 GCS_PORT = 6379
 
 
+def submitted_working_dir() -> str | None:
+    """The uploaded working directory of the Ray job this process is the driver of, if any.
+
+    Ray hands a job's driver its job config (runtime environment included) in RAY_JOB_CONFIG_JSON_ENV_VAR.
+    """
+    import json
+
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return None
+    try:
+        return (json.loads(raw).get("runtime_env") or {}).get("working_dir")
+    except (ValueError, AttributeError):
+        return None
+
+
 def job_server_url(address: str | None) -> str:
     """The job server for RAY_ADDRESS-style input: an http(s) URL as is; `host:port` (GCS) → http://host:8265."""
     if not address or address == "auto":

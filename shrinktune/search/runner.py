@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from shrinktune.errors import UserError
+from shrinktune.search.cluster import submitted_working_dir
 from shrinktune.search.pareto import pareto_front
 from shrinktune.search.space import SearchSpace
 from shrinktune.search.trial import TrialContext, prepare_reference, shrinktune_trial
@@ -125,7 +126,9 @@ def start_ray(address: str | None):
     """Joins the cluster at `address` (or RAY_ADDRESS, or a running local one) or starts a local Ray.
 
     The `shrinktune` package travels with the job (`py_modules`), so trial workers on every node import the same
-    code as this driver, whether or not the project is installed there; its dependencies must be.
+    code as this driver, whether or not the project is installed there; its dependencies must be. A job submitted
+    with `--working-dir` already ships the project, and its runtime environment is left untouched: changing it
+    would let Ray discard the uploaded folder the driver runs in.
     """
     import ray
     from ray.exceptions import AuthenticationError
@@ -137,9 +140,10 @@ def start_ray(address: str | None):
     kwargs = {"address": address} if address else {}
     where = address or os.environ.get("RAY_ADDRESS") or "a new local Ray"
     _check_reachable(address or os.environ.get("RAY_ADDRESS"))
+    if not submitted_working_dir():
+        kwargs["runtime_env"] = {"py_modules": [str(Path(shrinktune.__file__).parent)]}
     try:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True,
-                 runtime_env={"py_modules": [str(Path(shrinktune.__file__).parent)]}, **kwargs)
+        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True, **kwargs)
     except AuthenticationError as error:
         raise UserError(
             f"the Ray cluster at {where} requires its authentication token ({str(error).splitlines()[0][:120]}); "
