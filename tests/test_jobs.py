@@ -48,6 +48,9 @@ def _ray(*args, env, timeout=180, check=True):
 
 @pytest.fixture
 def cluster(tmp_path, embedded_cache):
+    deadline = time.time() + 60  # a local Ray that an earlier test's search started may take a moment to exit
+    while _ray_processes() and time.time() < deadline:
+        time.sleep(2)
     if _ray_processes():
         pytest.skip("another Ray cluster runs on this machine; this test starts and stops its own")
     env = {**os.environ, "RAY_AUTH_MODE": "token", "SHRINKTUNE_HOME": str(tmp_path / "home"),

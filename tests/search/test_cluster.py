@@ -95,3 +95,16 @@ def test_trial_resources_fit_one_node():
         trial_resources(nodes, 1, 4, None)
     with pytest.raises(UserError, match="asks for 2 CPU and 1 GPU"):
         trial_resources(nodes, 1, None, 1)
+
+
+def test_head_without_job_server_says_include_dashboard(monkeypatch):
+    import shrinktune.search.cluster as cluster
+
+    with socket.socket() as gcs, socket.socket() as closed:
+        gcs.bind(("127.0.0.1", 0))
+        gcs.listen()
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setattr(cluster, "GCS_PORT", gcs.getsockname()[1])  # a "head" answers on its GCS port
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"  # ... but nothing serves jobs
+        with pytest.raises(UserError, match=r"a Ray head runs on 127.0.0.1 but its job server .* --include-dashboard true"):
+            check_job_server(url, timeout=2)
