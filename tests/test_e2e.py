@@ -13,7 +13,8 @@ pytestmark = pytest.mark.e2e
 
 def _run(args, tmp_path, timeout, cache=None):
     cmd = [sys.executable, "-m", "platform.search", *map(str, args), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
-           "--storage", tmp_path / "runs", "--cache-dir", cache or tmp_path / "cache"]
+           "--storage", tmp_path / "runs", "--cache-dir", cache or tmp_path / "cache",
+           "--address", "local"]  # a Ray of its own, even if a developer's cluster runs on this machine
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     return out.stdout
@@ -74,6 +75,7 @@ dimensions:
         assert f"{child.data.metrics['latency_ms']:.1f}" == row["ms/summary"]
         assert child.data.params["checkpoint"] == row["checkpoint"]
         assert child.data.tags.get("shrinktune.pareto") == "true"
+        assert child.data.metrics["train_loss_epoch"] == child.data.metrics["train_loss"]  # last point of the curve
         assert pathlib.Path(row["checkpoint"], "model.safetensors").exists()
 
 

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 
 from ray import tune
 
 from shrinktune.tracking.mlflow_tracking import SearchTracker
 
 logger = logging.getLogger(__name__)
+
+
+def _loss_curve(checkpoint: str | None) -> list[float]:
+    """The per-epoch training losses the trial saved beside its checkpoint (empty if none)."""
+    if not checkpoint:
+        return []
+    try:
+        with open(os.path.join(checkpoint, "shrinktune_trial.json")) as handle:
+            return [float(x) for x in json.load(handle).get("train_loss", [])]
+    except (OSError, ValueError):
+        return []
 
 
 class MlflowTrialLogger(tune.Callback):
@@ -28,6 +41,7 @@ class MlflowTrialLogger(tune.Callback):
         checkpoint = trial.checkpoint.path if trial.checkpoint is not None else None
         run_id = self.tracker.log_trial(
             trial.trial_id, dict(trial.config), metrics, status=status, checkpoint=checkpoint, error=error,
+            history=_loss_curve(checkpoint),
         )
         self.logged[trial.trial_id] = run_id
         logger.info("trial %s %s → MLflow run %s", trial.trial_id, status.lower(), run_id)
