@@ -81,13 +81,11 @@ def _load_shared(ctx: TrialContext):
     return task, splits, teacher, tokenizer, pairs
 
 
-def _measure(model, tokenizer, task, ctx: TrialContext, pairs, settings, weights) -> tuple[dict, list[str]]:
+def _measure(model, tokenizer, task, ctx: TrialContext, validation, pairs, settings, weights) -> tuple[dict, list[str]]:
     from shrinktune.measure.evaluate import measure_summarizer
     from shrinktune.training.finetune import training_step_fn
 
-    from shrinktune.data.tasks import load_task_splits
-
-    examples = load_task_splits(task, ("validation",))["validation"][: ctx.eval_samples]
+    examples = validation[: ctx.eval_samples]
     model.to(_device())
     return measure_summarizer(
         model, tokenizer, examples, max_source_tokens=task.max_source_tokens,
@@ -116,10 +114,10 @@ def prepare_reference(ctx: TrialContext) -> tuple[str, dict]:
         train = load_task_splits(task, ("train",))["train"]
         teacher_dir = str(prepare_embedded_teacher(task, train, root=Path(ctx.cache_root)))
     ctx = TrialContext(**{**asdict(ctx), "teacher_dir": teacher_dir})
-    task, _, teacher, tokenizer, pairs = _load_shared(ctx)
+    task, splits, teacher, tokenizer, pairs = _load_shared(ctx)
     settings = FinetuneSettings(batch_size=ctx.fixed.get("batch_size", DEFAULT_TRIAL["batch_size"]))
     logger.info("measuring the teacher")
-    metrics, _ = _measure(teacher, tokenizer, task, ctx, pairs, settings, [teacher.decoder])
+    metrics, _ = _measure(teacher, tokenizer, task, ctx, splits["validation"], pairs, settings, [teacher.decoder])
     return teacher_dir, metrics
 
 
@@ -166,7 +164,7 @@ def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_
 
     quiet_libraries()
     settings_in = {**DEFAULT_TRIAL, **ctx.fixed, **config}
-    task, _, teacher, tokenizer, pairs = _load_shared(ctx)
+    task, splits, teacher, tokenizer, pairs = _load_shared(ctx)
     width = teacher.config.encoder.hidden_size
     latent = int(settings_in.get("latent_dim", width))
     metrics: dict[str, float] = {}
@@ -186,7 +184,9 @@ def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_
     )
     history = finetune_on_states(student, pairs, settings, on_epoch=on_epoch)
     metrics["train_loss"] = history[-1]
-    measured, predictions = _measure(student, tokenizer, task, ctx, pairs, settings, [student.decoder, student.bottleneck])
+    measured, predictions = _measure(
+        student, tokenizer, task, ctx, splits["validation"], pairs, settings, [student.decoder, student.bottleneck]
+    )
     metrics.update(measured)
     metrics.update(ratios(metrics, ctx.reference))
     checkpoint_dir = Path(checkpoint_dir)
