@@ -4,6 +4,9 @@ Their AE stacks Linear → BatchNorm → ReLU blocks and ends the encoder half w
 768 → 576 → 480 → 384; the decoder half mirrors it. Their BatchNorm normalised over sequence positions, which forces
 padding to a fixed length; ours normalises over features, so any sequence length works. Only the encoder half
 (`Autoencoder.encoder`) goes into a student; the decoder half exists to train it.
+
+Kinds (Falaki & Gras, MAKE 2023): "mlp" (the paper's AE), "linear" (one learnable linear layer, LL) and "pca" (a
+linear layer holding the principal directions of the encoder states, fitted rather than trained).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from torch import nn
 
 from shrinktune.errors import ConfigError
 
-AE_KINDS = ("mlp", "linear")
+AE_KINDS = ("mlp", "linear", "pca")
+LINEAR_KINDS = ("linear", "pca")  # one Linear each way
 
 
 class FeatureBatchNorm(nn.BatchNorm1d):
@@ -45,13 +49,13 @@ def _stack(widths: list[int], final: nn.Module | None) -> nn.Sequential:
 
 
 def build_bottleneck(spec: dict) -> nn.Sequential:
-    """The encoder half described by `spec` = {"kind": "mlp" | "linear", "widths": [width, ..., latent]}."""
+    """The encoder half described by `spec` = {"kind": "mlp" | "linear" | "pca", "widths": [width, ..., latent]}."""
     kind, widths = spec.get("kind"), list(spec.get("widths", []))
     if kind not in AE_KINDS:
         raise ConfigError(f"bottleneck kind must be one of {AE_KINDS}, got {kind!r}.")
     if len(widths) < 2:
         raise ConfigError(f"bottleneck widths need at least [width, latent], got {widths}.")
-    if kind == "linear":
+    if kind in LINEAR_KINDS:
         return nn.Sequential(nn.Linear(widths[0], widths[-1]))
     return _stack(widths, nn.Tanh())
 
@@ -61,10 +65,10 @@ class Autoencoder(nn.Module):
 
     def __init__(self, width: int, latent: int, kind: str = "mlp", depth: int = 3):
         super().__init__()
-        widths = autoencoder_widths(width, latent, depth) if kind == "mlp" else [width, latent]
+        widths = autoencoder_widths(width, latent, depth) if kind == "mlp" else autoencoder_widths(width, latent, 1)
         self.spec = {"kind": kind, "widths": widths}
         self.encoder = build_bottleneck(self.spec)
-        self.decoder = nn.Sequential(nn.Linear(latent, width)) if kind == "linear" else _stack(widths[::-1], None)
+        self.decoder = nn.Sequential(nn.Linear(latent, width)) if kind in LINEAR_KINDS else _stack(widths[::-1], None)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(states))  # (..., width) → (..., latent) → (..., width)

@@ -1,11 +1,18 @@
-"""Compressed students: the teacher's encoder, an optional latent bottleneck, and a narrower or shallower decoder.
+"""Compressed students of any supported seq2seq teacher (BART, mBART, Pegasus, T5 / FLAN-T5, bert2bert).
 
-`LatentEncoderDecoderModel` is a transformers `EncoderDecoderModel` whose `enc_to_dec_proj` slot — the Linear that
-transformers inserts when encoder and decoder widths differ — holds the encoder half of a pre-trained autoencoder
-instead (Falaki & Gras). The bottleneck runs once per input inside `get_encoder()`, not at every decoding step, so
-generation pays for it once. Students are ordinary transformers models: `save_pretrained` / `from_pretrained`
-(safetensors) round-trip them with their recipe in `config.student`, `generate()` works, and importing this module
-registers them with `AutoConfig` / `AutoModelForSeq2SeqLM`.
+Two kinds, both ordinary transformers models that `save_pretrained` / `from_pretrained` (safetensors) round-trip
+with their recipe in `config.student` (teacher, kept encoder and decoder layers, latent width, bottleneck kind):
+
+- Same width (shrink-and-fine-tune, asymmetric pruning): the teacher's own class with fewer encoder and/or decoder
+  layers, the kept layers copied tensor for tensor by the distilbart or asymmetric-pruning maps.
+- Narrower decoder (latent space compression, Falaki & Gras): `LatentEncoderDecoderModel`, a transformers
+  `EncoderDecoderModel` whose `enc_to_dec_proj` slot — the Linear that transformers inserts when encoder and
+  decoder widths differ — holds the encoder half of an autoencoder instead. The bottleneck runs once per input
+  inside `get_encoder()`, not at every decoding step, so generation pays for it once. The decoder is new, at the
+  latent width, its embeddings the teacher's projected on their top principal directions.
+
+`generate()` works on both with the teacher's generation settings; importing this module registers the latent
+students with `AutoConfig` / `AutoModelForSeq2SeqLM`.
 """
 
 from __future__ import annotations
@@ -20,7 +27,11 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from shrinktune.errors import ConfigError
 from shrinktune.models.autoencoder import build_bottleneck
-from shrinktune.models.layers import layers_to_keep
+from shrinktune.models.families import (
+    build_decoder, build_encoder, decoder_module, depth, family_of, half_configs, layer_prefixes, narrow_decoder_config,
+    with_depth,
+)
+from shrinktune.models.layers import resolve_layers
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +41,7 @@ class LatentEncoderDecoderConfig(EncoderDecoderConfig):
 
     model_type = "shrinktune-encoder-decoder"
     bottleneck: dict | None = None  # {"kind": "mlp" | "linear", "widths": [encoder width, ..., latent]}; None = none
-    student: dict | None = None  # how it was made: teacher, kept layers, latent width (for people and trackers)
+    student: dict | None = None  # how it was made: teacher, kept layers, latent width (see `build_student`)
 
 
 class _BottleneckedEncoder(nn.Module):
@@ -52,11 +63,22 @@ class _BottleneckedEncoder(nn.Module):
 class LatentEncoderDecoderModel(EncoderDecoderModel):
     """An encoder-decoder whose encoder output passes through a latent bottleneck before cross-attention.
 
+    The encoder is the teacher family's encoder alone (`BartEncoder`, T5's encoder stack, `BertModel`), the decoder
+    that family's decoder with an LM head (`BartForCausalLM`, `T5DecoderLM`, `BertLMHeadModel`) at the latent width.
     Convention: `encoder_outputs` handed to `forward` are already in the decoder's width (what `get_encoder()`
     returns); `encode_latent` maps raw encoder states there, e.g. for training on cached states.
     """
 
     config_class = LatentEncoderDecoderConfig
+
+    def __init__(self, config, encoder=None, decoder=None):
+        # EncoderDecoderModel would build the encoder with AutoModel, which gives a whole BART or T5; build the
+        # encoder alone, and a decoder class that exists for every family (transformers has no T5 causal LM).
+        super().__init__(
+            config,
+            encoder=encoder if encoder is not None else build_encoder(config.encoder),
+            decoder=decoder if decoder is not None else build_decoder(config.decoder),
+        )
 
     def post_init(self):
         # EncoderDecoderModel.__init__ ends by calling post_init: add the bottleneck first so that weight
@@ -95,112 +117,158 @@ AutoConfig.register(LatentEncoderDecoderConfig.model_type, LatentEncoderDecoderC
 AutoModelForSeq2SeqLM.register(LatentEncoderDecoderConfig, LatentEncoderDecoderModel, exist_ok=True)
 
 
-def attention_heads(width: int, teacher_heads: int, teacher_width: int) -> int:
-    """Heads for a decoder of `width`: keep the teacher's head size where it divides the width."""
-    head_size = teacher_width // teacher_heads
-    if width % head_size == 0:
-        return width // head_size
-    return max(h for h in range(1, teacher_heads + 1) if width % h == 0)
-
-
-def _project_embeddings(weight: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    return weight @ basis  # (rows, d_teacher) @ (d_teacher, d_latent) → (rows, d_latent)
-
-
 def build_student(
-    teacher: EncoderDecoderModel,
+    teacher,
     *,
-    latent_dim: int,
-    decoder_layers: int,
+    latent_dim: int | None = None,
+    decoder_layers: int | list[int] | None = None,
+    encoder_layers: int | list[int] | None = None,
     bottleneck: nn.Module | None = None,
     bottleneck_spec: dict | None = None,
+    layer_map: str = "distilbart",
+    decoder_ffn: str = "teacher",
     teacher_name: str = "",
-) -> LatentEncoderDecoderModel:
-    """Builds a student from a bert2bert-style teacher.
+):
+    """Builds a student of a BART / mBART / Pegasus / T5 / bert2bert teacher (the teacher is left untouched).
 
-    Width unchanged (`latent_dim` = encoder width): the decoder keeps `decoder_layers` teacher layers chosen by
-    the distilbart maps, copied weight for weight (shrink-and-fine-tune). Width reduced: the decoder is new, at
-    `latent_dim` with the teacher's head size and FFN ratio; its embeddings start as the teacher's projected on
-    their top principal directions, everything else at random. The encoder is the teacher's, copied.
+    Width unchanged (`latent_dim` None or the encoder width): the teacher's class with the kept encoder and decoder
+    layers copied weight for weight (shrink-and-fine-tune; asymmetric pruning when encoder layers are dropped).
+    Width reduced: a `LatentEncoderDecoderModel` — the teacher's encoder (its kept layers), the bottleneck, and a
+    new decoder at `latent_dim` with the teacher's head size and FFN ratio.
 
     Args:
-        teacher: the teacher model (left untouched).
-        latent_dim: width of the decoder and of the bottleneck's output.
-        decoder_layers: depth of the student's decoder.
-        bottleneck: trained encoder half of an autoencoder mapping encoder width → `latent_dim` (copied in).
-        bottleneck_spec: its shape, as `Autoencoder.spec`; required with `bottleneck`.
+        teacher: the teacher model.
+        latent_dim: width of the decoder and of the bottleneck's output; None keeps the teacher's width.
+        decoder_layers: decoder depth (teacher layers chosen by `layer_map`) or the kept teacher layers; None = all.
+        encoder_layers: the same for the encoder.
+        bottleneck: encoder half of an autoencoder mapping encoder width → `latent_dim` (copied in); required
+            exactly when the width is reduced.
+        bottleneck_spec: its shape, as `Autoencoder.spec` (`{"kind": ..., "widths": [...]}`).
+        layer_map: "distilbart" (Shleifer & Rush) or "asymmetric" (Campos & Zhai) for depths given as numbers.
+        decoder_ffn: a narrow decoder's feed-forward width: "teacher" (kept, as the paper) or "scaled" (∝ width).
         teacher_name: recorded in the student's config.
     """
-    enc_cfg, dec_cfg = teacher.config.encoder, teacher.config.decoder
-    width, depth = enc_cfg.hidden_size, dec_cfg.num_hidden_layers
+    enc_cfg, dec_cfg = half_configs(teacher)
+    width = getattr(enc_cfg, family_of(enc_cfg).width)
+    latent_dim = width if latent_dim is None else int(latent_dim)
     if not 0 < latent_dim <= width:
-        raise ConfigError(f"latent_dim must be between 1 and the encoder width ({width}), got {latent_dim}.")
-    kept = layers_to_keep(decoder_layers, depth)
+        raise ConfigError(f"latent_dim must be between 1 and the encoder width ({width}), got {latent_dim}; lower it.")
     if (latent_dim < width) != (bottleneck is not None):
         raise ConfigError(
             f"a bottleneck is needed exactly when latent_dim ({latent_dim}) is below the encoder width ({width})."
         )
-
-    student_dec = copy.deepcopy(dec_cfg)
-    student_dec.num_hidden_layers = decoder_layers
-    if latent_dim < width:
-        student_dec.hidden_size = latent_dim
-        student_dec.num_attention_heads = attention_heads(latent_dim, dec_cfg.num_attention_heads, dec_cfg.hidden_size)
-        student_dec.intermediate_size = round(dec_cfg.intermediate_size * latent_dim / dec_cfg.hidden_size)
-    config = LatentEncoderDecoderConfig(
-        encoder=enc_cfg.to_dict(),
-        decoder=student_dec.to_dict(),
-        bottleneck=bottleneck_spec if bottleneck is not None else None,
-        student={
-            "teacher": teacher_name,
-            "latent_dim": latent_dim,
-            "decoder_layers": decoder_layers,
-            "kept_decoder_layers": kept if latent_dim == width else None,
-            "decoder_init": "teacher-layers" if latent_dim == width else "fresh+pca-embeddings",
-            "bottleneck": bottleneck_spec["kind"] if bottleneck is not None else None,
-        },
-        decoder_start_token_id=teacher.config.decoder_start_token_id,
-        pad_token_id=teacher.config.pad_token_id,
-    )
-    student = LatentEncoderDecoderModel(config)
-    student.encoder.load_state_dict(teacher.encoder.state_dict())
-    if bottleneck is not None:
-        student.bottleneck.load_state_dict(bottleneck.state_dict())
+    enc_kept = resolve_layers(encoder_layers, depth(enc_cfg, "encoder"), layer_map, "encoder")
+    dec_kept = resolve_layers(decoder_layers, depth(dec_cfg, "decoder"), layer_map, "decoder")
+    info = {
+        "teacher": teacher_name,
+        "teacher_type": teacher.config.model_type,
+        "latent_dim": latent_dim,
+        "encoder_layers": len(enc_kept),
+        "decoder_layers": len(dec_kept),
+        "kept_encoder_layers": enc_kept,
+        "kept_decoder_layers": dec_kept if latent_dim == width else None,
+        "decoder_init": "teacher-layers" if latent_dim == width else "fresh+pca-embeddings",
+        "bottleneck": bottleneck_spec["kind"] if bottleneck is not None else None,
+        "layer_map": layer_map,
+        "decoder_ffn": decoder_ffn if latent_dim < width else "teacher",
+    }
     if latent_dim == width:
-        _copy_decoder_layers(teacher.decoder, student.decoder, kept)
+        student = _shallow_student(teacher, enc_kept, dec_kept, info)
     else:
-        _init_decoder_embeddings(teacher.decoder, student.decoder, latent_dim)
+        student = _latent_student(teacher, latent_dim, enc_kept, len(dec_kept), bottleneck, bottleneck_spec, info, decoder_ffn)
     student.generation_config = copy.deepcopy(teacher.generation_config)
+    return student.train(teacher.training)
+
+
+def _shallow_student(teacher, enc_kept: list[int], dec_kept: list[int], info: dict):
+    """The teacher's class with fewer layers, the kept ones copied (distilbart's shrink step)."""
+    config = copy.deepcopy(teacher.config)
+    enc_cfg, dec_cfg = half_configs(teacher)
+    if enc_cfg is dec_cfg:  # BART, T5: one config holds both depths
+        config = with_depth(with_depth(config, "encoder", len(enc_kept)), "decoder", len(dec_kept))
+    else:
+        config.encoder = with_depth(config.encoder, "encoder", len(enc_kept))
+        config.decoder = with_depth(config.decoder, "decoder", len(dec_kept))
+    config.student = info
+    student = type(teacher)(config)
+    enc_prefix, dec_prefix = layer_prefixes(teacher)
+    state = _keep_layers(_keep_layers(teacher.state_dict(), enc_prefix, enc_kept), dec_prefix, dec_kept)
+    _load_filled(student, state, teacher.state_dict())
     return student
 
 
-def _copy_decoder_layers(source: nn.Module, target: nn.Module, kept: list[int]) -> None:
-    """Copies everything but the layer stack, then teacher layer kept[i] into student layer i."""
-    state = source.state_dict()
-    layer_key = ".encoder.layer."  # BERT decoders keep their blocks at bert.encoder.layer.<i>
+def _latent_student(teacher, latent_dim, enc_kept, dec_depth, bottleneck, bottleneck_spec, info, decoder_ffn):
+    enc_cfg, dec_cfg = half_configs(teacher)
+    student_enc = with_depth(enc_cfg, "encoder", len(enc_kept))
+    student_enc.is_decoder, student_enc.add_cross_attention = False, False
+    if student_enc.model_type in ("t5", "mt5", "umt5"):
+        student_enc.use_cache, student_enc.is_encoder_decoder = False, False
+    student_dec = narrow_decoder_config(dec_cfg, latent_dim, dec_depth, decoder_ffn)
+    config = LatentEncoderDecoderConfig(
+        encoder=student_enc.to_dict(),
+        decoder=student_dec.to_dict(),
+        bottleneck=bottleneck_spec,
+        student=info,
+        decoder_start_token_id=teacher.config.decoder_start_token_id,
+        pad_token_id=teacher.config.pad_token_id,
+        eos_token_id=getattr(teacher.config, "eos_token_id", None),
+        vocab_size=dec_cfg.vocab_size,
+    )
+    student = LatentEncoderDecoderModel(config)
+    enc_prefix = layer_prefixes(teacher)[0].removeprefix(_prefix_of(teacher, teacher.get_encoder()))
+    encoder_state = teacher.get_encoder().state_dict()
+    _load_filled(student.encoder, _keep_layers(encoder_state, enc_prefix, enc_kept), encoder_state)
+    student.bottleneck.load_state_dict(bottleneck.state_dict())
+    _init_decoder_embeddings(teacher, student.decoder, latent_dim)
+    return student
+
+
+def _prefix_of(model, module) -> str:
+    from shrinktune.models.families import module_name
+
+    name = module_name(model, module)
+    return f"{name}." if name else ""
+
+
+def _keep_layers(state: dict, prefix: str, kept: list[int]) -> dict:
+    """State dict with the layers under `prefix` reduced to `kept`, renumbered 0..len(kept)-1."""
     out = {}
     for name, tensor in state.items():
-        if layer_key not in name:
+        if not name.startswith(prefix):
             out[name] = tensor
             continue
-        prefix, rest = name.split(layer_key, 1)
-        index, suffix = rest.split(".", 1)
+        index, suffix = name[len(prefix):].split(".", 1)
         if int(index) in kept:
-            out[f"{prefix}{layer_key}{kept.index(int(index))}.{suffix}"] = tensor
-    missing, unexpected = target.load_state_dict(out, strict=False)
+            out[f"{prefix}{kept.index(int(index))}.{suffix}"] = tensor
+    return out
+
+
+def _load_filled(target: nn.Module, state: dict, fallback: dict) -> None:
+    """Loads `state`; a key the target needs that the kept layers lack (T5's relative position bias lives in
+    layer 0 only) is taken from the teacher's tensor of the same name."""
+    needed = target.state_dict().keys()
+    state = {**{k: fallback[k] for k in needed if k not in state and k in fallback}, **state}
+    missing, unexpected = target.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise RuntimeError(f"decoder layer copy left missing={missing} unexpected={unexpected}")
+        raise RuntimeError(f"layer copy left missing={missing} unexpected={unexpected}")
 
 
 @torch.no_grad()
-def _init_decoder_embeddings(source: nn.Module, target: nn.Module, latent_dim: int) -> None:
-    """Projects the teacher decoder's embeddings on the top `latent_dim` principal directions of its word vectors."""
-    src, dst = source.get_input_embeddings(), target.get_input_embeddings()
-    words = src.weight.float()  # (vocab, d_teacher)
+def _init_decoder_embeddings(teacher, decoder: nn.Module, latent_dim: int) -> None:
+    """Projects the teacher decoder's embedding tables (words, positions, and an untied LM head) on the top
+    `latent_dim` principal directions of its word vectors."""
+    source = decoder_module(teacher)
+    words = source.get_input_embeddings().weight.float()  # (vocab, d_teacher)
     _, _, v = torch.linalg.svd(words - words.mean(0), full_matrices=False)
     basis = v[:latent_dim].T  # (d_teacher, d_latent)
-    dst.weight.copy_(_project_embeddings(words, basis))
-    src_emb, dst_emb = source.base_model.embeddings, target.base_model.embeddings
-    for name in ("position_embeddings", "token_type_embeddings"):
-        if hasattr(src_emb, name) and hasattr(dst_emb, name):
-            getattr(dst_emb, name).weight.copy_(_project_embeddings(getattr(src_emb, name).weight.float(), basis))
+    targets = {name: m for name, m in decoder.named_modules() if isinstance(m, nn.Embedding)}
+    for name, module in source.named_modules():
+        if not isinstance(module, nn.Embedding) or module.weight.shape[-1] != words.shape[-1]:
+            continue  # e.g. T5's relative position buckets, one number per head
+        match = next((m for n, m in targets.items() if n == name or n.endswith("." + name)), None)
+        if match is not None and match.weight.shape == (module.weight.shape[0], latent_dim):
+            match.weight.copy_(module.weight.float() @ basis)  # (rows, d_teacher) @ (d_teacher, d_latent)
+    head, student_head = teacher.get_output_embeddings(), decoder.get_output_embeddings()
+    tied = head is not None and head.weight.data_ptr() == source.get_input_embeddings().weight.data_ptr()
+    if head is not None and not tied and student_head is not None and student_head.weight.shape == (head.weight.shape[0], latent_dim):
+        student_head.weight.copy_(head.weight.float() @ basis)

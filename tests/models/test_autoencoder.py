@@ -33,4 +33,4 @@ def test_linear_kind_is_one_layer():
 
 def test_unknown_kind_is_refused():
     with pytest.raises(ConfigError, match="bottleneck kind must be one of"):
-        build_bottleneck({"kind": "pca", "widths": [32, 8]})
+        build_bottleneck({"kind": "conv", "widths": [32, 8]})

@@ -75,3 +75,19 @@ def test_autoencoder_mse_falls_with_training_and_with_width():
     wide = pretrain_autoencoder(states, mask, 24, epochs=15, batch_size=128, learning_rate=3e-3)
     assert narrow.train_mse[-1] < narrow.train_mse[0]
     assert wide.heldout_mse < narrow.heldout_mse
+
+
+def test_pca_is_the_best_linear_autoencoder_and_refuses_too_few_vectors():
+    from shrinktune.errors import ConfigError
+
+    torch.manual_seed(0)
+    states = torch.randn(10, 20, 6) @ torch.randn(6, 32) + 0.1 * torch.randn(10, 20, 32)  # (n, src_len, d), rank ≈ 6
+    mask = torch.ones(10, 20, dtype=torch.long)
+    pca = pretrain_autoencoder(states, mask, 6, kind="pca")
+    linear = pretrain_autoencoder(states, mask, 6, kind="linear", epochs=10, batch_size=64, learning_rate=3e-3)
+    assert pca.autoencoder.spec == {"kind": "pca", "widths": [32, 6]}
+    assert pca.train_mse[0] <= linear.train_mse[-1] + 1e-6  # the closed form beats gradient descent on its own ground
+    assert pca.explained_variance > 0.95
+    assert pretrain_autoencoder(states, mask, 2, kind="pca").heldout_mse > pca.heldout_mse
+    with pytest.raises(ConfigError, match="PCA cannot find 20 directions in 2 token vectors"):
+        pretrain_autoencoder(states[:1, :3], mask[:1, :3], 20, kind="pca")
