@@ -1,8 +1,10 @@
 """Fine-tuning what sits after a frozen encoder, on its cached states.
 
 The teacher's encoder is frozen for the teacher and every student alike, so training reads `EncodedPairs` and
-never runs the encoder: the decoder (and, if asked, the bottleneck) learns from teacher forcing with token-level
-cross-entropy. A NaN loss stops training with `FloatingPointError`, which a search records as a failed trial.
+never runs the encoder: the decoder (and, if asked, the bottleneck) learns from teacher forcing, with token-level
+cross-entropy or, given `DistillSettings(method="kd")` and a teacher, the distillation loss of
+`shrinktune.training.distill`. A NaN loss stops training with `FloatingPointError`, which a search records as a
+failed trial.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from transformers.modeling_outputs import BaseModelOutput
 
 from shrinktune.errors import ConfigError
+from shrinktune.models.families import encoder_module
+from shrinktune.training.distill import METHODS, Batch, DistillSettings, cross_entropy, forward_on_states, prepare_distillation
 from shrinktune.training.encode import EncodedPairs
 
 logger = logging.getLogger(__name__)
@@ -45,8 +47,8 @@ class FinetuneSettings:
 
 def trainable_parameters(model: torch.nn.Module, train_bottleneck: bool) -> list[torch.nn.Parameter]:
     """Freezes the encoder (and the bottleneck unless `train_bottleneck`); returns what remains trainable."""
-    for p in model.encoder.parameters():
-        p.requires_grad_(False)
+    for p in encoder_module(model).parameters():
+        p.requires_grad_(False)  # BART and T5 share these word embeddings with the decoder: frozen too (as distilbart)
     bottleneck = getattr(model, "bottleneck", None)
     if bottleneck is not None:
         for p in bottleneck.parameters():
@@ -56,15 +58,8 @@ def trainable_parameters(model: torch.nn.Module, train_bottleneck: bool) -> list
 
 def seq2seq_loss(model, states, attention_mask, decoder_input_ids, labels, label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean token cross-entropy of `model` reading decoder-width `states` (batch, src_len, d_decoder)."""
-    out = model(
-        encoder_outputs=BaseModelOutput(last_hidden_state=states),
-        attention_mask=attention_mask,
-        decoder_input_ids=decoder_input_ids,
-        decoder_attention_mask=(labels != -100).long(),
-        use_cache=False,
-    )
-    logits = out.logits  # (batch, tgt_len, vocab)
-    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, label_smoothing=label_smoothing)
+    logits = forward_on_states(model, states, attention_mask, decoder_input_ids, labels).logits  # (batch, tgt_len, vocab)
+    return cross_entropy(logits, labels, label_smoothing)
 
 
 def make_optimizer(params, settings: FinetuneSettings, total_steps: int):
@@ -80,22 +75,40 @@ def finetune_on_states(
     *,
     train_bottleneck: bool = False,
     on_epoch: Callable[[int, float], None] | None = None,
+    teacher: torch.nn.Module | None = None,
+    distill: DistillSettings | None = None,
+    teacher_pairs: EncodedPairs | None = None,
 ) -> list[float]:
     """Trains `model`'s decoder on cached encoder states.
 
     Args:
         model: an encoder-decoder; `model.encode_latent` (students) maps raw states to the decoder's width.
-        pairs: cached encoder states and tokenised summaries.
+        pairs: cached encoder states and tokenised summaries (for "pseudo_labels", already relabelled with
+            `distill.pseudo_labelled_pairs`).
         settings: optimisation settings.
         train_bottleneck: also train the bottleneck (otherwise it stays frozen, in eval mode).
         on_epoch: called with (epoch, mean loss) after each epoch, e.g. to report progress.
+        teacher: the frozen teacher that "kd" runs on the raw states (never trained; left in eval mode).
+        distill: the distillation method and its loss weights; `None` means plain cross-entropy ("sft").
+        teacher_pairs: the teacher's own encoder states of the same documents, row-aligned with `pairs`, when the
+            student's encoder differs from the teacher's (dropped layers); `None` = the teacher reads `pairs`.
 
     Returns:
-        The mean training loss of each epoch.
+        The mean training loss of each epoch (for "kd", the weighted distillation loss).
+
+    Raises:
+        ConfigError: "kd" without a teacher, or with a teacher of another vocabulary.
     """
+    distill = distill or DistillSettings()
+    method = METHODS[distill.method]
     torch.manual_seed(settings.seed)
+    projection = prepare_distillation(model, teacher, distill, own_teacher_states=teacher_pairs is not None)
+    raw_states = (teacher_pairs or pairs).states  # what the teacher reads
     params = trainable_parameters(model, train_bottleneck)
     device = next(model.parameters()).device
+    if projection is not None:
+        projection.to(device).train()
+        params += list(projection.parameters())
     encode_latent = getattr(model, "encode_latent", lambda s: s)
     states = pairs.states  # stays on the CPU; batches move to the model's device
     if not train_bottleneck:
@@ -108,21 +121,21 @@ def finetune_on_states(
     history = []
     for epoch in range(1, settings.epochs + 1):
         model.train()
-        model.encoder.eval()
+        encoder_module(model).eval()
         if getattr(model, "bottleneck", None) is not None and not train_bottleneck:
             model.bottleneck.eval()
         order = torch.randperm(len(pairs), generator=generator)
-        total, count = 0.0, 0
+        total, count, part_sums = 0.0, 0, {}
         for start in range(0, len(pairs), settings.batch_size):
             rows = order[start : start + settings.batch_size]
-            loss = seq2seq_loss(
-                model,
-                encode_latent(states[rows].to(device)),
-                pairs.attention_mask[rows].to(device),
-                pairs.decoder_input_ids[rows].to(device),
-                pairs.labels[rows].to(device),
-                settings.label_smoothing,
+            batch = Batch(
+                raw_states=raw_states[rows],
+                states=encode_latent(states[rows].to(device)),
+                attention_mask=pairs.attention_mask[rows].to(device),
+                decoder_input_ids=pairs.decoder_input_ids[rows].to(device),
+                labels=pairs.labels[rows].to(device),
             )
+            loss, parts = method.batch_loss(model, teacher, batch, distill, projection, settings.label_smoothing)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}, step {start // settings.batch_size}")
             optimizer.zero_grad(set_to_none=True)
@@ -131,8 +144,11 @@ def finetune_on_states(
             optimizer.step()
             schedule.step()
             total, count = total + loss.item() * len(rows), count + len(rows)
+            for name, value in parts.items():
+                part_sums[name] = part_sums.get(name, 0.0) + value * len(rows)
         history.append(total / count)
-        logger.info("epoch %d/%d: loss %.4f", epoch, settings.epochs, history[-1])
+        parts_text = " ".join(f"{name} {float(value) / count:.4f}" for name, value in part_sums.items())
+        logger.info("epoch %d/%d (%s): loss %.4f (%s)", epoch, settings.epochs, distill.method, history[-1], parts_text)
         if on_epoch is not None:
             on_epoch(epoch, history[-1])
     model.eval()
