@@ -1,9 +1,15 @@
 """Measuring one summarizer the way every trial and the teacher are measured.
 
-Quality: ROUGE-1/2/L/Lsum (mean F1, stemming) of generated summaries against the references. Speed: generation
-time per summary at batch 1, after a warm-up, median of several timed passes. Memory: peak tensor memory of
-generating a batch (weights included) and, when a training step is given, of one fine-tuning step. Size:
-parameters of encoder, bottleneck and decoder.
+Quality: ROUGE-1/2/L/Lsum (mean F1, stemming) of generated summaries against the references. Speed, per summary,
+after a warm-up, median and 90th percentile of several timed passes, with the thread count:
+- `latency_ms`: batch 1, the model's natural output length: what a user waits for, but a model that stops early
+  looks fast;
+- `latency_fixed_ms`: batch 1, every summary forced to exactly `fixed_new_tokens` tokens: compares architectures
+  without length effects;
+- `latency_batch_ms`: a batch of `latency_batch_size` summaries at natural length, divided by the batch size.
+`generation_record(model)` gives the generation settings behind these figures, to log as parameters. Memory: peak
+tensor memory of generating a batch (weights included) and, when a training step is given, of one fine-tuning
+step. Size: parameters of encoder, bottleneck and decoder.
 """
 
 from __future__ import annotations
@@ -14,15 +20,16 @@ from collections.abc import Callable
 import torch
 
 from shrinktune.data.examples import Example
-from shrinktune.measure.latency import measure_latency
+from shrinktune.errors import ConfigError
+from shrinktune.measure.latency import generation_record, time_generation
 from shrinktune.measure.memory import peak_memory_bytes, tensor_bytes
 from shrinktune.measure.params import count_parameters
-from shrinktune.measure.rouge import distinct_fraction, rouge_scores
 from shrinktune.models.generation import decode_summaries
 
 logger = logging.getLogger(__name__)
 
 MB = 1024 * 1024
+DEFAULT_FIXED_NEW_TOKENS = 32  # forced summary length when the model's config sets no max_new_tokens
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -58,6 +65,11 @@ def parameter_counts(model) -> dict[str, int]:
     }
 
 
+def fixed_length_default(model) -> int:
+    """Forced length for `latency_fixed_ms` when none is given: the config's `max_new_tokens`, else 32."""
+    return int(getattr(model.generation_config, "max_new_tokens", None) or DEFAULT_FIXED_NEW_TOKENS)
+
+
 def measure_summarizer(
     model,
     tokenizer,
@@ -66,6 +78,8 @@ def measure_summarizer(
     max_source_tokens: int,
     latency_examples: int = 8,
     latency_repeats: int = 3,
+    fixed_new_tokens: int | None = None,
+    latency_batch_size: int = 8,
     training_step: Callable[[], None] | None = None,
     training_weights: torch.nn.Module | list[torch.nn.Module] | None = None,
 ) -> tuple[dict[str, float], list[str]]:
@@ -74,17 +88,33 @@ def measure_summarizer(
     Args:
         model: a seq2seq model with its generation settings in `generation_config`.
         tokenizer: its tokenizer.
-        examples: evaluation pairs (ROUGE uses all; latency the first `latency_examples`).
+        examples: evaluation pairs (ROUGE uses all; batch-1 latency the first `latency_examples`).
         max_source_tokens: encoder input length.
         latency_examples: summaries per timed pass, generated one at a time (batch 1).
-        latency_repeats: timed passes; the median per summary is reported.
+        latency_repeats: timed passes of each latency mode; the median and 90th percentile per summary are reported.
+        fixed_new_tokens: length every summary is forced to for `latency_fixed_ms`; None = the config's
+            `max_new_tokens`, else 32.
+        latency_batch_size: batch for `latency_batch_ms` (the first examples); skipped when 1 or when there are fewer
+            examples.
         training_step: one fine-tuning step, if fine-tuning memory should be measured.
         training_weights: the modules that step needs in memory (e.g. decoder and bottleneck; the encoder is not
             needed when training on cached states).
 
     Returns:
-        (metrics, predictions). Memory in MiB, latency in ms per summary.
+        (metrics, predictions). Memory in MiB, latency in ms per summary; `threads` is torch's CPU thread count,
+        `fixed_new_tokens` and `latency_batch_size` the lengths and batch the latencies used.
+
+    Raises:
+        ConfigError: If `latency_examples`, `latency_repeats`, `fixed_new_tokens` or `latency_batch_size` is below 1.
     """
+    fixed = fixed_length_default(model) if fixed_new_tokens is None else fixed_new_tokens
+    for name, value in (("latency_examples", latency_examples), ("latency_repeats", latency_repeats),
+                        ("fixed_new_tokens", fixed), ("latency_batch_size", latency_batch_size)):
+        if value < 1:
+            raise ConfigError(f"measure_summarizer: {name} must be ≥ 1, got {value}; pass a positive count.")
+    # rouge_score (and nltk behind it) load only when quality is scored: timing scripts run without them.
+    from shrinktune.measure.rouge import distinct_fraction, rouge_scores
+
     device = model_device(model)
     predictions = generate_summaries(model, tokenizer, examples, max_source_tokens=max_source_tokens)
     metrics: dict[str, float] = dict(rouge_scores(predictions, [e.summary for e in examples]))
@@ -92,14 +122,18 @@ def measure_summarizer(
     metrics["summary_words"] = sum(len(p.split()) for p in predictions) / max(1, len(predictions))
 
     timed = [_inputs(tokenizer, [e], max_source_tokens, device) for e in examples[:latency_examples]]
-
-    def generate_each():
-        with torch.no_grad():
-            for inputs in timed:
-                model.generate(**inputs)
-
-    latency = measure_latency(generate_each, items_per_run=len(timed), warmup=1, repeats=latency_repeats, device=device)
-    metrics.update(latency_ms=latency.median_ms, latency_p90_ms=latency.p90_ms, threads=latency.threads)
+    natural = time_generation(model, timed, warmup=1, repeats=latency_repeats)
+    forced = time_generation(model, timed, new_tokens=fixed, warmup=1, repeats=latency_repeats)
+    metrics.update(
+        latency_ms=natural.median_ms, latency_p90_ms=natural.p90_ms, threads=natural.threads,
+        latency_fixed_ms=forced.median_ms, latency_fixed_p90_ms=forced.p90_ms, fixed_new_tokens=fixed,
+    )
+    if 1 < latency_batch_size <= len(examples):
+        batch = _inputs(tokenizer, examples[:latency_batch_size], max_source_tokens, device)
+        batched = time_generation(model, batch, warmup=1, repeats=latency_repeats)
+        metrics.update(latency_batch_ms=batched.median_ms, latency_batch_size=latency_batch_size)
+    logger.info("latency per summary: natural %.1f ms, %d tokens %.1f ms, settings %s",
+                natural.median_ms, fixed, forced.median_ms, generation_record(model))
 
     batch = _inputs(tokenizer, examples[:16], max_source_tokens, device)
     extra = peak_memory_bytes(lambda: generate_summaries_batch(model, batch), device)

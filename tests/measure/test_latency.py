@@ -1,11 +1,20 @@
-"""Tests for shrinktune.measure.latency: timing a sleep, per-item division, call counts, argument checks."""
+"""Tests for shrinktune.measure.latency: timing a sleep, per-item division, call counts, argument checks; timing
+generation at a forced length, the encoder alone, repeatability, and the generation settings record."""
 
+import gc
 import time
 
 import pytest
 import torch
 
-from shrinktune.measure.latency import LatencyResult, measure_latency
+from shrinktune.errors import ConfigError
+from shrinktune.measure.latency import (
+    LatencyResult,
+    generation_record,
+    measure_latency,
+    time_encoder,
+    time_generation,
+)
 
 
 def _sleep_20ms() -> None:
@@ -53,3 +62,151 @@ def test_result_is_frozen():
 def test_bad_counts_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         measure_latency(lambda: None, **kwargs)
+
+
+def test_garbage_collector_is_paused_while_timing_and_restored():
+    seen = []
+    measure_latency(lambda: seen.append(gc.isenabled()), warmup=1, repeats=2)
+    assert seen == [True, False, False]  # warm-up runs with the collector, timed runs without
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        measure_latency(lambda: None, warmup=0, repeats=1)
+        assert not gc.isenabled()  # a caller's choice is kept
+    finally:
+        gc.enable()
+
+
+# --- timing generation -------------------------------------------------------------------------------------------
+
+
+def _tiny_bart(seed: int = 0):
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    torch.manual_seed(seed)
+    config = BartConfig(vocab_size=100, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128)
+    model = BartForConditionalGeneration(config).eval()
+    model.generation_config.max_new_tokens = 4
+    return model
+
+
+@pytest.fixture
+def one_thread():
+    """CPU timings depend on the thread count: pin it to 1 for the test, then put it back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _source(rows: int = 1, length: int = 12, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(4, 100, (rows, length), generator=generator)  # (rows, src_len), no special tokens
+
+
+def _spy_on_generate(model) -> list[tuple[dict, torch.Tensor]]:
+    calls, generate = [], model.generate
+
+    def spy(**kwargs):
+        out = generate(**kwargs)
+        calls.append(({k: v for k, v in kwargs.items() if "tokens" in k}, out))
+        return out
+
+    model.generate = spy
+    return calls
+
+
+def test_fixed_length_forces_exactly_n_tokens_on_a_model_that_stops_early():
+    model = _tiny_bart()
+    source = _source()
+    with torch.no_grad():
+        natural = model.generate(input_ids=source, max_new_tokens=10)  # (1, out_len)
+    # The random model emits its end token right away: natural generation stops well short of 10 tokens.
+    assert natural.shape[-1] - 1 < 10
+    calls = _spy_on_generate(model)
+    result = time_generation(model, [{"input_ids": source, "attention_mask": torch.ones_like(source)}],
+                             new_tokens=10, warmup=1, repeats=2)
+    assert len(calls) == 3 and result.runs == 2
+    for lengths, out in calls:
+        assert lengths == {"min_new_tokens": 10, "max_new_tokens": 10}
+        assert out.shape == (1, 1 + 10)  # decoder start token + exactly 10 new tokens
+
+
+def test_natural_length_passes_no_lengths_and_counts_rows_of_every_batch():
+    model = _tiny_bart()
+    calls = _spy_on_generate(model)
+    result = time_generation(model, [_source(rows=2), _source(rows=3, seed=1)], warmup=0, repeats=1)
+    assert [lengths for lengths, _ in calls] == [{}, {}]  # bare input_ids tensors are accepted, config lengths used
+    assert result.items_per_run == 5
+
+
+def test_a_forced_length_that_was_not_produced_is_an_error():
+    class StopsAtTwo(torch.nn.Module):
+        config = type("Config", (), {"is_encoder_decoder": True})()
+
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def generate(self, input_ids, **lengths):
+            return torch.zeros(input_ids.shape[0], 3, dtype=torch.long)  # start token + 2 new tokens, always
+
+    with pytest.raises(RuntimeError, match=r"exactly 5 new tokens but generate produced \[2\]"):
+        time_generation(StopsAtTwo(), _source(), new_tokens=5, warmup=0, repeats=1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"inputs": [], "new_tokens": 4}, r"time_generation: inputs must hold at least one batch, got an empty list"),
+        ({"inputs": "source", "new_tokens": 0}, r"new_tokens must be ≥ 1 or None, got 0"),
+        ({"inputs": "source", "new_tokens": 4, "repeats": 0}, r"repeats must be ≥ 1, got 0"),
+    ],
+)
+def test_bad_generation_timing_arguments_are_rejected(kwargs, message):
+    kwargs = {**kwargs, "inputs": _source() if kwargs["inputs"] == "source" else kwargs["inputs"]}
+    with pytest.raises(ConfigError, match=message):
+        time_generation(_tiny_bart(), **kwargs)
+
+
+def test_encoder_alone_is_faster_than_generating_from_it(one_thread):
+    model = _tiny_bart()
+    source = _source(rows=2, length=24)
+    encoder = time_encoder(model, source, warmup=1, repeats=5)
+    generation = time_generation(model, source, new_tokens=16, warmup=1, repeats=5)
+    assert (encoder.items_per_run, encoder.threads) == (2, 1)
+    # Generation runs the same encoder pass plus 16 decoder steps; a wide margin absorbs a busy machine.
+    assert encoder.median_ms < generation.median_ms / 2
+
+
+def test_same_model_measured_twice_agrees_within_ten_percent(one_thread):
+    # Fixed length, one thread, a warm-up and 21 timed runs per measurement; medians compared. On a shared 2-core
+    # machine another process can take a core between two measurements, so a pair is retried a few times: noise
+    # makes pairs disagree at random, while a bias in the method (one-time costs inside the timed runs, state that
+    # grows from call to call) would make every pair disagree.
+    model = _tiny_bart()
+    source = [_source(seed=0), _source(seed=1)]
+    pairs = []
+    for _ in range(8):
+        first, second = (time_generation(model, source, new_tokens=16, warmup=2, repeats=21).median_ms for _ in "ab")
+        pairs.append((round(first, 2), round(second, 2)))
+        if abs(first - second) <= 0.10 * min(first, second):
+            return
+    pytest.fail(f"no pair of medians (ms) agreed within 10 %: {pairs}")
+
+
+def test_generation_record_lists_the_settings_that_shape_latency():
+    from shrinktune.models.generation import GenerationSettings
+
+    model = _tiny_bart()
+    GenerationSettings(num_beams=4, max_new_tokens=144, min_new_tokens=55, no_repeat_ngram_size=3,
+                       length_penalty=2.0).apply(model)
+    assert generation_record(model) == {"num_beams": 4, "max_new_tokens": 144, "min_new_tokens": 55,
+                                        "no_repeat_ngram_size": 3, "length_penalty": 2.0}
+    model.generation_config.max_new_tokens = None
+    model.generation_config.num_beams = None
+    model.generation_config.length_penalty = None
+    record = generation_record(model)
+    assert record["max_new_tokens"] is None  # unset length: max_length governs, nothing is invented
+    assert (record["num_beams"], record["length_penalty"]) == (1, 1.0)  # what generate falls back to
