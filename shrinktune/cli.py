@@ -47,25 +47,27 @@ def _check_flags(args) -> None:
             raise UserError(f"--{flag.replace('_', '-')} must be ≥ 0, got {value}.")
 
 
-def teacher_shape(teacher: str) -> tuple[int, int]:
-    """(encoder width, decoder depth) of a teacher, read from its config only."""
+def teacher_shape(teacher: str) -> tuple[int, int, int]:
+    """(encoder width, decoder depth, encoder depth) of a teacher, read from its config only."""
     from transformers import AutoConfig
 
+    from shrinktune.errors import ConfigError
+    from shrinktune.models.families import depth, family_of
     from shrinktune.models.teacher import EMBEDDED_TEACHER, minilm_path
 
     if teacher == EMBEDDED_TEACHER:
         config = AutoConfig.from_pretrained(minilm_path())
-        return config.hidden_size, config.num_hidden_layers
+        return config.hidden_size, config.num_hidden_layers, config.num_hidden_layers
     try:
         config = AutoConfig.from_pretrained(teacher)
     except OSError as error:
         raise UserError(f"teacher {teacher!r} has no readable config ({str(error).splitlines()[0]}); "
                         "pass a local folder or a reachable hub id.") from None
-    if getattr(config, "encoder", None) is not None and getattr(config, "decoder", None) is not None:
-        return config.encoder.hidden_size, config.decoder.num_hidden_layers
-    width = getattr(config, "d_model", None) or config.hidden_size
-    depth = getattr(config, "decoder_layers", None) or getattr(config, "num_decoder_layers", None) or config.num_hidden_layers
-    return width, depth
+    encoder, decoder = (config.encoder, config.decoder) if hasattr(config, "encoder") else (config, config)
+    try:
+        return getattr(encoder, family_of(encoder).width), depth(decoder, "decoder"), depth(encoder, "encoder")
+    except ConfigError as error:
+        raise UserError(f"teacher {teacher!r}: {error}") from None
 
 
 def output_home() -> Path:
@@ -133,8 +135,8 @@ def run_search_command(args) -> int:
         teacher = (yaml.safe_load(path.read_text()) or {}).get("teacher", "embedded")
     except (yaml.YAMLError, AttributeError):
         teacher = "embedded"  # SearchSpace.load reports the file's problems below
-    width, depth = teacher_shape(teacher) if isinstance(teacher, str) else (None, None)
-    space = SearchSpace.load(path, encoder_width=width, teacher_depth=depth)
+    width, depth, encoder_depth = teacher_shape(teacher) if isinstance(teacher, str) else (None, None, None)
+    space = SearchSpace.load(path, encoder_width=width, teacher_depth=depth, encoder_depth=encoder_depth)
     cache = Path(args.cache_dir).expanduser().resolve() if args.cache_dir else cache_root()
     os.environ["SHRINKTUNE_CACHE"] = str(cache)  # trial workers started from here inherit it
     home = output_home()

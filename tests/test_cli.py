@@ -54,7 +54,7 @@ def test_malformed_yaml(tmp_path):
 
 @pytest.mark.parametrize("low,high,layers,needle", [
     (96, 512, 1, "latent_dim must be ≤ the encoder width (384), got up to 512"),
-    (0, 192, 1, "latent_dim must be an integer > 0, got 0"),
+    (0, 192, 1, "latent_dim must be an integer ≥ 1, got 0"),
     (96, 192, 0, "decoder_layers must be an integer ≥ 1, got 0"),
 ])
 def test_impossible_dimensions(tmp_path, low, high, layers, needle):

@@ -107,7 +107,8 @@ def layer_prefixes(model) -> tuple[str, str]:
 def depth(config, side: str) -> int:
     """Layers of the encoder (`side="encoder"`) or decoder described by a half config."""
     family = family_of(config)
-    return getattr(config, family.encoder_layers if side == "encoder" else family.decoder_layers)
+    layers = getattr(config, family.encoder_layers if side == "encoder" else family.decoder_layers)
+    return config.num_layers if layers is None else layers  # T5: num_decoder_layers None means as deep as the encoder
 
 
 def with_depth(config, side: str, layers: int):

@@ -72,7 +72,10 @@ def load_teacher(name_or_path: str | Path, device=None):
     source = str(name_or_path)
     try:
         config = transformers.AutoConfig.from_pretrained(source)
-        if config.model_type == "encoder-decoder":
+        structure = (getattr(config, "student", None) or {}).get("weight_compression")
+        if structure:
+            model = _load_weight_compressed(source, config, structure)
+        elif config.model_type == "encoder-decoder":
             model = transformers.EncoderDecoderModel.from_pretrained(source)
         else:
             model = transformers.AutoModelForSeq2SeqLM.from_pretrained(source)
@@ -85,6 +88,40 @@ def load_teacher(name_or_path: str | Path, device=None):
     if device is not None:
         model.to(device)
     return model.eval(), tokenizer
+
+
+def _load_weight_compressed(source: str, config, structure: dict):
+    """A checkpoint whose linear layers were replaced by low-rank forms: build the model from its config, rebuild
+    those forms (empty), then load the saved tensors strictly."""
+    import transformers
+    from safetensors.torch import load_file
+
+    from shrinktune.models.weight_compression import apply_compression_structure
+
+    if config.model_type == "encoder-decoder":
+        model = transformers.EncoderDecoderModel(config=config)
+    else:
+        model = transformers.AutoModelForSeq2SeqLM.from_config(config)
+    apply_compression_structure(model, structure)
+    state = {}
+    for file in sorted(Path(source).glob("*.safetensors")):
+        state.update(load_file(file))
+    model.load_state_dict(state, strict=False)  # tied copies (e.g. the LM head) are absent from the file
+    missing = [k for k in model.state_dict() if k not in state and not _is_tied(model, k)]
+    if missing:
+        raise UserError(f"checkpoint {source!r} lacks {len(missing)} tensors (first: {missing[0]}); it is incomplete.")
+    try:
+        model.generation_config = transformers.GenerationConfig.from_pretrained(source)
+    except OSError:
+        pass
+    return model
+
+
+def _is_tied(model, key: str) -> bool:
+    """Whether the tensor named `key` shares its storage with another tensor of the model (saved once)."""
+    tensors = model.state_dict(keep_vars=True)
+    ptr = tensors[key].data_ptr()
+    return sum(t.data_ptr() == ptr for t in tensors.values()) > 1
 
 
 def source_token_limit(model, requested: int) -> int:

@@ -20,13 +20,34 @@ SAMPLERS = ("tpe", "nsga2", "random")
 DIMENSION_TYPES = ("int", "float", "categorical")
 # Settings the sampler may choose, or that a space may fix for all trials, with their rules.
 TRIAL_KEYS = {
-    "latent_dim": "decoder width after the bottleneck; ≤ the encoder width",
+    "latent_dim": "decoder width after the bottleneck; ≤ the encoder width (= the width: no bottleneck)",
     "decoder_layers": "student decoder depth; 1 ≤ layers ≤ the teacher's",
+    "encoder_layers": "student encoder depth (asymmetric pruning); 1 ≤ layers ≤ the teacher's",
+    "layer_map": "which teacher layers a shallower student keeps: distilbart | asymmetric",
+    "decoder_ffn": "a narrow decoder's feed-forward width: teacher (kept, as the paper) | scaled",
     "learning_rate": "fine-tuning learning rate; > 0",
     "epochs": "fine-tuning epochs; ≥ 1",
     "batch_size": "pairs per fine-tuning step; ≥ 1",
+    "ae_kind": "bottleneck kind: mlp | linear | pca",
+    "ae_mode": "bottleneck training: frozen (pre-trained) | finetune (pre-trained, then trained) | joint (from scratch)",
     "ae_epochs": "autoencoder pre-training epochs; ≥ 1",
-    "ae_kind": "autoencoder kind: mlp | linear",
+    "method": "how the student learns: sft | kd | pseudo_labels",
+    "kd_alpha_ce": "KD weight of the KL to the teacher's logits; ≥ 0",
+    "kd_alpha_mlm": "KD weight of the cross-entropy on the labels; ≥ 0",
+    "kd_alpha_hid": "KD weight of the decoder hidden-state MSE; ≥ 0",
+    "kd_temperature": "KD softmax temperature; > 0",
+    "weight_compression": "offline low-rank weights after training: none | svd | ae",
+    "weight_ratio": "parameters of the compressed layers ÷ after; > 1",
+}
+# Rules per trial setting: a tuple of allowed values, or (type, lowest allowed, whether the lowest is excluded).
+_CHOICES = {
+    "layer_map": ("distilbart", "asymmetric"), "decoder_ffn": ("teacher", "scaled"), "ae_kind": ("mlp", "linear", "pca"),
+    "ae_mode": ("frozen", "finetune", "joint"), "method": ("sft", "kd", "pseudo_labels"),
+    "weight_compression": ("none", "svd", "ae"),
+}
+_NUMBERS = {
+    "learning_rate": (float, 0, True), "kd_temperature": (float, 0, True), "weight_ratio": (float, 1, True),
+    "kd_alpha_ce": (float, 0, False), "kd_alpha_mlm": (float, 0, False), "kd_alpha_hid": (float, 0, False),
 }
 METRICS = (
     "rouge1", "rouge2", "rougeL", "rougeLsum", "latency_ms", "latency_p90_ms", "train_peak_mb", "generate_peak_mb",
@@ -83,8 +104,12 @@ class SearchSpace:
     dimensions: tuple[Dimension, ...] = ()
 
     @classmethod
-    def load(cls, path: str | Path, encoder_width: int | None = None, teacher_depth: int | None = None) -> "SearchSpace":
-        """Reads and validates a space file; `encoder_width` / `teacher_depth` enable the teacher-dependent rules."""
+    def load(
+        cls, path: str | Path, encoder_width: int | None = None, teacher_depth: int | None = None,
+        encoder_depth: int | None = None,
+    ) -> "SearchSpace":
+        """Reads and validates a space file; `encoder_width`, `teacher_depth` (decoder) and `encoder_depth` enable
+        the teacher-dependent rules."""
         path = Path(path)
         try:
             raw = yaml.safe_load(path.read_text())
@@ -97,7 +122,7 @@ class SearchSpace:
         problems: list[str] = []
         space = _parse(path, raw, problems)
         if space is not None:
-            _check_against_teacher(space, encoder_width, teacher_depth, problems)
+            _check_against_teacher(space, encoder_width, teacher_depth, encoder_depth, problems)
         if problems:
             raise ConfigError("; ".join(f"{path}: {p}" for p in problems) if len(problems) == 1 else
                               f"{path} has {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
@@ -216,15 +241,13 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
 
 
 def _check_value(where: str, key: str, value, problems: list[str]) -> None:
-    if key == "ae_kind":
-        if value not in ("mlp", "linear"):
-            problems.append(f"{where} must be mlp or linear, got {value!r}")
-    elif key == "learning_rate":
-        if not _number(value) or value <= 0:
-            problems.append(f"{where} must be a number > 0, got {value!r}")
-    elif key == "latent_dim":
-        if not isinstance(value, int) or value <= 0:
-            problems.append(f"{where}: latent_dim must be an integer > 0, got {value!r}")
+    if key in _CHOICES:
+        if value not in _CHOICES[key]:
+            problems.append(f"{where} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
+    elif key in _NUMBERS:
+        _, low, exclusive = _NUMBERS[key]
+        if not _number(value) or value < low or (exclusive and value == low):
+            problems.append(f"{where} must be a number {'>' if exclusive else '≥'} {low}, got {value!r}")
     elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
         problems.append(f"{where}: {key} must be an integer ≥ 1, got {value!r}")
 
@@ -296,7 +319,8 @@ def _check_point(where: str, point, dimensions: list[Dimension], problems: list[
             problems.append(f"{where}.{d.name} must lie in [{d.low}, {d.high}], got {value!r}")
 
 
-def _check_against_teacher(space: SearchSpace, width: int | None, depth: int | None, problems: list[str]) -> None:
+def _check_against_teacher(space: SearchSpace, width: int | None, depth: int | None, encoder_depth: int | None,
+                           problems: list[str]) -> None:
     bounds = {d.name: d.values_bound() for d in space.dimensions}
     for key, value in space.fixed.items():
         bounds[key] = (value, value)
@@ -308,6 +332,10 @@ def _check_against_teacher(space: SearchSpace, width: int | None, depth: int | N
         low, high = bounds["decoder_layers"]
         if high is not None and high > depth:
             problems.append(f"decoder_layers must be ≤ the teacher's decoder depth ({depth}), got up to {high}")
+    if encoder_depth is not None and "encoder_layers" in bounds:
+        low, high = bounds["encoder_layers"]
+        if high is not None and high > encoder_depth:
+            problems.append(f"encoder_layers must be ≤ the teacher's encoder depth ({encoder_depth}), got up to {high}")
 
 
 def resolve_space_path(name_or_path: str, search_dirs: list[Path] | None = None) -> Path:

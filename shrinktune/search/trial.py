@@ -19,7 +19,11 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TRIAL = {"batch_size": 16, "ae_epochs": 6, "ae_kind": "mlp", "learning_rate": 3e-4, "epochs": 2}
+DEFAULT_TRIAL = {
+    "batch_size": 16, "ae_epochs": 6, "ae_kind": "mlp", "ae_mode": "frozen", "learning_rate": 3e-4, "epochs": 2,
+    "layer_map": "distilbart", "decoder_ffn": "teacher", "method": "sft", "kd_alpha_ce": 0.8, "kd_alpha_mlm": 0.2,
+    "kd_alpha_hid": 0.0, "kd_temperature": 2.0, "weight_compression": "none", "weight_ratio": 2.0,
+}
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ def _device() -> torch.device:
 def _load_shared(ctx: TrialContext):
     from shrinktune.data.tasks import get_task, load_task_splits
     from shrinktune.models.generation import GenerationSettings
+    from shrinktune.models.families import encoder_module
     from shrinktune.models.teacher import load_teacher, source_token_limit
     from shrinktune.training.encode import cached_encoded_pairs
 
@@ -74,7 +79,7 @@ def _load_shared(ctx: TrialContext):
     task = replace(task, max_source_tokens=source_token_limit(teacher, task.max_source_tokens))
     GenerationSettings(**ctx.generation).apply(teacher)
     pairs = cached_encoded_pairs(
-        teacher.encoder, tokenizer, splits["train"], max_source_tokens=task.max_source_tokens,
+        encoder_module(teacher), tokenizer, splits["train"], max_source_tokens=task.max_source_tokens,
         max_target_tokens=task.max_target_tokens, start_id=teacher.config.decoder_start_token_id,
         root=Path(ctx.cache_root),
     )
@@ -117,12 +122,13 @@ def prepare_reference(ctx: TrialContext) -> tuple[str, dict]:
     task, splits, teacher, tokenizer, pairs = _load_shared(ctx)
     settings = FinetuneSettings(batch_size=ctx.fixed.get("batch_size", DEFAULT_TRIAL["batch_size"]))
     logger.info("measuring the teacher")
-    metrics, _ = _measure(teacher, tokenizer, task, ctx, splits["validation"], pairs, settings, [teacher.decoder])
+    metrics, _ = _measure(teacher, tokenizer, task, ctx, splits["validation"], pairs, settings, _trained_modules(teacher))
     return teacher_dir, metrics
 
 
 def _autoencoder(pairs, latent_dim: int, kind: str, epochs: int, seed: int, root: Path):
-    """The pre-trained autoencoder for this width, trained once per search (cached by states and settings)."""
+    """The pre-trained (or PCA-fitted) autoencoder for this width, made once per search (cached by states and
+    settings)."""
     from shrinktune.models.autoencoder import Autoencoder
     from shrinktune.training.autoencoder import pretrain_autoencoder
     from shrinktune.training.cache import cached_dir, fingerprint
@@ -133,7 +139,8 @@ def _autoencoder(pairs, latent_dim: int, kind: str, epochs: int, seed: int, root
         result = pretrain_autoencoder(pairs.states, pairs.attention_mask, latent_dim, kind=kind, epochs=epochs, seed=seed)
         torch.save(result.autoencoder.state_dict(), folder / "autoencoder.pt")
         (folder / "autoencoder.json").write_text(json.dumps(
-            {"spec": result.autoencoder.spec, "train_mse": result.train_mse, "heldout_mse": result.heldout_mse}))
+            {"spec": result.autoencoder.spec, "train_mse": result.train_mse, "heldout_mse": result.heldout_mse,
+             "explained_variance": result.explained_variance}))
 
     folder = cached_dir("autoencoders", key, produce, root)
     info = json.loads((folder / "autoencoder.json").read_text())
@@ -157,35 +164,127 @@ def ratios(metrics: dict, reference: dict) -> dict:
     return out
 
 
-def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_epoch=None) -> dict:
-    """A whole trial: returns its metrics and leaves the student (with tokenizer) in `checkpoint_dir`."""
+def _student_pairs(teacher, tokenizer, task, splits, pairs, trial: dict, ctx: TrialContext):
+    """Encoder states the student trains on: the teacher's, or — when encoder layers are dropped — those of the
+    shallower encoder (cached per encoder like the teacher's)."""
+    from shrinktune.models.families import depth, encoder_module, half_configs
     from shrinktune.models.student import build_student
+    from shrinktune.training.encode import cached_encoded_pairs
+
+    layers = trial.get("encoder_layers")
+    if layers is None or int(layers) == depth(half_configs(teacher)[0], "encoder"):
+        return pairs
+    shallow = build_student(teacher, encoder_layers=int(layers), layer_map=trial["layer_map"])
+    return cached_encoded_pairs(
+        encoder_module(shallow), tokenizer, splits["train"], max_source_tokens=task.max_source_tokens,
+        max_target_tokens=task.max_target_tokens, start_id=teacher.config.decoder_start_token_id,
+        root=Path(ctx.cache_root),
+    )
+
+
+def _bottleneck(pairs, width: int, latent: int, trial: dict, ctx: TrialContext, metrics: dict):
+    """(bottleneck module, spec) for a narrower decoder: pre-trained (or fitted) once per width, or — `ae_mode:
+    joint` — fresh, to be trained with the student (Falaki & Gras' AE-S)."""
+    from shrinktune.errors import ConfigError
+    from shrinktune.models.autoencoder import Autoencoder
+
+    kind, mode = trial["ae_kind"], trial["ae_mode"]
+    if mode == "joint":
+        if kind == "pca":
+            raise ConfigError("ae_mode joint trains the bottleneck from scratch, which PCA cannot be; use ae_kind mlp or linear.")
+        torch.manual_seed(ctx.seed)
+        ae = Autoencoder(width, latent, kind=kind)
+        return ae.encoder, ae.spec
+    ae, info = _autoencoder(pairs, latent, kind, int(trial["ae_epochs"]), ctx.seed, Path(ctx.cache_root))
+    metrics["ae_mse"] = info["heldout_mse"]
+    if info.get("explained_variance") is not None:
+        metrics["ae_explained_variance"] = info["explained_variance"]
+    return ae.encoder, ae.spec
+
+
+def _training_pairs(teacher, tokenizer, task, splits, pairs, trial: dict, ctx: TrialContext):
+    """Pseudo-labels (teacher generations, made once per search and cached) replace the references if asked."""
+    if trial["method"] != "pseudo_labels":
+        return pairs
+    from shrinktune.training.distill import cached_pseudo_labels, pseudo_labelled_pairs
+
+    labelled = cached_pseudo_labels(teacher, tokenizer, splits["train"], max_source_tokens=task.max_source_tokens,
+                                    root=Path(ctx.cache_root))
+    return pseudo_labelled_pairs(pairs, tokenizer, labelled, max_target_tokens=task.max_target_tokens,
+                                 start_id=teacher.config.decoder_start_token_id)
+
+
+def _compress_weights(student, trial: dict, ctx: TrialContext, metrics: dict) -> None:
+    """Offline low-rank weights (Banaei et al.), after training and before measuring, recorded in the config so
+    that the checkpoint loads with its structure."""
+    if trial["weight_compression"] == "none":
+        return
+    from shrinktune.models.weight_compression import WeightCompression, compress_weights, compression_structure
+
+    report = compress_weights(student, WeightCompression(
+        method=trial["weight_compression"], ratio=float(trial["weight_ratio"]), seed=ctx.seed))
+    metrics.update(weight_params_before=report["params_before"], weight_params_after=report["params_after"])
+    student.config.student = {**student.config.student, "weight_compression": compression_structure(student)}
+
+
+def _trained_modules(model) -> list:
+    """What a fine-tuning step holds in memory besides activations: decoder, LM head and bottleneck (the encoder is
+    not needed when training on cached states)."""
+    from shrinktune.models.families import decoder_module
+
+    decoder, head = decoder_module(model), model.get_output_embeddings()
+    if head is not None and any(p.data_ptr() == head.weight.data_ptr() for p in decoder.parameters()):
+        head = None  # tied to the decoder's embeddings: already counted
+    return [m for m in (decoder, head, getattr(model, "bottleneck", None)) if m is not None]
+
+
+def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_epoch=None) -> dict:
+    """A whole trial: returns its metrics and leaves the student (with tokenizer) in `checkpoint_dir`.
+
+    Raises:
+        ConfigError: the configuration is impossible for this teacher (the search records it as failed).
+    """
+    from shrinktune.models.families import family_of, half_configs
+    from shrinktune.models.student import build_student
+    from shrinktune.training.distill import DistillSettings
     from shrinktune.training.finetune import FinetuneSettings, finetune_on_states
 
     quiet_libraries()
-    settings_in = {**DEFAULT_TRIAL, **ctx.fixed, **config}
+    trial = {**DEFAULT_TRIAL, **ctx.fixed, **config}
     task, splits, teacher, tokenizer, pairs = _load_shared(ctx)
-    width = teacher.config.encoder.hidden_size
-    latent = int(settings_in.get("latent_dim", width))
+    encoder_config = half_configs(teacher)[0]
+    width = getattr(encoder_config, family_of(encoder_config).width)
+    latent = int(trial.get("latent_dim", width))
     metrics: dict[str, float] = {}
+    distill = DistillSettings(
+        method=trial["method"], alpha_ce=float(trial["kd_alpha_ce"]), alpha_mlm=float(trial["kd_alpha_mlm"]),
+        alpha_hid=float(trial["kd_alpha_hid"]), temperature=float(trial["kd_temperature"]),
+    )
+    student_pairs = _student_pairs(teacher, tokenizer, task, splits, pairs, trial, ctx)
     bottleneck = spec = None
     if latent < width:
-        ae, info = _autoencoder(pairs, latent, settings_in["ae_kind"], int(settings_in["ae_epochs"]), ctx.seed, Path(ctx.cache_root))
-        bottleneck, spec = ae.encoder, ae.spec
-        metrics["ae_mse"] = info["heldout_mse"]
+        bottleneck, spec = _bottleneck(student_pairs, width, latent, trial, ctx, metrics)
     torch.manual_seed(ctx.seed)  # a fresh decoder's initial weights are drawn in build_student
     student = build_student(
-        teacher, latent_dim=latent, decoder_layers=int(settings_in.get("decoder_layers", teacher.config.decoder.num_hidden_layers)),
-        bottleneck=bottleneck, bottleneck_spec=spec, teacher_name=ctx.teacher_dir,
+        teacher, latent_dim=latent, decoder_layers=trial.get("decoder_layers"), encoder_layers=trial.get("encoder_layers"),
+        bottleneck=bottleneck, bottleneck_spec=spec, layer_map=trial["layer_map"], decoder_ffn=trial["decoder_ffn"],
+        teacher_name=ctx.teacher_dir,
     ).to(_device())
     settings = FinetuneSettings(
-        epochs=int(settings_in["epochs"]), learning_rate=float(settings_in["learning_rate"]),
-        batch_size=int(settings_in["batch_size"]), seed=ctx.seed,
+        epochs=int(trial["epochs"]), learning_rate=float(trial["learning_rate"]),
+        batch_size=int(trial["batch_size"]), seed=ctx.seed,
     )
-    history = finetune_on_states(student, pairs, settings, on_epoch=on_epoch)
+    train_pairs = _training_pairs(teacher, tokenizer, task, splits, student_pairs, trial, ctx)
+    history = finetune_on_states(
+        student, train_pairs, settings, on_epoch=on_epoch, train_bottleneck=trial["ae_mode"] != "frozen",
+        teacher=teacher if distill.method == "kd" else None, distill=distill,
+        teacher_pairs=pairs if distill.method == "kd" and student_pairs is not pairs else None,
+    )
     metrics["train_loss"] = history[-1]
+    _compress_weights(student, trial, ctx, metrics)
     measured, predictions = _measure(
-        student, tokenizer, task, ctx, splits["validation"], pairs, settings, [student.decoder, student.bottleneck]
+        student, tokenizer, task, ctx, splits["validation"], student_pairs, settings,
+        _trained_modules(student),
     )
     metrics.update(measured)
     metrics.update(ratios(metrics, ctx.reference))
@@ -193,7 +292,7 @@ def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_
     student.save_pretrained(checkpoint_dir)
     tokenizer.save_pretrained(checkpoint_dir)
     (checkpoint_dir / "shrinktune_trial.json").write_text(json.dumps(
-        {"config": settings_in, "task": ctx.task, "metrics": metrics, "train_loss": history,
+        {"config": trial, "task": ctx.task, "metrics": metrics, "train_loss": history,
          "sample_predictions": predictions[:6]}, indent=2, default=float))
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:

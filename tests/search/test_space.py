@@ -40,7 +40,7 @@ def test_good_space(tmp_path):
 @pytest.mark.parametrize("change,message", [
     (("task: summarization", "task: nosuch"), r"task 'nosuch' is unknown; known tasks: .*summarization"),
     (("high: 384, step: 96", "high: 512, step: 96"), r"latent_dim must be ≤ the encoder width \(384\), got up to 512"),
-    (("low: 96, high: 384", "low: 0, high: 384"), r"latent_dim must be an integer > 0, got 0"),
+    (("low: 96, high: 384", "low: 0, high: 384"), r"latent_dim must be an integer ≥ 1, got 0"),
     (("low: 1, high: 6", "low: 0, high: 6"), r"decoder_layers must be an integer ≥ 1, got 0"),
     (("low: 1, high: 6", "low: 1, high: 9"), r"decoder_layers must be ≤ the teacher's decoder depth \(6\)"),
     (("sampler: tpe", "sampler: grid"), r"search.sampler must be one of tpe, nsga2, random, got 'grid'"),
@@ -81,3 +81,17 @@ def test_enqueued_configurations_must_fit_the_dimensions(tmp_path):
     with pytest.raises(ConfigError, match=r"enqueue\[0\].latent_dim must lie in \[96, 384\], got 999") as info:
         SearchSpace.load(_write(tmp_path, bad))
     assert "enqueue[0] has no value for decoder_layers" in str(info.value)
+
+
+def test_method_settings_are_checked_against_their_rules(tmp_path):
+    text = GOOD + "  method: {type: categorical, choices: [sft, distill]}\n  weight_ratio: {type: float, low: 0.5, high: 4.0}\n"
+    with pytest.raises(ConfigError) as info:
+        SearchSpace.load(_write(tmp_path, text), encoder_width=384, teacher_depth=6)
+    assert "dimensions.method.choices must be one of sft, kd, pseudo_labels, got 'distill'" in str(info.value)
+    assert "dimensions.weight_ratio.low must be a number > 1, got 0.5" in str(info.value)
+
+
+def test_encoder_depth_is_checked_against_the_teacher(tmp_path):
+    text = GOOD + "  encoder_layers: {type: int, low: 2, high: 8}\n"
+    with pytest.raises(ConfigError, match=r"encoder_layers must be ≤ the teacher's encoder depth \(6\), got up to 8"):
+        SearchSpace.load(_write(tmp_path, text), encoder_width=384, teacher_depth=6, encoder_depth=6)

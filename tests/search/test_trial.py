@@ -33,3 +33,63 @@ def test_ratios_against_the_teacher():
                  {"latency_ms": 100, "train_peak_mb": 60, "rouge1": 0.2, "rouge2": 0.05, "rougeL": 0.1, "params_decoder": 10})
     assert out["speedup"] == 2 and out["train_memory_ratio"] == 0.5 and out["decoder_params_ratio"] == 0.5
     assert abs(out["rouge1_change"] + 0.1) < 1e-12 and out["rouge2_change"] == 0
+
+
+def _context(tmp_path, teacher_dir, **fixed):
+    from shrinktune.search.trial import TrialContext
+
+    return TrialContext(task="summarization", teacher_dir=str(teacher_dir), cache_root=str(tmp_path / "cache"),
+                        generation={"max_new_tokens": 6}, eval_samples=3, latency_samples=1, latency_repeats=1, threads=1,
+                        fixed={"batch_size": 8, "ae_epochs": 1, "epochs": 1, "learning_rate": 1e-3, **fixed})
+
+
+def test_every_method_is_a_trial_setting(tmp_path, tiny_teacher_dir):
+    """KD with a dropped encoder layer, pseudo-labels with a PCA bottleneck, a jointly trained AE, and SVD weights."""
+    from shrinktune import load_summarizer
+
+    ctx = _context(tmp_path, tiny_teacher_dir)
+    kd = run_configuration({"latent_dim": 32, "decoder_layers": 1, "encoder_layers": 2, "method": "kd",
+                            "kd_alpha_hid": 1.0}, ctx, tmp_path / "kd")
+    saved = json.loads((tmp_path / "kd" / "config.json").read_text())
+    assert saved["student"]["kept_encoder_layers"] == [0, 2] and kd["train_loss"] > 0
+    pca = run_configuration({"latent_dim": 16, "decoder_layers": 1, "ae_kind": "pca", "method": "pseudo_labels"}, ctx,
+                            tmp_path / "pl")
+    assert 0 < pca["ae_explained_variance"] <= 1
+    assert len(list((tmp_path / "cache" / "pseudo-labels").glob("*/pseudo_labels.json"))) == 1
+    joint = run_configuration({"latent_dim": 16, "decoder_layers": 1, "ae_mode": "joint"}, ctx, tmp_path / "joint")
+    assert "ae_mse" not in joint and joint["params_bottleneck"] > 0
+    svd = run_configuration({"latent_dim": 32, "decoder_layers": 2, "weight_compression": "svd", "weight_ratio": 2.0},
+                            ctx, tmp_path / "svd")
+    assert svd["weight_params_after"] * 2 <= svd["weight_params_before"]
+    assert isinstance(load_summarizer(tmp_path / "svd")("A new document.", aspect="outcome"), str)
+
+
+def test_impossible_configuration_fails_with_one_line(tmp_path, tiny_teacher_dir):
+    import pytest
+
+    from shrinktune.errors import ConfigError
+
+    ctx = _context(tmp_path, tiny_teacher_dir)
+    with pytest.raises(ConfigError, match="ae_mode joint trains the bottleneck from scratch"):
+        run_configuration({"latent_dim": 16, "ae_kind": "pca", "ae_mode": "joint"}, ctx, tmp_path / "x")
+    with pytest.raises(ConfigError, match=r"between 1 and 3 layers"):
+        run_configuration({"encoder_layers": 4}, ctx, tmp_path / "y")
+
+
+def test_a_bart_teacher_runs_a_whole_trial(tmp_path, tokenizer):
+    """Any seq2seq family goes through the same trial: a tiny random BART, saved as a local folder."""
+    import transformers as tf
+
+    from shrinktune.models.teacher import wire_special_tokens
+
+    teacher = tf.BartForConditionalGeneration(tf.BartConfig(
+        vocab_size=len(tokenizer), d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=300))
+    wire_special_tokens(teacher, tokenizer)
+    teacher.save_pretrained(tmp_path / "bart")
+    tokenizer.save_pretrained(tmp_path / "bart")
+    ctx = _context(tmp_path, tmp_path / "bart")
+    _, reference = prepare_reference(ctx)
+    ctx = TrialContext(**{**ctx.__dict__, "reference": reference})
+    metrics = run_configuration({"latent_dim": 16, "decoder_layers": 1, "encoder_layers": 1}, ctx, tmp_path / "ck")
+    assert metrics["params_decoder"] < reference["params_decoder"] and metrics["ae_mse"] > 0
