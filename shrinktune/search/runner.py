@@ -197,7 +197,9 @@ def run_search(space: SearchSpace, options: RunOptions) -> SearchOutcome:
     context = TrialContext(
         task=space.task, teacher_dir=space.teacher, cache_root=options.cache_root, generation=space.generation,
         eval_samples=space.evaluation.get("samples", 45), latency_samples=space.evaluation.get("latency_samples", 5),
-        latency_repeats=space.evaluation.get("latency_repeats", 3), threads=int(cpus) if not gpus else 0,
+        latency_repeats=space.evaluation.get("latency_repeats", 3),
+        latency_batch_size=space.evaluation.get("latency_batch_size", 8),
+        fixed_new_tokens=space.evaluation.get("fixed_new_tokens"), threads=int(cpus) if not gpus else 0,
         seed=space.seed, fixed=space.fixed,
     )
     logger.info("Ray: %s CPUs, %s GPUs; %d trial(s), %d at a time, %s CPU + %s GPU each",

@@ -50,9 +50,11 @@ _NUMBERS = {
     "kd_alpha_ce": (float, 0, False), "kd_alpha_mlm": (float, 0, False), "kd_alpha_hid": (float, 0, False),
 }
 METRICS = (
-    "rouge1", "rouge2", "rougeL", "rougeLsum", "latency_ms", "latency_p90_ms", "train_peak_mb", "generate_peak_mb",
+    "rouge1", "rouge2", "rougeL", "rougeLsum", "latency_ms", "latency_p90_ms", "latency_fixed_ms", "latency_batch_ms",
+    "train_peak_mb", "generate_peak_mb",
     "params_total", "params_decoder", "speedup", "train_memory_ratio",
 )
+EVALUATION_KEYS = ("samples", "latency_samples", "latency_repeats", "latency_batch_size", "fixed_new_tokens")
 TOP_KEYS = ("task", "teacher", "objectives", "search", "evaluation", "generation", "fixed", "dimensions")
 
 
@@ -98,7 +100,7 @@ class SearchSpace:
     max_concurrent: int = 1
     seed: int = 0
     enqueue: tuple[dict, ...] = ()  # known-good configurations tried first
-    evaluation: dict = field(default_factory=dict)  # samples, latency_samples
+    evaluation: dict = field(default_factory=dict)  # EVALUATION_KEYS
     generation: dict = field(default_factory=dict)  # GenerationSettings fields
     fixed: dict = field(default_factory=dict)  # trial settings shared by all trials
     dimensions: tuple[Dimension, ...] = ()
@@ -185,8 +187,8 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
 
     evaluation = raw.get("evaluation") or {}
     for key, value in (evaluation.items() if isinstance(evaluation, dict) else [("", evaluation)]):
-        if key not in ("samples", "latency_samples", "latency_repeats"):
-            problems.append(f"evaluation.{key} is unknown; allowed: samples, latency_samples, latency_repeats")
+        if key not in EVALUATION_KEYS:
+            problems.append(f"evaluation.{key} is unknown; allowed: {', '.join(EVALUATION_KEYS)}")
         elif not isinstance(value, int) or value < 1:
             problems.append(f"evaluation.{key} must be an integer ≥ 1, got {value!r}")
     generation = raw.get("generation") or {}

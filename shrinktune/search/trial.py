@@ -37,6 +37,8 @@ class TrialContext:
     eval_samples: int = 45  # validation pairs scored
     latency_samples: int = 5  # summaries per timed latency pass
     latency_repeats: int = 3  # timed passes
+    latency_batch_size: int = 8  # batch of the batched latency figure (1 = skip it)
+    fixed_new_tokens: int | None = None  # fixed-length latency mode: tokens per summary (None = max_new_tokens)
     threads: int = 0  # torch threads per trial on CPU (0 = leave torch's default)
     seed: int = 0
     fixed: dict = field(default_factory=dict)  # trial settings shared by all trials
@@ -95,6 +97,7 @@ def _measure(model, tokenizer, task, ctx: TrialContext, validation, pairs, setti
     return measure_summarizer(
         model, tokenizer, examples, max_source_tokens=task.max_source_tokens,
         latency_examples=ctx.latency_samples, latency_repeats=ctx.latency_repeats,
+        latency_batch_size=ctx.latency_batch_size, fixed_new_tokens=ctx.fixed_new_tokens,
         training_step=training_step_fn(model, pairs, settings), training_weights=weights,
     )
 

@@ -107,6 +107,8 @@ class SearchTracker:
             tags["shrinktune.checkpoint"] = checkpoint
         if error:
             tags["shrinktune.error"] = error[:4000]
+            if "ConfigError" in error:  # an impossible configuration, not a crash: say so where people filter
+                tags["shrinktune.infeasible"] = "true"
         run = self.client.create_run(self.experiment_id(), run_name=name, tags=tags)
         run_id = run.info.run_id
         self._log_params(run_id, {**params, **({"checkpoint": checkpoint} if checkpoint else {})})
