@@ -80,12 +80,6 @@ def decoder_module(model) -> nn.Module:
     return model.decoder.get_decoder()
 
 
-def get_path(module: nn.Module, path: str):
-    for name in path.split("."):
-        module = getattr(module, name)
-    return module
-
-
 def module_name(model: nn.Module, target: nn.Module) -> str:
     """The dotted name of `target` inside `model` ("" for the model itself)."""
     for name, sub in model.named_modules():
