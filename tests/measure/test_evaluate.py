@@ -26,18 +26,6 @@ def _stop_after_one_token(model, tokenizer, example) -> None:
     model.generation_config.eos_token_id = int(first)
 
 
-def _spy_on_generate(model) -> list[tuple[dict, torch.Tensor]]:
-    calls, generate = [], model.generate
-
-    def spy(**kwargs):
-        out = generate(**kwargs)
-        calls.append(({k: v for k, v in kwargs.items() if "tokens" in k}, out))
-        return out
-
-    model.generate = spy
-    return calls
-
-
 def test_every_latency_mode_is_reported(tiny_teacher, tokenizer, few_examples):
     metrics, predictions = measure_summarizer(tiny_teacher, tokenizer, few_examples[:4], latency_batch_size=4, **QUICK)
     assert len(predictions) == 4
@@ -50,9 +38,9 @@ def test_every_latency_mode_is_reported(tiny_teacher, tokenizer, few_examples):
     assert "train_peak_mb" not in metrics  # no training step given
 
 
-def test_fixed_mode_forces_the_length_natural_mode_does_not(tiny_teacher, tokenizer, few_examples):
+def test_fixed_mode_forces_the_length_natural_mode_does_not(tiny_teacher, tokenizer, few_examples, spy_on_generate):
     _stop_after_one_token(tiny_teacher, tokenizer, few_examples[0])
-    calls = _spy_on_generate(tiny_teacher)
+    calls = spy_on_generate(tiny_teacher)
     metrics, _ = measure_summarizer(tiny_teacher, tokenizer, few_examples[:1], fixed_new_tokens=6, **QUICK)
     forced = [out for lengths, out in calls if lengths]
     natural = [out for lengths, out in calls if not lengths]

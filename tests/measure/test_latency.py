@@ -105,26 +105,14 @@ def _source(rows: int = 1, length: int = 12, seed: int = 0) -> torch.Tensor:
     return torch.randint(4, 100, (rows, length), generator=generator)  # (rows, src_len), no special tokens
 
 
-def _spy_on_generate(model) -> list[tuple[dict, torch.Tensor]]:
-    calls, generate = [], model.generate
-
-    def spy(**kwargs):
-        out = generate(**kwargs)
-        calls.append(({k: v for k, v in kwargs.items() if "tokens" in k}, out))
-        return out
-
-    model.generate = spy
-    return calls
-
-
-def test_fixed_length_forces_exactly_n_tokens_on_a_model_that_stops_early():
+def test_fixed_length_forces_exactly_n_tokens_on_a_model_that_stops_early(spy_on_generate):
     model = _tiny_bart()
     source = _source()
     with torch.no_grad():
         natural = model.generate(input_ids=source, max_new_tokens=10)  # (1, out_len)
     # The random model emits its end token right away: natural generation stops well short of 10 tokens.
     assert natural.shape[-1] - 1 < 10
-    calls = _spy_on_generate(model)
+    calls = spy_on_generate(model)
     result = time_generation(model, [{"input_ids": source, "attention_mask": torch.ones_like(source)}],
                              new_tokens=10, warmup=1, repeats=2)
     assert len(calls) == 3 and result.runs == 2
@@ -133,9 +121,9 @@ def test_fixed_length_forces_exactly_n_tokens_on_a_model_that_stops_early():
         assert out.shape == (1, 1 + 10)  # decoder start token + exactly 10 new tokens
 
 
-def test_natural_length_passes_no_lengths_and_counts_rows_of_every_batch():
+def test_natural_length_passes_no_lengths_and_counts_rows_of_every_batch(spy_on_generate):
     model = _tiny_bart()
-    calls = _spy_on_generate(model)
+    calls = spy_on_generate(model)
     result = time_generation(model, [_source(rows=2), _source(rows=3, seed=1)], warmup=0, repeats=1)
     assert [lengths for lengths, _ in calls] == [{}, {}]  # bare input_ids tensors are accepted, config lengths used
     assert result.items_per_run == 5
