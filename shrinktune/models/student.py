@@ -28,8 +28,8 @@ from transformers.modeling_outputs import BaseModelOutput
 from shrinktune.errors import ConfigError
 from shrinktune.models.autoencoder import build_bottleneck
 from shrinktune.models.families import (
-    build_decoder, build_encoder, decoder_module, depth, family_of, half_configs, layer_prefixes, narrow_decoder_config,
-    with_depth,
+    build_decoder, build_encoder, decoder_module, depth, encoder_module, family_of, half_configs, layer_prefixes,
+    narrow_decoder_config, with_depth,
 )
 from shrinktune.models.layers import resolve_layers
 
@@ -215,19 +215,12 @@ def _latent_student(teacher, latent_dim, enc_kept, dec_depth, bottleneck, bottle
         vocab_size=dec_cfg.vocab_size,
     )
     student = LatentEncoderDecoderModel(config)
-    enc_prefix = layer_prefixes(teacher)[0].removeprefix(_prefix_of(teacher, teacher.get_encoder()))
-    encoder_state = teacher.get_encoder().state_dict()
+    enc_prefix = family_of(enc_cfg).encoder_stack + "."  # the layer stack, relative to the encoder module
+    encoder_state = encoder_module(teacher).state_dict()
     _load_filled(student.encoder, _keep_layers(encoder_state, enc_prefix, enc_kept), encoder_state)
     student.bottleneck.load_state_dict(bottleneck.state_dict())
     _init_decoder_embeddings(teacher, student.decoder, latent_dim)
     return student
-
-
-def _prefix_of(model, module) -> str:
-    from shrinktune.models.families import module_name
-
-    name = module_name(model, module)
-    return f"{name}." if name else ""
 
 
 def _keep_layers(state: dict, prefix: str, kept: list[int]) -> dict:
