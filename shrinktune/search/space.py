@@ -1,20 +1,26 @@
 """Search-space files (`search_spaces/*.yaml`): loading and complete validation before Ray starts.
 
-A space names the task and teacher, the objectives with their directions, the budget and sampler, the settings
-every trial shares, and the dimensions the sampler chooses. Every problem in a file is collected and reported
-together, each naming the file and the key; `SearchSpace.load` raises one `ConfigError` holding them all.
+A space names the task and teacher, the objectives with their directions, optional constraints on the metrics, the
+budget and sampler, the settings every trial shares, and the dimensions the sampler chooses — a dimension may be
+conditional (`when:`), sampled only when settings chosen before it allow. Every problem in a file is collected and
+reported together, each naming the file and the key; `SearchSpace.load` raises one `ConfigError` holding them all.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import numbers
+import operator
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
 from shrinktune.errors import ConfigError, UserError
+
+logger = logging.getLogger(__name__)
 
 SAMPLERS = ("tpe", "nsga2", "random")
 DIMENSION_TYPES = ("int", "float", "categorical")
@@ -55,7 +61,16 @@ METRICS = (
     "params_total", "params_decoder", "speedup", "train_memory_ratio",
 )
 EVALUATION_KEYS = ("samples", "latency_samples", "latency_repeats", "latency_batch_size", "fixed_new_tokens")
-TOP_KEYS = ("task", "teacher", "objectives", "search", "evaluation", "generation", "fixed", "dimensions")
+TOP_KEYS = ("task", "teacher", "objectives", "constraints", "search", "evaluation", "generation", "fixed", "dimensions")
+SEARCH_KEYS = ("sampler", "trials", "max_concurrent", "seed", "time_budget_s", "retries", "enqueue_teacher", "enqueue")
+# Comparisons a `when:` condition may write as {op: operand}; a plain value means equal to, a list one of.
+OPERATORS = ("lt", "le", "gt", "ge", "ne")
+_ORDERS = ("lt", "le", "gt", "ge")  # numbers only
+_TESTS = {"eq": operator.eq, "in": lambda value, operand: value in operand, "ne": operator.ne, "lt": operator.lt,
+          "le": operator.le, "gt": operator.gt, "ge": operator.ge}
+_SYMBOLS = {"eq": "=", "in": "in", "lt": "<", "le": "≤", "gt": ">", "ge": "≥", "ne": "≠"}
+# The dimensions of a teacher-shaped student: latent_dim = the encoder width, and the teacher's two depths.
+TEACHER_SHAPE = ("latent_dim", "decoder_layers", "encoder_layers")
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,33 @@ class Dimension:
     step: float | None = None  # int/float grid step
     log: bool = False  # sample on a log scale
     choices: tuple = ()
+    when: tuple[tuple[str, str, object], ...] = ()  # (setting, eq|in|lt|le|gt|ge|ne, operand), all must hold
+
+    def active(self, values: dict) -> bool:
+        """Whether this dimension is sampled, given the settings fixed or chosen before it.
+
+        A condition on a setting that has no value (an earlier dimension that was itself skipped) is false.
+        """
+        for key, op, operand in self.when:
+            value = values.get(key)
+            if key not in values or (op in _ORDERS and not _number(value)) or not _TESTS[op](value, operand):
+                return False
+        return True
+
+    def describe_when(self) -> str:
+        """The condition as people read it, e.g. `latent_dim < 384`."""
+        return " and ".join(f"{key} {_SYMBOLS[op]} {list(operand) if op == 'in' else operand}"
+                            for key, op, operand in self.when)
+
+    def contains(self, value) -> bool:
+        """Whether the sampler could choose `value` for this dimension."""
+        if self.type == "categorical":
+            return value in self.choices
+        if not _number(value) or not self.low <= value <= self.high:
+            return False
+        if self.type == "int":
+            return float(value).is_integer() and (value - self.low) % int(self.step or 1) == 0
+        return True
 
     def values_bound(self) -> tuple:
         """(smallest, largest) value this dimension can take (categoricals: of numeric choices)."""
@@ -95,11 +137,15 @@ class SearchSpace:
     task: str
     teacher: str
     objectives: dict[str, str]  # metric → "max" | "min"
+    constraints: dict[str, dict[str, float]] = field(default_factory=dict)  # metric → {"min": x, "max": y} (either)
     sampler: str = "tpe"
     trials: int = 6
     max_concurrent: int = 1
     seed: int = 0
-    enqueue: tuple[dict, ...] = ()  # known-good configurations tried first
+    time_budget_s: float | None = None  # stop starting trials after this many seconds (None: no limit)
+    retries: int = 0  # times a failed trial is restarted
+    enqueue_teacher: bool = True  # try the teacher-shaped student first, when `load` knows the teacher's shape
+    enqueue: tuple[dict, ...] = ()  # tried first, in order: the teacher-shaped student, then the file's configurations
     evaluation: dict = field(default_factory=dict)  # EVALUATION_KEYS
     generation: dict = field(default_factory=dict)  # GenerationSettings fields
     fixed: dict = field(default_factory=dict)  # trial settings shared by all trials
@@ -110,8 +156,24 @@ class SearchSpace:
         cls, path: str | Path, encoder_width: int | None = None, teacher_depth: int | None = None,
         encoder_depth: int | None = None,
     ) -> "SearchSpace":
-        """Reads and validates a space file; `encoder_width`, `teacher_depth` (decoder) and `encoder_depth` enable
-        the teacher-dependent rules."""
+        """Reads and validates a space file.
+
+        Args:
+            path: the YAML file.
+            encoder_width: the teacher's encoder width; enables the latent ≤ width rule.
+            teacher_depth: the teacher's decoder depth; enables the decoder-depth rule.
+            encoder_depth: the teacher's encoder depth; enables the encoder-depth rule.
+
+        When `search.enqueue_teacher` is on (the default), the figures given here also make the first point to
+        evaluate: the teacher-shaped student (latent_dim = width, decoder_layers and encoder_layers = the teacher's
+        depths), for those of these settings that are dimensions of the space; the sampler picks the others. It
+        is left out when the file's `enqueue` already holds a teacher-shaped point, and skipped with a warning when
+        a dimension cannot take the teacher's value.
+
+        Raises:
+            UserError: the file does not exist.
+            ConfigError: every problem in the file, together.
+        """
         path = Path(path)
         try:
             raw = yaml.safe_load(path.read_text())
@@ -128,10 +190,28 @@ class SearchSpace:
         if problems:
             raise ConfigError("; ".join(f"{path}: {p}" for p in problems) if len(problems) == 1 else
                               f"{path} has {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
+        if space.enqueue_teacher:
+            teacher = _teacher_point(space, {"latent_dim": encoder_width, "decoder_layers": teacher_depth,
+                                             "encoder_layers": encoder_depth})
+            if teacher and not any(all(p.get(k) == v for k, v in teacher.items()) for p in space.enqueue):
+                space = replace(space, enqueue=(teacher, *space.enqueue))
         return space
 
     def trial_defaults(self) -> dict:
         return dict(self.fixed)
+
+    def suggest(self, trial) -> dict:
+        """Define-by-run space for Optuna (and Ray's `OptunaSearch`): asks `trial` for each dimension in file order,
+        skipping those whose `when` condition does not hold, so the sampler never sees them.
+
+        Returns:
+            the chosen value of each sampled dimension (the fixed settings are not repeated).
+        """
+        values, chosen = dict(self.fixed), {}
+        for dimension in self.dimensions:
+            if dimension.active(values):
+                values[dimension.name] = chosen[dimension.name] = dimension.suggest(trial)
+        return chosen
 
 
 def _number(value) -> bool:
@@ -167,13 +247,15 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
         if direction not in ("max", "min"):
             problems.append(f"objectives.{metric} must be max or min, got {direction!r}")
 
+    constraints = _parse_constraints(raw.get("constraints") or {}, problems)
+
     search = raw.get("search") or {}
     if not isinstance(search, dict):
-        problems.append(f"search must be a mapping (sampler, trials, max_concurrent, seed), got {search!r}")
+        problems.append(f"search must be a mapping ({', '.join(SEARCH_KEYS)}), got {search!r}")
         search = {}
     for key in search:
-        if key not in ("sampler", "trials", "max_concurrent", "seed", "enqueue"):
-            problems.append(f"search.{key} is unknown; allowed: sampler, trials, max_concurrent, seed, enqueue")
+        if key not in SEARCH_KEYS:
+            problems.append(f"search.{key} is unknown; allowed: {', '.join(SEARCH_KEYS)}")
     sampler = search.get("sampler", "tpe")
     if sampler not in SAMPLERS:
         problems.append(f"search.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
@@ -184,6 +266,16 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
     seed = search.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         problems.append(f"search.seed must be an integer, got {seed!r}")
+    time_budget_s = search.get("time_budget_s")
+    if time_budget_s is not None and (not _number(time_budget_s) or time_budget_s <= 0):
+        problems.append(f"search.time_budget_s must be a number of seconds > 0 (or left out: no limit), "
+                        f"got {time_budget_s!r}")
+    retries = search.get("retries", 0)
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        problems.append(f"search.retries must be an integer ≥ 0 (restarts of a failed trial), got {retries!r}")
+    enqueue_teacher = search.get("enqueue_teacher", True)
+    if not isinstance(enqueue_teacher, bool):
+        problems.append(f"search.enqueue_teacher must be true or false, got {enqueue_teacher!r}")
 
     evaluation = raw.get("evaluation") or {}
     for key, value in (evaluation.items() if isinstance(evaluation, dict) else [("", evaluation)]):
@@ -222,6 +314,14 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
         dims_raw = {}
     for name, spec in dims_raw.items():
         dimension = _parse_dimension(name, spec, problems)
+        if dimension is not None and isinstance(spec, dict) and "when" in spec:
+            earlier = {d.name: d for d in dimensions}
+            later = list(dims_raw)[list(dims_raw).index(name):]
+            when = _parse_when(f"dimensions.{name}.when", spec["when"], earlier, later, fixed, problems)
+            dimension = replace(dimension, when=when)
+            if when and all(key in fixed for key, _, _ in when) and not dimension.active(fixed):
+                logger.warning("%s: dimensions.%s is never sampled: %s does not hold for the fixed settings",
+                               path, name, dimension.describe_when())
         if dimension is not None:
             dimensions.append(dimension)
             if name in fixed:
@@ -231,15 +331,84 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
         problems.append(f"search.enqueue must be a list of configurations, got {enqueue!r}")
         enqueue = []
     for i, point in enumerate(enqueue):
-        _check_point(f"search.enqueue[{i}]", point, dimensions, problems)
+        _check_point(f"search.enqueue[{i}]", point, dimensions, fixed, problems)
     if problems:
         return None
+    unique = []
+    for i, point in enumerate(enqueue):
+        if point in unique:
+            logger.warning("%s: search.enqueue[%d] repeats an earlier configuration; it is tried once", path, i)
+        else:
+            unique.append(dict(point))
     return SearchSpace(
-        path=path, name=path.stem, task=task, teacher=teacher, objectives=dict(objectives), sampler=sampler,
-        trials=search.get("trials", 6), max_concurrent=search.get("max_concurrent", 1), seed=seed,
-        enqueue=tuple(dict(p) for p in enqueue),
+        path=path, name=path.stem, task=task, teacher=teacher, objectives=dict(objectives), constraints=constraints,
+        sampler=sampler, trials=search.get("trials", 6), max_concurrent=search.get("max_concurrent", 1), seed=seed,
+        time_budget_s=time_budget_s, retries=retries, enqueue_teacher=enqueue_teacher, enqueue=tuple(unique),
         evaluation=dict(evaluation), generation=dict(generation), fixed=dict(fixed), dimensions=tuple(dimensions),
     )
+
+
+def _parse_constraints(raw, problems: list[str]) -> dict[str, dict[str, float]]:
+    """`constraints: {metric: {min: x, max: y}}`: the bounds a trial's metrics must keep to be feasible."""
+    if not isinstance(raw, dict):
+        problems.append(f"constraints must map metrics to bounds, e.g. {{latency_ms: {{max: 250}}}}, got {raw!r}")
+        return {}
+    constraints = {}
+    for metric, bounds in raw.items():
+        where = f"constraints.{metric}"
+        if metric not in METRICS:
+            problems.append(f"{where} is not a metric; metrics: {', '.join(METRICS)}")
+            continue
+        if not isinstance(bounds, dict) or not bounds:
+            problems.append(f"{where} must map min and/or max to a number, e.g. {{max: 250}}, got {bounds!r}")
+            continue
+        kept = {}
+        for bound, limit in bounds.items():
+            if bound not in ("min", "max"):
+                problems.append(f"{where}: unknown bound {bound!r}; use min and/or max")
+            elif not _number(limit):
+                problems.append(f"{where}.{bound} must be a number, got {limit!r}")
+            else:
+                kept[bound] = limit
+        if "min" in kept and "max" in kept and kept["min"] > kept["max"]:
+            problems.append(f"{where}: min ({kept['min']}) must be ≤ max ({kept['max']}); swap them")
+        if kept:
+            constraints[metric] = {b: kept[b] for b in ("min", "max") if b in kept}
+    return constraints
+
+
+def constraint_names(constraints: dict[str, dict[str, float]]) -> list[str]:
+    """One name per bound, `metric.min` / `metric.max`, in the order of `constraint_violations`."""
+    return [f"{metric}.{bound}" for metric, bounds in constraints.items() for bound in ("min", "max")
+            if bound in bounds]
+
+
+def constraint_violations(constraints: dict[str, dict[str, float]], metrics: dict) -> list[float]:
+    """How far `metrics` break each bound, in Optuna's convention: ≤ 0 is feasible, > 0 the amount violated.
+
+    Args:
+        constraints: metric → {"min": x, "max": y} (either or both), as in `SearchSpace.constraints`.
+        metrics: a trial's reported metrics.
+
+    Returns:
+        one value per bound, in the order of `constraint_names`; a missing or NaN metric counts as violated by 1.0.
+    """
+    out = []
+    for metric, bounds in constraints.items():
+        value = metrics.get(metric)
+        value = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+        for bound in ("min", "max"):
+            if bound in bounds:
+                if math.isnan(value):
+                    out.append(1.0)
+                else:
+                    out.append(bounds["min"] - value if bound == "min" else value - bounds["max"])
+    return out
+
+
+def is_feasible(constraints: dict[str, dict[str, float]], metrics: dict) -> bool:
+    """Whether `metrics` keep every bound of `constraints` (no constraints: always)."""
+    return all(v <= 0 for v in constraint_violations(constraints, metrics))
 
 
 def _check_value(where: str, key: str, value, problems: list[str]) -> None:
@@ -263,8 +432,8 @@ def _parse_dimension(name: str, spec, problems: list[str]) -> Dimension | None:
         problems.append(f"{where} must be a mapping with type and range, got {spec!r}")
         return None
     kind = spec.get("type")
-    allowed = {"int": {"type", "low", "high", "step", "log"}, "float": {"type", "low", "high", "step", "log"},
-               "categorical": {"type", "choices"}}.get(kind)
+    ranged = {"type", "low", "high", "step", "log", "when"}
+    allowed = {"int": ranged, "float": ranged, "categorical": {"type", "choices", "when"}}.get(kind)
     if allowed is None:
         problems.append(f"{where}.type must be one of {', '.join(DIMENSION_TYPES)}, got {kind!r}")
         return None
@@ -300,8 +469,70 @@ def _parse_dimension(name: str, spec, problems: list[str]) -> Dimension | None:
     return Dimension(name, kind, low=low, high=high, step=step, log=log)
 
 
-def _check_point(where: str, point, dimensions: list[Dimension], problems: list[str]) -> None:
-    """An enqueued configuration must give every dimension a value it can take, and nothing else."""
+def _parse_when(where: str, spec, earlier: dict[str, Dimension], later: list[str], fixed: dict,
+                problems: list[str]) -> tuple:
+    """`when: {setting: condition}`; the setting is a dimension defined above, or a fixed setting. A condition is a
+    value (equal to), a list (one of) or `{lt|le|gt|ge|ne: operand}`; all of them must hold."""
+    if not isinstance(spec, dict) or not spec:
+        problems.append(f"{where} must map an earlier dimension or a fixed setting to a condition, e.g. "
+                        f"{{latent_dim: {{lt: 384}}}}, got {spec!r}")
+        return ()
+    when = []
+    for key, condition in spec.items():
+        at = f"{where}.{key}"
+        if key not in earlier and key not in fixed:
+            hint = (f"it is defined below {later[0]}; move {later[0]} after it" if key in later[1:] else
+                    "a dimension cannot depend on itself" if key == later[0] else
+                    f"dimensions above: {', '.join(earlier) or 'none'}; fixed: {', '.join(fixed) or 'none'}")
+            problems.append(f"{at}: a condition must name a dimension defined above or a fixed setting, "
+                            f"got {key!r}; {hint}")
+            continue
+        if isinstance(condition, dict):
+            terms = list(condition.items())
+        elif isinstance(condition, list):
+            terms = [("in", tuple(condition))]
+        else:
+            terms = [("eq", condition)]
+        if not terms or terms == [("in", ())]:
+            problems.append(f"{at} must be a value, a non-empty list or {{lt|le|gt|ge|ne: number}}, got {condition!r}")
+        for op, operand in terms:
+            if isinstance(condition, dict) and op not in OPERATORS:
+                problem = f"unknown operator {op!r}; use {', '.join(OPERATORS)} (or a value: equal to, a list: one of)"
+            else:
+                problem = _check_term(key, op, operand, earlier.get(key))
+            if problem:
+                problems.append(f"{at}{'.' + op if isinstance(condition, dict) else ''}: {problem}")
+            else:
+                when.append((key, op, operand))
+    return tuple(when)
+
+
+def _check_term(key: str, op: str, operand, dimension: Dimension | None) -> str | None:
+    """What is wrong with one comparison of a `when` condition, or None."""
+    if op in _ORDERS:
+        if not _number(operand):
+            return f"must be a number, got {operand!r}"
+        if dimension is not None and dimension.values_bound() == (None, None):
+            return f"{key} takes no numbers ({_describe_range(dimension)}); compare it with a value or a list"
+        return None
+    values = operand if op == "in" else (operand,)
+    for value in values:
+        if isinstance(value, dict | list):
+            return f"must be a single value, got {value!r}"
+        if dimension is not None and not dimension.contains(value):
+            return f"{key} can never be {value!r} ({_describe_range(dimension)}); fix the condition"
+    return None
+
+
+def _describe_range(dimension: Dimension) -> str:
+    if dimension.type == "categorical":
+        return f"choices {list(dimension.choices)}"
+    return f"range [{dimension.low}, {dimension.high}]" + (f" step {dimension.step}" if dimension.step else "")
+
+
+def _check_point(where: str, point, dimensions: list[Dimension], fixed: dict, problems: list[str]) -> None:
+    """An enqueued configuration must give every dimension sampled for it a value it can take, and nothing else;
+    a conditional dimension whose condition does not hold for the point must be left out."""
     if not isinstance(point, dict):
         problems.append(f"{where} must map dimensions to values, got {point!r}")
         return
@@ -309,16 +540,35 @@ def _check_point(where: str, point, dimensions: list[Dimension], problems: list[
     for key in point:
         if key not in names:
             problems.append(f"{where}.{key} is not a dimension; dimensions: {', '.join(sorted(names))}")
+    values = dict(fixed)
     for d in dimensions:
+        if not d.active(values):
+            if d.name in point:
+                problems.append(f"{where}.{d.name} is not sampled for this point ({d.describe_when()} does not "
+                                "hold); drop it")
+            continue
         if d.name not in point:
             problems.append(f"{where} has no value for {d.name}; give every dimension one")
             continue
-        value = point[d.name]
+        value = values[d.name] = point[d.name]
         if d.type == "categorical":
             if value not in d.choices:
                 problems.append(f"{where}.{d.name} must be one of {list(d.choices)}, got {value!r}")
         elif not _number(value) or not d.low <= value <= d.high:
             problems.append(f"{where}.{d.name} must lie in [{d.low}, {d.high}], got {value!r}")
+
+
+def _teacher_point(space: SearchSpace, shape: dict) -> dict:
+    """The teacher-shaped student, for the settings of `TEACHER_SHAPE` that are dimensions and whose teacher figure
+    is known; {} when there is none, or when a dimension cannot take the teacher's value."""
+    dimensions = {d.name: d for d in space.dimensions}
+    point = {key: shape[key] for key in TEACHER_SHAPE if key in dimensions and shape.get(key) is not None}
+    for key, value in point.items():
+        if not dimensions[key].contains(value):
+            logger.debug("%s: the teacher-shaped student is not tried first: %s cannot be %s (%s); add it, or set "
+                           "search.enqueue_teacher: false", space.path, key, value, _describe_range(dimensions[key]))
+            return {}
+    return point
 
 
 def _check_against_teacher(space: SearchSpace, width: int | None, depth: int | None, encoder_depth: int | None,

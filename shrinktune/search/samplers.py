@@ -1,0 +1,84 @@
+"""Optuna samplers for a search, and the Ray Tune searcher that tells them which trials broke the constraints.
+
+Optuna 5 reads constraints from the trials themselves (`Trial.set_constraint`; the samplers' `constraints_func`
+argument is deprecated there): TPE and NSGA-II rank an infeasible trial below every feasible one, and infeasible
+trials by how far they missed, and `study.best_trials` keeps only feasible ones. `ConstrainedOptunaSearch` records
+the space's constraints on each Optuna trial when Ray reports it complete, before Optuna is told its values.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+from shrinktune.errors import ConfigError
+from shrinktune.search.space import SAMPLERS, constraint_names, constraint_violations
+
+logger = logging.getLogger(__name__)
+
+
+def make_sampler(name: str, seed: int, *, population_size: int = 8) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler a space names.
+
+    Args:
+        name: "tpe" (multivariate, grouped so conditional dimensions are modelled together with the rest), "nsga2"
+            (a genetic search over the Pareto front) or "random".
+        seed: the sampler's seed.
+        population_size: NSGA-II's generation size (its first generation is random).
+
+    All three honour constraints recorded with `Trial.set_constraint` (random by ignoring them), so no argument
+    turns them on.
+    """
+    if name == "tpe":
+        # `group` models each set of dimensions that occur together (conditional ones) jointly; on a space without
+        # conditions it proposes exactly what plain multivariate TPE does. Optuna flags it experimental; that
+        # warning would reach every search's output and tells its reader nothing they can act on.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+    if name == "nsga2":
+        if population_size < 2:
+            raise ConfigError(f"NSGA-II needs a population of at least 2 trials, got {population_size}; raise it.")
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}; pick one of them.")
+
+
+class ConstrainedOptunaSearch(OptunaSearch):
+    """Ray's `OptunaSearch` that records how far each completed trial broke the space's constraints.
+
+    Args:
+        *args, **kwargs: as for `OptunaSearch` (space, metric, mode, points_to_evaluate, sampler, ...).
+        constraints: metric → {"min": x, "max": y}, as `SearchSpace.constraints`; {} records nothing.
+
+    The values, one per bound, named `metric.min` / `metric.max` (≤ 0 feasible, > 0 the amount violated, a missing
+    or NaN metric 1.0), are set on the Optuna trial before `study.tell`, so the sampler sees them when it next
+    proposes a trial.
+    """
+
+    def __init__(self, *args, constraints: dict[str, dict[str, float]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.constraints = dict(constraints or {})
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Records the trial's constraint values on its Optuna trial, then lets `OptunaSearch` tell Optuna."""
+        missing = [m for m in self.metric if result.get(m) is None] if result and isinstance(self.metric, list) else []
+        if missing:
+            # OptunaSearch would tell Optuna a None objective, which it refuses, leaving the trial RUNNING for good
+            # (and counted as running by TPE's constant liar): tell it as failed instead.
+            logger.warning("trial %s reported no %s; it is recorded as failed", trial_id, ", ".join(missing))
+            result, error = None, True
+        ot_trial = self._ot_trials.get(trial_id)
+        if self.constraints and result and ot_trial is not None and trial_id not in self._completed_trials:
+            names = constraint_names(self.constraints)
+            violations = constraint_violations(self.constraints, result)
+            for name, value in zip(names, violations):
+                ot_trial.set_constraint(name, value)
+            broken = [f"{name} by {value:g}" for name, value in zip(names, violations) if value > 0]
+            if broken:
+                logger.info("trial %s is infeasible: %s", trial_id, ", ".join(broken))
+        super().on_trial_complete(trial_id, result=result, error=error)
