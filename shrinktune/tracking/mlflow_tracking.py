@@ -35,6 +35,40 @@ def ui_command(tracking_uri: str) -> str:
     return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000 --workers 1"
 
 
+def _fail_fast_over_http(uri: str) -> None:
+    """A tracking server that does not answer should fail in seconds, not after MLflow's minutes of retries."""
+    if uri.startswith(("http://", "https://")):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+def _unusable(uri: str, error: Exception) -> str:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"tracking server {uri} cannot be used ({first[:200]}); start it or pass --tracking-uri."
+
+
+def open_store(tracking_uri: str):
+    """An `MlflowClient` on a store that already exists and answers; for readers, who must create nothing.
+
+    Raises:
+        UserError: the sqlite file is missing, or the server does not answer.
+    """
+    from mlflow.tracking import MlflowClient
+
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri[len("sqlite:///"):])
+        if not path.is_file():
+            raise UserError(f"no MLflow store at {path} (from {tracking_uri}); pass --tracking-uri with the store "
+                            "the search wrote, e.g. sqlite:////abs/path/mlflow.db or http://host:5000.")
+    _fail_fast_over_http(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as error:  # MLflow raises many kinds for an unreachable or broken store
+        raise UserError(_unusable(tracking_uri, error)) from error
+    return client
+
+
 class SearchTracker:
     """Logs one search to MLflow: a parent run, and a child run for each trial that ends."""
 
@@ -65,18 +99,13 @@ class SearchTracker:
                     f"tracking location {uri} is not writable ({folder} is missing or read-only); "
                     "pass --tracking-uri sqlite:////a/writable/folder/mlflow.db."
                 )
-        if uri.startswith(("http://", "https://")):
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        _fail_fast_over_http(uri)
         try:
             self.experiment_id()
         except UserError:
             raise
         except Exception as error:  # MLflow raises many kinds for an unreachable or broken store
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise UserError(
-                f"tracking server {uri} cannot be used ({first[:200]}); start it or pass --tracking-uri."
-            ) from error
+            raise UserError(_unusable(uri, error)) from error
 
     def experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
@@ -117,6 +146,54 @@ class SearchTracker:
             self.client.log_metric(run_id, "train_loss_epoch", loss, step=step)
         self.client.set_terminated(run_id, status=status)
         return run_id
+
+    def log_frontier(self, rows: list[dict], objectives: dict[str, str], reference: dict, step: int, *,
+                     plots: bool = False) -> float | None:
+        """The search's hypervolume so far as metric `hypervolume` on the parent run at `step`, and with `plots`
+        the frontier plots `frontier.png` and `frontier.html` as parent artifacts.
+
+        Args:
+            rows: the finished trials' result dicts, in the order they ended: metrics plus, for the plots'
+                labels, optional `trial_id` and `config`.
+            objectives: metric → "min" or "max".
+            reference: the teacher's metrics, unprefixed (as given to `log_reference`).
+            step: the number of finished trials.
+
+        Returns:
+            The hypervolume (see `shrinktune.search.frontier`), or None when the teacher's metrics cannot
+            normalise the objectives (logged as a warning; the search goes on).
+        """
+        from shrinktune.search.frontier import hypervolume
+
+        try:
+            volume = hypervolume(rows, objectives, reference)
+        except UserError as error:
+            logger.warning("hypervolume not logged: %s", error)
+            volume = None
+        else:
+            self.client.log_metric(self.parent_run_id, "hypervolume", volume, step=step)
+        if plots:
+            from shrinktune.search.pareto import pareto_front
+
+            usable = sum(all(row.get(m) is not None for m in objectives) for row in rows)
+            title = f"{len(pareto_front(rows, objectives))} of {usable} trial(s) on the Pareto front"
+            self.log_frontier_plots(rows, objectives, reference,
+                                    title=title + (f"; hypervolume {volume:.4f}" if volume is not None else ""))
+        return volume
+
+    def log_frontier_plots(self, rows: list[dict], objectives: dict[str, str], reference: dict, title: str = "") -> None:
+        """`frontier.png` and `frontier.html` as artifacts of the parent run. A plotting failure is logged, not
+        raised: the search's results are already in MLflow and should not be lost to a figure."""
+        import tempfile
+
+        from shrinktune.tracking.plots import frontier_html, frontier_png
+
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                for draw, name in ((frontier_png, "frontier.png"), (frontier_html, "frontier.html")):
+                    self.client.log_artifact(self.parent_run_id, str(draw(Path(folder) / name, rows, objectives, reference, title)))
+        except Exception:
+            logger.warning("frontier plots not written to run %s", self.parent_run_id, exc_info=True)
 
     def end_search(self, status: str = "FINISHED", metrics: dict | None = None) -> None:
         if self.parent_run_id:
