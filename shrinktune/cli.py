@@ -33,6 +33,11 @@ def _search_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per trial, fractions allowed (default: 1 if the cluster has GPUs)")
     parser.add_argument("--sampler", choices=("tpe", "nsga2", "random"), default=None, help="Optuna sampler (overrides the space file)")
     parser.add_argument("--name", default=None, help="name of this search's run (default: <space>-<timestamp>)")
+    parser.add_argument("--retries", type=int, default=None,
+                        help="extra attempts for a failed trial before it is recorded as failed "
+                        "(default: the space's, else 0)")
+    parser.add_argument("--resume", default=None, metavar="NAME",
+                        help="continue the interrupted search NAME (a folder of the storage path), with the same space")
     return parser
 
 
@@ -41,10 +46,12 @@ def _check_flags(args) -> None:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be ≥ 1, got {value}.")
-    for flag in ("cpus_per_trial", "gpus_per_trial"):
+    for flag in ("cpus_per_trial", "gpus_per_trial", "retries"):
         value = getattr(args, flag)
         if value is not None and value < 0:
             raise UserError(f"--{flag.replace('_', '-')} must be ≥ 0, got {value}.")
+    if args.resume is not None and args.name is not None:
+        raise UserError(f"--resume {args.resume} continues a search under its own name; drop --name {args.name}.")
 
 
 def teacher_shape(teacher: str) -> tuple[int, int, int]:
@@ -123,11 +130,21 @@ def format_front(outcome) -> str:
 
 def run_search_command(args) -> int:
     _check_flags(args)
-    from shrinktune.search.runner import RunOptions, run_search
+    from shrinktune.search.faults import FAULTS_ENV, parse_faults
+    from shrinktune.search.runner import RunOptions, check_new_search, check_resumable, run_search
     from shrinktune.search.space import SearchSpace, resolve_space_path
     from shrinktune.tracking.mlflow_tracking import SearchTracker, default_tracking_uri, ui_command
     from shrinktune.training.cache import cache_root
 
+    home = output_home()
+    storage_path = str(Path(args.storage or home / "shrinktune_runs").expanduser().resolve())
+    # A search to resume that does not exist, a new one that would reuse a name, a malformed fault plan: one line,
+    # nothing read or run.
+    parse_faults(os.environ.get(FAULTS_ENV, ""))
+    if args.resume:
+        check_resumable(storage_path, args.resume)
+    elif args.name:
+        check_new_search(storage_path, args.name)
     path = resolve_space_path(args.space)
     import yaml
 
@@ -139,12 +156,12 @@ def run_search_command(args) -> int:
     space = SearchSpace.load(path, encoder_width=width, teacher_depth=depth, encoder_depth=encoder_depth)
     cache = Path(args.cache_dir).expanduser().resolve() if args.cache_dir else cache_root()
     os.environ["SHRINKTUNE_CACHE"] = str(cache)  # trial workers started from here inherit it
-    home = output_home()
     options = RunOptions(
         tracking_uri=args.tracking_uri or (os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(home)),
-        storage_path=str(Path(args.storage or home / "shrinktune_runs").expanduser().resolve()),
+        storage_path=storage_path,
         cache_root=str(cache), address=args.address, trials=args.trials, max_concurrent=args.max_concurrent,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, sampler=args.sampler, name=args.name,
+        retries=args.retries, resume=args.resume,
     )
     SearchTracker(options.tracking_uri, space.name).check()  # before anything runs or is printed
     from shrinktune.search.cluster import submitted_working_dir
@@ -158,12 +175,24 @@ def run_search_command(args) -> int:
     logger.info("search space %s: task %s, teacher %s, %d dimension(s); MLflow %s",
                 path, space.task, space.teacher, len(space.dimensions), options.tracking_uri)
     outcome = run_search(space, options)
+    if outcome.interrupted:
+        print(f"\nsearch {outcome.name} interrupted: {len(outcome.rows)} trial(s) ended, in MLflow and under "
+              f"{options.storage_path}. Continue it (with the same --storage and --tracking-uri, if given) with:\n"
+              f"  python -m platform.search {args.space} --resume {outcome.name}", file=sys.stderr)
+        return 130
     failed = len(outcome.rows) - len(outcome.finished)
     print(f"\nPareto front of {outcome.name}: {len(outcome.front)} of {len(outcome.finished)} finished trial(s)"
           f"{f', {failed} failed' if failed else ''}; objectives "
           + ", ".join(f"{k} ({'higher' if v == 'max' else 'lower'} is better)" for k, v in outcome.objectives.items()))
     print(format_front(outcome))
+    if failed:
+        print("\nFailed trials (reasons also in MLflow, tag shrinktune.error):")
+        for row in outcome.rows:
+            if row.error:
+                print(f"  {row.trial_id}: {row.error}")
     print(f"\nMLflow: experiment {space.name!r}, search run {outcome.parent_run_id}. Open the UI with:\n  {ui_command(outcome.tracking_uri)}")
+    print(f"Pick, register and export a checkpoint:\n  python -m platform.pareto {space.name} --tracking-uri "
+          f"{outcome.tracking_uri} --pick fastest-within-2pct --register NAME --export DIR")
     print("Load a checkpoint: python -c \"from shrinktune import load_summarizer; "
           "print(load_summarizer('CHECKPOINT')('some document', aspect='approach'))\"")
     return 0
@@ -219,6 +248,26 @@ def submit_main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def prepare_teacher_command(args) -> int:
+    """Retrains the embedded teacher with the default recipe and rewrites the file the package ships."""
+    from shrinktune.data.tasks import get_task, load_task_splits
+    from shrinktune.training.teacher import SHIPPED_TEACHER, export_embedded_teacher
+
+    task = get_task("summarization")
+    train = load_task_splits(task, ("train",))["train"]
+    path = export_embedded_teacher(task, train, path=Path(args.out or SHIPPED_TEACHER))
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB)")
+    return 0
+
+
+def prepare_teacher_main(argv: list[str] | None = None) -> int:
+    """`python -m platform.prepare_teacher [--out PATH]`."""
+    parser = argparse.ArgumentParser(prog="python -m platform.prepare_teacher", description="Retrain the embedded "
+                                     "teacher (tens of minutes on 2 CPU cores) and write the int8 file the package ships.")
+    parser.add_argument("--out", default=None, help="where to write it (default: the package's assets folder)")
+    return _run(prepare_teacher_command, parser.parse_args(argv))
 
 
 def search_main(argv: list[str] | None = None) -> int:

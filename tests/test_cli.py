@@ -1,5 +1,6 @@
 """Bad input ends with one line on stderr and exit code 2, before any work starts."""
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -68,3 +69,34 @@ def test_unwritable_tracking_location(tmp_path):
 
 def test_bad_flag_value(tmp_path):
     _assert_one_line_error(_search(_space(tmp_path), "--trials", "0"), "--trials must be ≥ 1, got 0")
+
+
+def test_resume_of_an_unknown_search(tmp_path):
+    (tmp_path / "runs").mkdir()
+    out = _search(_space(tmp_path), "--storage", tmp_path / "runs", "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
+                  "--resume", "nosuch")
+    _assert_one_line_error(out, f"no search 'nosuch' to resume: {tmp_path}/runs/nosuch holds no Ray Tune state",
+                           f"ls {tmp_path}/runs", "--storage")
+    assert not (tmp_path / "m.db").exists()  # refused before anything else
+
+
+def test_new_search_under_a_taken_name(tmp_path):
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    out = _search(_space(tmp_path), "--storage", tmp_path / "runs", "--name", "taken")
+    _assert_one_line_error(out, f"a search named 'taken' already exists at {tmp_path}/runs/taken",
+                           "continue it with --resume taken, or pick another --name")
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--retries", "-1"], "--retries must be ≥ 0, got -1"),
+    (["--resume", "a", "--name", "b"], "--resume a continues a search under its own name; drop --name b"),
+])
+def test_bad_fault_tolerance_flags(tmp_path, flags, needle):
+    _assert_one_line_error(_search(_space(tmp_path), *flags), needle)
+
+
+def test_a_bad_fault_plan(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "platform.search", str(_space(tmp_path))], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "SHRINKTUNE_FAIL_TRIALS": "nan"})
+    _assert_one_line_error(out, "SHRINKTUNE_FAIL_TRIALS: entries are KIND:TRIAL[:ATTEMPTS] (e.g. nan:2,raise:3:1), "
+                           "got 'nan'; fix it or unset SHRINKTUNE_FAIL_TRIALS.")

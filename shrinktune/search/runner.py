@@ -3,6 +3,12 @@
 Order of work: check the tracking store (fail before anything runs) → start or join Ray → prepare and measure the
 teacher in a Ray task with a trial's resources → one Tune trial per configuration, each logged to MLflow as a
 child of the search's run when it ends → the Pareto front of the finished trials, tagged in MLflow.
+
+Faults: a trial that raises (NaN loss, out of memory, an impossible configuration...) is retried `retries` times,
+then recorded as FAILED with its reason, and the search goes on. An interrupted search (killed driver, lost head
+node, Ctrl-C) continues with `RunOptions(resume=<name>)`: Tune restores its trials and sampler from
+`<storage>/<name>`, finished trials are kept, and MLflow's run for the search is re-opened. For tests and demos,
+`SHRINKTUNE_FAIL_TRIALS` makes chosen trials fail on purpose (see `parse_faults`).
 """
 
 from __future__ import annotations
@@ -11,15 +17,17 @@ import json
 import logging
 import os
 import platform as stdlib_platform
+import re
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from shrinktune.errors import UserError
+from shrinktune.errors import ConfigError, UserError
 from shrinktune.search.cluster import submitted_working_dir
+from shrinktune.search.faults import FAULTS_ENV, Fault, inject_fault, parse_faults
 from shrinktune.search.pareto import pareto_front
-from shrinktune.search.space import SearchSpace
-from shrinktune.search.trial import TrialContext, prepare_reference, shrinktune_trial
+from shrinktune.search.space import SearchSpace, is_feasible
+from shrinktune.search.trial import TrialContext, prepare_reference, quiet_libraries, shrinktune_trial
 from shrinktune.tracking.mlflow_tracking import SearchTracker
 
 logger = logging.getLogger(__name__)
@@ -39,6 +47,15 @@ class RunOptions:
     gpus_per_trial: float | None = None  # default: 1 when the cluster has GPUs, else 0
     sampler: str | None = None  # overrides search.sampler
     name: str | None = None  # Tune experiment name; default <space>-<timestamp>
+    retries: int | None = None  # extra attempts for a failed trial; default the space's `retries` (0 if none)
+    resume: str | None = None  # name of an interrupted search under storage_path to continue
+
+    def __post_init__(self):
+        if self.retries is not None and (not isinstance(self.retries, int) or self.retries < 0):
+            raise ConfigError(f"retries must be an integer ≥ 0, got {self.retries!r}; pass 0 for no retries.")
+        if self.resume is not None and self.name is not None and self.name != self.resume:
+            raise ConfigError(f"a resumed search keeps its name: got name {self.name!r} and resume {self.resume!r}; "
+                              "drop the name.")
 
 
 @dataclass
@@ -61,32 +78,11 @@ class SearchOutcome:
     rows: list[TrialRow] = field(default_factory=list)
     front: list[int] = field(default_factory=list)  # indices into the finished rows
     objectives: dict = field(default_factory=dict)
+    interrupted: bool = False  # stopped (Ctrl-C) before every trial ended; continue with RunOptions(resume=name)
 
     @property
     def finished(self) -> list[TrialRow]:
         return [r for r in self.rows if r.error is None]
-
-
-class SpaceSampler:
-    """Define-by-run search space for OptunaSearch: asks the Optuna trial for each dimension."""
-
-    def __init__(self, space: SearchSpace):
-        self.dimensions = space.dimensions
-
-    def __call__(self, trial):
-        for dimension in self.dimensions:
-            dimension.suggest(trial)
-        return None
-
-
-def make_sampler(name: str, seed: int):
-    import optuna
-
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
-    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def _versions() -> dict:
@@ -178,22 +174,191 @@ def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
         ) from None
 
 
+SEARCH_NAME_TAG = "shrinktune.search_name"  # on the search's MLflow run: how a resumed search finds it again
+
+
+def search_trial(config: dict, context: TrialContext, faults: tuple[Fault, ...] = ()) -> None:
+    """The Tune trainable of a search: one trial (`shrinktune_trial`), after any fault planned for it.
+
+    A trial that Tune restores with a checkpoint has already trained and reported it (the search was interrupted
+    before Tune recorded its end): it reports the metrics saved with that checkpoint again instead of training.
+    """
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            saved = json.loads((Path(folder) / "shrinktune_trial.json").read_text())
+        quiet_libraries()  # this worker's progress lines, as a training trial shows them
+        logger.info("trial trained before the search was interrupted: its saved metrics are reported again")
+        tune.report(saved["metrics"])
+        return
+    if faults:
+        inject_fault(faults)
+    shrinktune_trial(config, context)
+
+
+def check_resumable(storage_path: str, name: str) -> Path:
+    """The folder of the search `name` under `storage_path`, if Ray Tune can continue it; else one UserError line
+    that says where the searches are."""
+    from ray import tune
+
+    path = Path(storage_path) / name
+    if tune.Tuner.can_restore(str(path)):
+        return path
+    storage = Path(storage_path)
+    known = sorted(p.name for p in storage.iterdir() if tune.Tuner.can_restore(str(p))) if storage.is_dir() else []
+    listed = "none there yet"
+    if known:
+        listed = f"{len(known)} there: {', '.join(known[-5:])}{' ...' if len(known) > 5 else ''}"
+    raise UserError(
+        f"no search {name!r} to resume: {path} holds no Ray Tune state; searches are the folders of {storage} "
+        f"({listed}): list them with `ls {storage}`, or pass the --storage the search ran with."
+    )
+
+
+def check_new_search(storage_path: str, name: str) -> None:
+    """Refuses to start a search under the name of one that exists: their trials would mix in one folder."""
+    path = Path(storage_path) / name
+    if path.exists():
+        raise UserError(f"a search named {name!r} already exists at {path}; continue it with --resume {name}, "
+                        "or pick another --name.")
+
+
+def _search_run(tracker: SearchTracker, name: str, space: SearchSpace):
+    """The MLflow run of the search `name`, found by its tag (or, for a search started before the tag existed, its
+    run name); refuses a different space or tracking store."""
+    runs = []
+    for key in (f"tags.`{SEARCH_NAME_TAG}`", "attributes.run_name"):
+        runs = runs or tracker.client.search_runs(
+            [tracker.experiment_id()], max_results=1, order_by=["attributes.start_time DESC"],
+            filter_string=f"{key} = '{name}' and tags.`shrinktune.kind` = 'search'",
+        )
+    if not runs:
+        raise UserError(
+            f"search {name!r} has Ray Tune state but no run in MLflow experiment {space.name!r} at "
+            f"{tracker.tracking_uri}; pass the search space and --tracking-uri it was started with."
+        )
+    started = runs[0].data.params.get("space")
+    if started and started != str(space.path):
+        raise UserError(f"search {name!r} was started with the space {started}, got {space.path}; "
+                        f"resume it with that space.")
+    return runs[0]
+
+
+def _trial_id(result) -> str:
+    """A result's Tune trial id: in its metrics, or — a trial that failed before reporting — in its folder name."""
+    if result.metrics.get("trial_id"):
+        return str(result.metrics["trial_id"])
+    folder = Path(result.path).name if result.path else "?"
+    found = re.match(rf"{search_trial.__name__}_([^_]+)_", folder)
+    return found.group(1) if found else folder
+
+
+def _budget(space: SearchSpace, options: RunOptions, previous) -> tuple[int, int, int]:
+    """(trials, trials at a time, retries): the flags over the space file's; a resumed search's own, saved in its
+    MLflow run (Tune restores its sampler, budget and failure settings, which cannot change)."""
+    if previous is None:
+        retries = options.retries if options.retries is not None else (getattr(space, "retries", 0) or 0)
+        return options.trials or space.trials, options.max_concurrent or space.max_concurrent, retries
+    flags = {"trials": options.trials, "max_concurrent": options.max_concurrent, "sampler": options.sampler,
+             "retries": options.retries}
+    ignored = [flag for flag, value in flags.items() if value is not None]
+    if ignored:
+        logger.warning("resuming %s: %s ignored; a search keeps the budget, sampler and retries it started with",
+                       options.resume, ", ".join(ignored))
+    saved = previous.data.params
+    return int(saved["trials"]), int(saved["max_concurrent"]), int(saved.get("retries", 0))
+
+
+def _reference(ray, tracker: SearchTracker, previous, context: TrialContext, cpus: float, gpus: float) -> TrialContext:
+    """The context with the prepared teacher and its metrics: measured in a Ray task with a trial's resources and
+    logged, or — resuming — read back from the search's MLflow run."""
+    reference = {k[len("teacher_"):]: v for k, v in (previous.data.metrics if previous else {}).items()
+                 if k.startswith("teacher_")}
+    teacher_dir = previous.data.tags.get("shrinktune.teacher_dir") if previous else None
+    if reference and teacher_dir:
+        logger.info("the teacher was measured when the search started: not measured again")
+    else:
+        logger.info("preparing and measuring the teacher (first run: trains and caches it)")
+        remote = ray.remote(prepare_reference).options(num_cpus=cpus, num_gpus=gpus)
+        teacher_dir, reference = ray.get(remote.remote(context))
+        tracker.log_reference(reference)
+        tracker.tag(tracker.parent_run_id, "shrinktune.teacher_dir", teacher_dir)
+    return replace(context, teacher_dir=teacher_dir, reference=reference)
+
+
+def _outcome(grid, name: str, trials: int, tracker: SearchTracker, space: SearchSpace, options: RunOptions,
+             reference: dict, out_of_time: bool = False) -> SearchOutcome:
+    """Every ended trial (old and new, when resumed) and the Pareto front of those that meet the space's
+    constraints; frontier plots on the search's MLflow run, which it ends."""
+    from shrinktune.search.callbacks import error_summary, trial_runs
+
+    outcome = SearchOutcome(name=name, tracking_uri=options.tracking_uri, parent_run_id=tracker.parent_run_id,
+                            reference=reference, objectives=dict(space.objectives))
+    for result in grid:
+        if result.error is None and "training_iteration" not in (result.metrics or {}):
+            continue  # never reported: the search was interrupted while it ran or waited
+        outcome.rows.append(TrialRow(
+            trial_id=_trial_id(result), config=dict(result.config or {}), metrics=dict(result.metrics or {}),
+            checkpoint=result.checkpoint.path if result.checkpoint else None, error=error_summary(result.error),
+        ))
+    # Tune marks the trials it stops on Ctrl-C as terminated; only a report or an error shows that one ended.
+    outcome.interrupted = len(outcome.rows) < trials and not out_of_time
+    if out_of_time and len(outcome.rows) < trials:
+        logger.warning("search %s used its time budget (%g s) after %d of %d trial(s)", name, space.time_budget_s,
+                       len(outcome.rows), trials)
+    finished = outcome.finished
+    feasible = [i for i, r in enumerate(finished) if is_feasible(space.constraints, r.metrics)]
+    outcome.front = [feasible[i] for i in pareto_front([finished[i].metrics for i in feasible], space.objectives)]
+    counts = {"trials_finished": len(finished), "trials_failed": len(outcome.rows) - len(finished)}
+    if outcome.interrupted:
+        logger.warning("search %s interrupted with %d of %d trial(s) ended; continue it with --resume %s",
+                       name, len(outcome.rows), trials, name)
+        tracker.end_search("KILLED", counts)
+        return outcome
+    run_ids = trial_runs(tracker)
+    for index in outcome.front:
+        run_id = run_ids.get(finished[index].trial_id)
+        if run_id:
+            tracker.tag(run_id, "shrinktune.pareto", "true")
+    if space.constraints:
+        for index, row in enumerate(finished):
+            if run_ids.get(row.trial_id):
+                tracker.tag(run_ids[row.trial_id], "shrinktune.feasible", str(index in feasible).lower())
+    tracker.log_frontier_plots([{**r.metrics, "trial_id": r.trial_id, "config": r.config} for r in finished],
+                               space.objectives, reference, title=name)
+    tracker.end_search("FINISHED", {**counts, "pareto_size": len(outcome.front)})
+    return outcome
+
+
 def run_search(space: SearchSpace, options: RunOptions) -> SearchOutcome:
-    """Runs the whole search; returns every ended trial and the Pareto front."""
+    """Runs the whole search — or continues an interrupted one — and returns every ended trial and the Pareto front.
+
+    Raises:
+        UserError: the tracking store or Ray cannot be used, the search to resume does not exist (or was started
+            with another space or store), or a new search would reuse the name of an existing one.
+    """
     tracker = SearchTracker(options.tracking_uri, experiment=space.name)
     tracker.check()
+    faults = parse_faults(os.environ.get(FAULTS_ENV, ""))
+    name = options.resume or options.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    previous = None
+    if options.resume:
+        check_resumable(options.storage_path, name)
+        previous = _search_run(tracker, name, space)
+    else:
+        check_new_search(options.storage_path, name)
     ray = start_ray(options.address)
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     from shrinktune.search.callbacks import MlflowTrialLogger
+    from shrinktune.search.samplers import ConstrainedOptunaSearch, make_sampler
 
-    trials = options.trials or space.trials
-    concurrent = options.max_concurrent or space.max_concurrent
+    trials, concurrent, retries = _budget(space, options, previous)
     resources = ray.cluster_resources()
     cpus, gpus = trial_resources(ray.nodes(), concurrent, options.cpus_per_trial, options.gpus_per_trial)
-    name = options.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     context = TrialContext(
         task=space.task, teacher_dir=space.teacher, cache_root=options.cache_root, generation=space.generation,
         eval_samples=space.evaluation.get("samples", 45), latency_samples=space.evaluation.get("latency_samples", 5),
@@ -202,65 +367,65 @@ def run_search(space: SearchSpace, options: RunOptions) -> SearchOutcome:
         fixed_new_tokens=space.evaluation.get("fixed_new_tokens"), threads=int(cpus) if not gpus else 0,
         seed=space.seed, fixed=space.fixed,
     )
-    logger.info("Ray: %s CPUs, %s GPUs; %d trial(s), %d at a time, %s CPU + %s GPU each",
-                resources.get("CPU", 0), resources.get("GPU", 0), trials, concurrent, cpus, gpus)
+    logger.info("Ray: %s CPUs, %s GPUs; %d trial(s), %d at a time, %s CPU + %s GPU each, %d retr%s per trial",
+                resources.get("CPU", 0), resources.get("GPU", 0), trials, concurrent, cpus, gpus, retries,
+                "y" if retries == 1 else "ies")
+    if faults:
+        logger.warning("%s=%s: trial(s) %s will fail on purpose", FAULTS_ENV, os.environ[FAULTS_ENV],
+                       ", ".join(str(f.trial) for f in faults))
 
-    parent = tracker.start_search(
-        name,
-        {"space": str(space.path), "task": space.task, "teacher": space.teacher, "sampler": options.sampler or space.sampler,
-         "trials": trials, "max_concurrent": concurrent, "cpus_per_trial": cpus, "gpus_per_trial": gpus,
-         "objectives": json.dumps(space.objectives), "machine": stdlib_platform.platform(), **_versions()},
-    )
+    if previous:
+        tracker.parent_run_id = previous.info.run_id
+        tracker.client.update_run(tracker.parent_run_id, status="RUNNING")
+        logger.info("resuming search %s from %s (MLflow run %s)", name, Path(options.storage_path) / name,
+                    tracker.parent_run_id)
+    else:
+        tracker.start_search(
+            name,
+            {"space": str(space.path), "task": space.task, "teacher": space.teacher,
+             "sampler": options.sampler or space.sampler, "trials": trials, "max_concurrent": concurrent,
+             "retries": retries, "cpus_per_trial": cpus, "gpus_per_trial": gpus,
+             "objectives": json.dumps(space.objectives), "machine": stdlib_platform.platform(), **_versions()},
+            tags={SEARCH_NAME_TAG: name},
+        )
+        logger.info("search %s: if it is interrupted, continue it with --resume %s", name, name)
     try:
-        tracker.client.log_artifact(parent, str(space.path))
-        logger.info("preparing and measuring the teacher (first run: trains and caches it)")
-        remote = ray.remote(prepare_reference).options(num_cpus=cpus, num_gpus=gpus)
-        teacher_dir, reference = ray.get(remote.remote(context))
-        tracker.log_reference(reference)
-        tracker.tag(parent, "shrinktune.teacher_dir", teacher_dir)
-        context = replace(context, teacher_dir=teacher_dir, reference=reference)
-
-        searcher = OptunaSearch(
-            space=SpaceSampler(space), metric=list(space.objectives), mode=list(space.objectives.values()),
-            sampler=make_sampler(options.sampler or space.sampler, space.seed),
-            points_to_evaluate=[dict(point) for point in space.enqueue] or None,
-        )
-        trainable = tune.with_resources(tune.with_parameters(shrinktune_trial, context=context), {"cpu": cpus, "gpu": gpus})
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent), num_samples=trials),
-            run_config=tune.RunConfig(
-                name=name, storage_path=options.storage_path, callbacks=[MlflowTrialLogger(tracker)],
-                failure_config=tune.FailureConfig(max_failures=0), verbose=1,
-            ),
-        )
+        if not previous:
+            tracker.client.log_artifact(tracker.parent_run_id, str(space.path))
+        context = _reference(ray, tracker, previous, context, cpus, gpus)
+        trainable = tune.with_resources(tune.with_parameters(search_trial, context=context, faults=faults),
+                                        {"cpu": cpus, "gpu": gpus})
+        # Tune warns when it saves its state often; it does by design here, at each trial's checkpoint (below).
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+        logger_callback = MlflowTrialLogger(tracker, objectives=dict(space.objectives), reference=context.reference)
+        started = time.monotonic()
+        if previous:
+            tuner = tune.Tuner.restore(str(Path(options.storage_path) / name), trainable=trainable,
+                                       resume_unfinished=True, resume_errored=False)
+        else:
+            searcher = ConstrainedOptunaSearch(
+                space=space.suggest, metric=list(space.objectives), mode=list(space.objectives.values()),
+                sampler=make_sampler(options.sampler or space.sampler, space.seed),
+                points_to_evaluate=[dict(point) for point in space.enqueue] or None, constraints=space.constraints,
+            )
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
+                                            num_samples=trials, time_budget_s=space.time_budget_s),
+                run_config=tune.RunConfig(
+                    name=name, storage_path=options.storage_path, callbacks=[logger_callback],
+                    failure_config=tune.FailureConfig(max_failures=retries), verbose=1,
+                    # One checkpoint per trial, and Tune saves its state as each arrives: a trial that reported
+                    # before an interruption is restored with it rather than trained again.
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                ),
+            )
         grid = tuner.fit()
+    except KeyboardInterrupt:
+        tracker.end_search("KILLED")
+        raise
     except BaseException:
         tracker.end_search("FAILED")
         raise
-    outcome = SearchOutcome(name=name, tracking_uri=options.tracking_uri, parent_run_id=parent, reference=reference,
-                            objectives=dict(space.objectives))
-    for result in grid:
-        trial_id = Path(result.path).name if result.path else "?"
-        outcome.rows.append(TrialRow(
-            trial_id=str(result.metrics.get("trial_id", trial_id)), config=dict(result.config or {}),
-            metrics=dict(result.metrics or {}), checkpoint=result.checkpoint.path if result.checkpoint else None,
-            error=str(result.error).splitlines()[0] if result.error else None,
-        ))
-    finished = outcome.finished
-    outcome.front = pareto_front([r.metrics for r in finished], space.objectives)
-    run_ids = _runs_by_trial(tracker)
-    for index in outcome.front:
-        run_id = run_ids.get(finished[index].trial_id)
-        if run_id:
-            tracker.tag(run_id, "shrinktune.pareto", "true")
-    tracker.end_search("FINISHED", {"trials_finished": len(finished), "trials_failed": len(outcome.rows) - len(finished),
-                                    "pareto_size": len(outcome.front)})
-    return outcome
-
-
-def _runs_by_trial(tracker: SearchTracker) -> dict[str, str]:
-    runs = tracker.client.search_runs(
-        [tracker.experiment_id()], filter_string=f"tags.mlflow.parentRunId = '{tracker.parent_run_id}'", max_results=5000,
-    )
-    return {r.data.tags.get("shrinktune.trial"): r.info.run_id for r in runs}
+    out_of_time = space.time_budget_s is not None and time.monotonic() - started >= space.time_budget_s
+    return _outcome(grid, name, trials, tracker, space, options, context.reference, out_of_time)
