@@ -1,5 +1,8 @@
 """The benchmark scripts under bench/ run end to end in their --smoke mode and write their results file."""
 
+import itertools
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +36,87 @@ def test_compression_smoke_writes_the_side_by_side_table(tmp_path):
     assert float(smallest[4]) < float(teacher[4]) and float(smallest[9].rstrip(" |")) < 1.0
     assert "exactly 8 new tokens" in text and "best possible speed-up" in text
     assert "| speed-up, latent 384 (Falaki & Gras, BART-base) | 2x | not measured (base shape not run) |" in text
+
+
+def _markdown_tables(text: str) -> dict[str, list[dict[str, str]]]:
+    """Each `## ` section's first table, as rows of {column header: cell}."""
+    tables = {}
+    for section in text.split("\n## ")[1:]:
+        title, *lines = section.splitlines()
+        first = next((i for i, line in enumerate(lines) if line.startswith("| ")), None)
+        if first is None:
+            continue
+        block = list(itertools.takewhile(lambda line: line.startswith("| "), lines[first:]))
+        header, *rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in block]
+        tables[title] = [dict(zip(header, row)) for row in rows[1:]]  # rows[0] is the --- line
+    return tables
+
+
+def _number(cell: str) -> float | None:
+    try:
+        return float(cell.removesuffix("x"))
+    except ValueError:
+        return None
+
+
+def test_science_smoke_writes_every_table_with_finite_numbers(tmp_path):
+    out = tmp_path / "science.md"
+    done = subprocess.run([sys.executable, "bench/science.py", "--smoke", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for part in ("setup", "ae", "depth", "methods", "weights"):
+        assert f"\n{part}: " in "\n" + done.stdout, done.stdout[-2000:]  # per-part elapsed time, printed
+    text = out.read_text()
+    assert f"Command: `python bench/science.py --smoke --out {out}`" in text
+    assert "- Machine: " in text and "torch threads 1" in text and "- Date: " in text
+    tables = _markdown_tables(text)
+    titles = {title.split(":")[0]: rows for title, rows in tables.items()}
+    assert set(titles) == {"ae", "depth", "methods", "weights", "Run time"}
+    for title, rows in titles.items():
+        assert rows, title
+        for row in rows:
+            numbers = [_number(cell) for cell in row.values()]
+            assert all(math.isfinite(n) for n in numbers if n is not None), (title, row)
+            assert not {"nan", "inf", "-inf"} & {cell.lower() for cell in row.values()}, (title, row)
+    # one reading per table, with a verdict computed from it
+    assert len(re.findall(r"\*\*Reading:\*\* .* \*\*(agrees|disagrees|partly agrees)\*\*", text)) == 4
+
+    ae = titles["ae"]
+    assert [row["latent"] for row in ae] == ["8", "16", "24"]
+    pca = [float(row["pca MSE"]) for row in ae]
+    assert pca == sorted(pca, reverse=True)  # PCA subspaces are nested: a wider latent never reconstructs worse
+    assert all(0 < float(row["pca explained var."]) <= 1 for row in ae)
+
+    depth = titles["depth"]
+    shapes = [(row["model"], row["encoder layers"], row["decoder layers"]) for row in depth]
+    assert shapes == [("teacher", "2", "2"), ("student", "2", "2"), ("student", "1", "2"), ("student", "2", "1")]
+    teacher = depth[0]
+    assert teacher["speed-up"] == "1.00x" and teacher["train s"] == "-"
+    assert depth[2]["kept encoder"] == "0" and depth[3]["kept decoder"] == "0"
+    assert float(depth[1]["params (M)"]) == float(teacher["params (M)"])
+    assert float(depth[2]["params (M)"]) < float(teacher["params (M)"])
+    assert float(depth[3]["decoder params (M)"]) < float(teacher["decoder params (M)"])
+    assert all(float(row["ms/summary"]) > 0 for row in depth)
+
+    methods = titles["methods"]
+    assert [(row["latent"], row["method"]) for row in methods] == [
+        (latent, method) for latent in ("32", "16") for method in ("sft", "kd", "pseudo_labels")]
+    assert float(methods[3]["decoder params (M)"]) < float(methods[0]["decoder params (M)"])
+
+    weights = titles["weights"]
+    assert [(row["ratio"], row["method"]) for row in weights] == [("2", "svd"), ("2", "ae"), ("4", "svd"), ("4", "ae")]
+    for row in weights:  # equal parameter budgets: both methods land within 15 % of before ÷ ratio
+        assert abs(float(row["achieved ratio"]) / float(row["ratio"]) - 1) < 0.15, row
+        assert 0 < float(row["weight error"])
+    assert float(weights[2]["weight error"]) > float(weights[0]["weight error"])  # lower SVD rank, larger error
+
+    assert [row["part"] for row in titles["Run time"]] == [
+        "setup (teacher, data, encoder states)", "ae", "depth", "methods", "weights", "total"]
+
+
+def test_science_rejects_an_unknown_part_in_one_line():
+    done = subprocess.run([sys.executable, "bench/science.py", "--smoke", "--parts", "ae,speed"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert re.fullmatch(r"error: --parts takes a comma-separated subset of ae,depth,methods,weights, got "
+                        r"\('ae', 'speed'\); e\.g\. --parts ae,weights\.\n", done.stderr), done.stderr
