@@ -120,3 +120,56 @@ def test_science_rejects_an_unknown_part_in_one_line():
     assert done.returncode == 2
     assert re.fullmatch(r"error: --parts takes a comma-separated subset of ae,depth,methods,weights, got "
                         r"\('ae', 'speed'\); e\.g\. --parts ae,weights\.\n", done.stderr), done.stderr
+
+
+def _mean_std(cell: str) -> tuple[float, float]:
+    mean, _, std = cell.partition(" ± ")
+    return float(mean), float(std or 0)
+
+
+def test_search_smoke_reports_hypervolumes_memo_hits_and_shared_savings(tmp_path):
+    out = tmp_path / "search.md"
+    done = subprocess.run([sys.executable, "bench/search.py", "--smoke", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    assert f"Command: `python bench/search.py --smoke --out {out}`" in text
+    assert "- Machine: " in text and "torch threads 1" in text and "- Date: " in text
+    tables = _markdown_tables(text)
+    table = lambda prefix: next(rows for title, rows in tables.items() if title.startswith(prefix))  # noqa: E731
+
+    running = table("samplers: hypervolume after k trials")
+    assert [row["sampler"] for row in running] == ["tpe", "nsga2", "random"]
+    for row in running:
+        means = [_mean_std(row[k])[0] for k in ("k=2", "k=3")]
+        assert all(math.isfinite(m) and m >= 0 for m in means) and means[0] <= means[1]  # hypervolume never falls
+        assert all(math.isfinite(_mean_std(row[k])[1]) for k in ("k=2", "k=3"))
+
+    final = table("samplers: final hypervolume per seed")
+    assert [row["sampler"] for row in final] == ["tpe", "nsga2", "random"]
+    for row, run in zip(final, running):
+        seeds = [float(row["seed 0"]), float(row["seed 1"])]
+        assert all(math.isfinite(h) and h >= 0 for h in seeds)
+        assert abs(sum(seeds) / 2 - _mean_std(run["k=3"])[0]) < 1e-4  # the last column of the running table
+        # 3 trials x 2 seeds, each either trained or served from the memo
+        assert int(row["trials"]) == 6 == int(row["trained"]) + int(row["memo hits"]) and row["failed"] == "0"
+    hits = sum(int(row["memo hits"]) for row in final)
+    trained = sum(int(row["trained"]) for row in final)
+    assert hits >= 5  # every study enqueues the same configuration: only the first one trains it
+    assert f"18 trials in all, {trained} distinct configurations trained, {hits} served from the memo" in text
+
+    shared = table("shared: 3 trials")
+    assert [row["trial"] for row in shared] == ["1", "2", "3", "total"]
+    # one shared root: the first trial encodes and fits the autoencoder, the pseudo-label trial labels, nothing else
+    assert [row["(a) computed"] for row in shared[:3]] == ["autoencoders, encoded", "-", "pseudo-labels"]
+    assert [row["(b) computed"] for row in shared[:3]] == [
+        "autoencoders, encoded", "autoencoders, encoded", "autoencoders, encoded, pseudo-labels"]
+    for column in ("(a) shared s", "(b) own cache s"):
+        seconds = [float(row[column]) for row in shared]
+        assert all(math.isfinite(s) and s > 0 for s in seconds)
+        assert abs(sum(seconds[:3]) - seconds[3]) < 0.2
+    assert re.search(r"\*\*Reading:\*\* sharing the cache saves -?\d+\.\d s of \d+\.\d s \(-?\d+%\) over 3 trials\. "
+                     r"ROUGE-1 and ROUGE-2 are identical in \(a\) and \(b\) for 3 of 3 trials", text)
+    assert [row["part"] for row in table("Run time")] == [
+        "setup (teacher prepared and measured)", "samplers", "shared", "total"]
+

@@ -85,8 +85,15 @@ def test_readme_command_on_the_embedded_default(tmp_path, embedded_cache):
     stdout = _run(["summarization", "--trials", "2"], tmp_path, timeout=1500, cache=embedded_cache)
     rows = [r for r in _table(stdout) if r["trial"] != "teacher"]
     assert rows, stdout[-3000:]
-    children = [r for r in _mlflow_runs(tmp_path, "summarization") if r.data.tags.get("shrinktune.kind") == "trial"]
+    runs = _mlflow_runs(tmp_path, "summarization")
+    children = [r for r in runs if r.data.tags.get("shrinktune.kind") == "trial"]
     assert len(children) == 2
+    parent = next(r for r in runs if r.data.tags.get("shrinktune.kind") == "search")
+    assert parent.data.metrics["hypervolume"] >= 0  # the running hypervolume, relative to the teacher
+    from mlflow.tracking import MlflowClient
+
+    artifacts = {a.path for a in MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").list_artifacts(parent.info.run_id)}
+    assert {"frontier.png", "frontier.html", "summarization.yaml"} <= artifacts
 
     from shrinktune import load_summarizer
     from shrinktune.data.aclsum import load_aclsum
