@@ -32,6 +32,13 @@ def make_tiny_bert2bert(tokenizer, width: int = 32, layers: int = 2, seed: int =
     return model.eval()
 
 
+@pytest.fixture(scope="session")
+def tiny_bert2bert():
+    """`make_tiny_bert2bert` itself, for tests that build several (a module cannot import it: `conftest` names
+    several files)."""
+    return make_tiny_bert2bert
+
+
 @pytest.fixture
 def tiny_teacher(tokenizer):
     return make_tiny_bert2bert(tokenizer)

@@ -65,10 +65,8 @@ def test_named_picks():
 # ---------------------------------------------------------------- the store and the command line
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, tokenizer):
+def store(tmp_path_factory, tokenizer, tiny_bert2bert):
     """An MLflow store with an older search (one excellent trial) and the latest search (TRIALS, one failed)."""
-    from conftest import make_tiny_bert2bert
-
     root = tmp_path_factory.mktemp("pick")
     tracker = SearchTracker(default_tracking_uri(root), "exp")
     tracker.check()
@@ -83,7 +81,7 @@ def store(tmp_path_factory, tokenizer):
     for seed, (trial, metrics) in enumerate(TRIALS.items()):
         folder = root / "checkpoints" / trial
         if trial != "t3":
-            make_tiny_bert2bert(tokenizer, seed=seed).save_pretrained(folder)
+            tiny_bert2bert(tokenizer, seed=seed).save_pretrained(folder)
             tokenizer.save_pretrained(folder)
         checkpoints[trial] = folder
         runs[trial] = tracker.log_trial(trial, {"latent_dim": 16 * (seed + 1)}, metrics, checkpoint=str(folder))
