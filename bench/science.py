@@ -44,6 +44,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.compression import machine_lines  # noqa: E402
+from bench.parts import fail, run_parts  # noqa: E402
 from shrinktune.data.tasks import Task, get_task, load_task_splits  # noqa: E402
 from shrinktune.errors import ConfigError, UserError  # noqa: E402
 from shrinktune.measure.evaluate import generate_summaries, parameter_counts  # noqa: E402
@@ -630,12 +631,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings.smoke_sizes(**given) if args.smoke else Settings(**given)
 
 
-def fail(error: UserError) -> None:
-    """An expected error: one line, exit code 2 (a traceback means a bug)."""
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.smoke and args.teacher:
@@ -656,13 +651,7 @@ def main(argv: list[str] | None = None) -> None:
             setup = load_setup(settings, args.teacher, cache)
             elapsed = {"setup (teacher, data, encoder states)": time.perf_counter() - start}
             print(f"setup: {next(iter(elapsed.values())):.0f} s", flush=True)
-            results = {}
-            for part in settings.parts:
-                print(f"{part}:", flush=True)
-                start = time.perf_counter()
-                results[part] = RUNNERS[part][0](setup)
-                elapsed[part] = time.perf_counter() - start
-                print(f"{part}: {elapsed[part]:.0f} s", flush=True)
+            results = run_parts(settings.parts, RUNNERS, setup, elapsed)
         except UserError as error:
             fail(error)
     elapsed["total"] = sum(elapsed.values())

@@ -47,6 +47,7 @@ import optuna  # noqa: E402
 import torch  # noqa: E402
 
 from bench.compression import machine_lines  # noqa: E402
+from bench.parts import fail, run_parts  # noqa: E402
 from shrinktune.cli import teacher_shape  # noqa: E402
 from shrinktune.errors import ConfigError, UserError  # noqa: E402
 from shrinktune.search.frontier import running_hypervolume  # noqa: E402
@@ -486,12 +487,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings.smoke_sizes(**given) if args.smoke else Settings(**given)
 
 
-def fail(error: UserError) -> None:
-    """An expected error: one line, exit code 2 (a traceback means a bug)."""
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.smoke and args.space:
@@ -514,13 +509,7 @@ def main(argv: list[str] | None = None) -> None:
             run = load_run(settings, cache, Path(scratch))
             elapsed = {"setup (teacher prepared and measured)": time.perf_counter() - start}
             print(f"setup: {next(iter(elapsed.values())):.0f} s", flush=True)
-            results = {}
-            for part in settings.parts:
-                print(f"{part}:", flush=True)
-                start = time.perf_counter()
-                results[part] = RUNNERS[part][0](run)
-                elapsed[part] = time.perf_counter() - start
-                print(f"{part}: {elapsed[part]:.0f} s", flush=True)
+            results = run_parts(settings.parts, RUNNERS, run, elapsed)
         except UserError as error:
             fail(error)
         elapsed["total"] = sum(elapsed.values())
