@@ -4,11 +4,11 @@
     python bench/teacher.py --smoke                           # seconds: a tiny grid, few pairs (tests)
 
 On ACLSum validation, in one run: the teacher's ROUGE-1/2/L/Lsum and share of distinct summaries (greedy, the
-search's decoding, and 4 beams) beside the lead-25-words baseline and the best single constant summary (the
-training summary with the highest mean ROUGE-1 on the training pairs, then scored on validation). Then students
-of latent width × decoder depth, each trained and measured as a search trial is (`run_configuration`), to show
-that narrower and shallower students lose ROUGE while getting faster. Also: how long the teacher takes to
-prepare (unpacking the shipped file into an empty cache) and the shipped file's size.
+search's decoding; 4 beams; 4 beams with a minimum length) beside the lead-25-words baseline and the best single
+constant summary (the training summary with the highest mean ROUGE-1 on the training pairs, then scored on
+validation). Then students of latent width × decoder depth, each trained and measured as a search trial is
+(`run_configuration`), to show that narrower and shallower students lose ROUGE while getting faster. Also: how
+long the teacher takes to prepare (unpacking the shipped file into an empty cache) and the shipped file's size.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from shrinktune.search.trial import TrialContext, prepare_reference, quiet_libra
 from shrinktune.training.teacher import SHIPPED_TEACHER, TeacherRecipe, prepare_embedded_teacher  # noqa: E402
 
 LEAD_WORDS = 25
+MIN_TOKENS = 24  # about the references' length (22-23 words) minus what WordPiece splits
 
 
 def lead(document: str, words: int = LEAD_WORDS) -> str:
@@ -68,7 +69,9 @@ def quality_rows(teacher_dir: str, task, splits, samples: int, beams: int) -> li
         rows.append({"system": name, **rouge_scores(predictions, references), "distinct": distinct_fraction(predictions)})
     model, tokenizer = load_teacher(teacher_dir)
     for label, settings in (("teacher, greedy (the search's decoding)", GenerationSettings()),
-                            (f"teacher, {beams} beams", GenerationSettings(num_beams=beams))):
+                            (f"teacher, {beams} beams", GenerationSettings(num_beams=beams)),
+                            (f"teacher, {beams} beams, at least {MIN_TOKENS} tokens",
+                             GenerationSettings(num_beams=beams, min_new_tokens=MIN_TOKENS))):
         settings.apply(model)
         started = time.perf_counter()
         predictions = generate_summaries(model, tokenizer, validation, max_source_tokens=task.max_source_tokens)

@@ -24,7 +24,7 @@ from shrinktune.errors import ConfigError
 from shrinktune.measure.latency import generation_record, time_generation
 from shrinktune.measure.memory import peak_memory_bytes, tensor_bytes
 from shrinktune.measure.params import count_parameters
-from shrinktune.models.generation import decode_summaries
+from shrinktune.models.generation import decode_summaries, decoder_start_id, prompt_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -36,21 +36,50 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _inputs(tokenizer, examples: list[Example], max_source_tokens: int, device) -> dict:
+def _inputs(tokenizer, examples: list[Example], max_source_tokens: int, device, start_id: int | None = None) -> dict:
+    """Tokenised sources; with `decoder_input_ids` (start token + prompt) when the examples have decoder prompts,
+    which must then be of one length in tokens (see `prompt_groups`)."""
     batch = tokenizer([e.source for e in examples], max_length=max_source_tokens, truncation=True, padding=True, return_tensors="pt")
-    return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+    inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+    prompts = [prompt_token_ids(tokenizer, e.prompt) for e in examples]
+    if any(prompts):
+        if start_id is None:
+            raise ValueError("examples with decoder prompts need the model's decoder start id")
+        if len({len(p) for p in prompts}) > 1:
+            raise ValueError("decoder prompts of different lengths cannot share a batch; group them with prompt_groups")
+        inputs["decoder_input_ids"] = torch.tensor([[start_id] + p for p in prompts], device=device)
+    return inputs
+
+
+def prompt_groups(tokenizer, examples: list[Example]) -> list[list[int]]:
+    """Indices of the examples, grouped by the token length of their decoder prompts (in order of first use)."""
+    groups: dict[int, list[int]] = {}
+    for i, example in enumerate(examples):
+        groups.setdefault(len(prompt_token_ids(tokenizer, example.prompt)), []).append(i)
+    return list(groups.values())
+
+
+def _new_text(inputs: dict, ids: torch.Tensor) -> torch.Tensor:
+    """The generated part of `generate`'s output: without the start token and prompt it was given."""
+    given = inputs.get("decoder_input_ids")
+    return ids if given is None else ids[:, given.shape[1]:]
 
 
 @torch.no_grad()
 def generate_summaries(model, tokenizer, examples: list[Example], *, max_source_tokens: int, batch_size: int = 16) -> list[str]:
-    """Summaries of the examples' sources, with the model's own `generation_config`."""
+    """Summaries of the examples' sources, with the model's own `generation_config`; each example's decoder
+    prompt (its aspect, if any) is given to the decoder and left out of the summary."""
     model.eval()
     device = model_device(model)
-    out = []
-    for start in range(0, len(examples), batch_size):
-        inputs = _inputs(tokenizer, examples[start : start + batch_size], max_source_tokens, device)
-        ids = model.generate(**inputs)  # (batch, out_len)
-        out += decode_summaries(tokenizer, ids)
+    start_id = decoder_start_id(model)
+    out: list[str | None] = [None] * len(examples)
+    for group in prompt_groups(tokenizer, examples):
+        for start in range(0, len(group), batch_size):
+            rows = group[start : start + batch_size]
+            inputs = _inputs(tokenizer, [examples[i] for i in rows], max_source_tokens, device, start_id)
+            ids = model.generate(**inputs)  # (batch, out_len)
+            for i, text in zip(rows, decode_summaries(tokenizer, _new_text(inputs, ids))):
+                out[i] = text
     return out
 
 
@@ -115,13 +144,13 @@ def measure_summarizer(
     # rouge_score (and nltk behind it) load only when quality is scored: timing scripts run without them.
     from shrinktune.measure.rouge import distinct_fraction, rouge_scores
 
-    device = model_device(model)
+    device, start_id = model_device(model), decoder_start_id(model)
     predictions = generate_summaries(model, tokenizer, examples, max_source_tokens=max_source_tokens)
     metrics: dict[str, float] = dict(rouge_scores(predictions, [e.summary for e in examples]))
     metrics["distinct_fraction"] = distinct_fraction(predictions)
     metrics["summary_words"] = sum(len(p.split()) for p in predictions) / max(1, len(predictions))
 
-    timed = [_inputs(tokenizer, [e], max_source_tokens, device) for e in examples[:latency_examples]]
+    timed = [_inputs(tokenizer, [e], max_source_tokens, device, start_id) for e in examples[:latency_examples]]
     natural = time_generation(model, timed, warmup=1, repeats=latency_repeats)
     # the natural pass above has just warmed the same model on the same inputs: no second warm-up needed
     forced = time_generation(model, timed, new_tokens=fixed, warmup=0, repeats=latency_repeats)
@@ -129,14 +158,15 @@ def measure_summarizer(
         latency_ms=natural.median_ms, latency_p90_ms=natural.p90_ms, threads=natural.threads,
         latency_fixed_ms=forced.median_ms, latency_fixed_p90_ms=forced.p90_ms, fixed_new_tokens=fixed,
     )
-    if 1 < latency_batch_size <= len(examples):
-        batch = _inputs(tokenizer, examples[:latency_batch_size], max_source_tokens, device)
+    batchable = [examples[i] for i in max(prompt_groups(tokenizer, examples), key=len)]  # one prompt length
+    if 1 < latency_batch_size <= len(batchable):
+        batch = _inputs(tokenizer, batchable[:latency_batch_size], max_source_tokens, device, start_id)
         batched = time_generation(model, batch, warmup=1, repeats=latency_repeats)
         metrics.update(latency_batch_ms=batched.median_ms, latency_batch_size=latency_batch_size)
     logger.info("latency per summary: natural %.1f ms, %d tokens %.1f ms, settings %s",
                 natural.median_ms, fixed, forced.median_ms, generation_record(model))
 
-    batch = _inputs(tokenizer, examples[:16], max_source_tokens, device)
+    batch = _inputs(tokenizer, batchable[:16], max_source_tokens, device, start_id)
     extra = peak_memory_bytes(lambda: generate_summaries_batch(model, batch), device)
     metrics["generate_peak_mb"] = (tensor_bytes(model) + extra) / MB
     if training_step is not None:

@@ -153,9 +153,12 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 
 def _new_token_count(model, batch: Mapping[str, torch.Tensor], output: torch.Tensor) -> int:
-    """Tokens `generate` added: an encoder-decoder's output starts with one decoder start token, a decoder-only
-    model's with the prompt."""
-    prompt = 1 if getattr(model.config, "is_encoder_decoder", False) else batch["input_ids"].shape[-1]
+    """Tokens `generate` added: an encoder-decoder's output starts with its decoder inputs (the start token, and a
+    prompt if one was given), a decoder-only model's with the prompt."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        prompt = batch["decoder_input_ids"].shape[-1] if "decoder_input_ids" in batch else 1
+    else:
+        prompt = batch["input_ids"].shape[-1]
     return int(output.shape[-1]) - prompt
 
 

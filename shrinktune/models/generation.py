@@ -43,3 +43,15 @@ def decode_summaries(tokenizer, ids) -> list[str]:
 
     texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
     return [re.sub(r"(?<=\w) - (?=\w)", "-", text).strip() for text in texts]
+
+
+def prompt_token_ids(tokenizer, prompt: str | None) -> list[int]:
+    """The token ids of a decoder prompt (see `shrinktune.data.examples.decoder_prompt`), without special tokens."""
+    return tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+
+
+def decoder_start_id(model) -> int | None:
+    """The token an encoder-decoder's generation starts from (None if the model names none)."""
+    start = getattr(model.generation_config, "decoder_start_token_id", None)
+    start = getattr(model.config, "decoder_start_token_id", None) if start is None else start
+    return None if start is None else int(start)

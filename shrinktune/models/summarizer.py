@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from shrinktune.data.examples import format_source
-from shrinktune.models.generation import decode_summaries
+from shrinktune.data.examples import decoder_prompt, format_source
+from shrinktune.models.generation import decode_summaries, decoder_start_id, prompt_token_ids
 
 
 class Summarizer:
@@ -40,6 +40,11 @@ class Summarizer:
             [format_source(d, aspect) for d in documents], max_length=self.max_source_tokens, truncation=True,
             padding=True, return_tensors="pt",
         ).to(next(self.model.parameters()).device)
-        ids = self.model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        texts = decode_summaries(self.tokenizer, ids)
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        prompt = prompt_token_ids(self.tokenizer, decoder_prompt(aspect))
+        if prompt:  # the decoder is given the aspect after its start token, as in training
+            start = [decoder_start_id(self.model)] + prompt
+            inputs["decoder_input_ids"] = torch.tensor([start] * len(documents), device=batch["input_ids"].device)
+        ids = self.model.generate(**inputs)
+        texts = decode_summaries(self.tokenizer, ids[:, len(prompt) + 1:] if prompt else ids)
         return texts[0] if isinstance(document, str) else texts

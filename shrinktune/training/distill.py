@@ -28,7 +28,9 @@ from transformers.modeling_outputs import BaseModelOutput
 from shrinktune.data.examples import Example
 from shrinktune.errors import ConfigError
 from shrinktune.models.families import depth, family_of, half_configs
-from shrinktune.training.encode import EncodedPairs, examples_fingerprint, module_fingerprint, tokenize_targets
+from shrinktune.training.encode import (
+    TARGETS_FORMAT, EncodedPairs, examples_fingerprint, module_fingerprint, tokenize_targets,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -355,10 +357,12 @@ def pseudo_labelled_pairs(
     if len(pseudo_examples) != len(pairs):
         raise ValueError(f"{len(pseudo_examples)} pseudo-labelled examples for {len(pairs)} pairs; they must be row-aligned")
     summaries = [e.summary for e in pseudo_examples]
-    labels, decoder_input_ids = tokenize_targets(tokenizer, summaries, max_target_tokens, start_id)
+    prompts = [e.prompt for e in pseudo_examples]
+    labels, decoder_input_ids = tokenize_targets(tokenizer, summaries, max_target_tokens, start_id, prompts)
     key = ""
     if pairs.key:
         from shrinktune.training.cache import fingerprint
 
-        key = fingerprint(pairs.key, "pseudo-labels", examples_fingerprint(pseudo_examples), max_target_tokens, start_id)
+        key = fingerprint(pairs.key, "pseudo-labels", TARGETS_FORMAT, examples_fingerprint(pseudo_examples), max_target_tokens,
+                          start_id)
     return EncodedPairs(pairs.states, pairs.attention_mask, labels, decoder_input_ids, key=key)

@@ -14,8 +14,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from shrinktune.data.examples import Example
+from shrinktune.models.generation import prompt_token_ids
 
 logger = logging.getLogger(__name__)
+
+TARGETS_FORMAT = 2  # bump when tokenize_targets changes what it produces (2: decoder prompts)
 
 
 @dataclass
@@ -41,8 +44,13 @@ class EncodedPairs:
         return cls(**load_file(str(path)), key=key)
 
 
-def tokenize_targets(tokenizer, summaries: list[str], max_tokens: int, start_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher-forcing pairs: decoder inputs `[start] y1 … yn` and labels `y1 … yn [end]` (-100 on padding)."""
+def tokenize_targets(tokenizer, summaries: list[str], max_tokens: int, start_id: int,
+                     prompts: list[str | None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forcing pairs: decoder inputs `[start] p1 … pk y1 … yn` and labels `-100 … -100 y1 … yn [end]`.
+
+    `prompts` (one per summary, or None) are words the decoder is given, not asked to predict; the summary keeps
+    its `max_tokens`. Padding is the tokenizer's pad id in the inputs, -100 in the labels.
+    """
     batch = tokenizer(summaries, max_length=max_tokens, truncation=True, padding=True, return_tensors="pt")
     ids, mask = batch["input_ids"], batch["attention_mask"]  # (n, tgt_len) with [CLS] … [SEP] for BERT
     if tokenizer.cls_token_id is not None and bool((ids[:, 0] == tokenizer.cls_token_id).all()):
@@ -50,6 +58,18 @@ def tokenize_targets(tokenizer, summaries: list[str], max_tokens: int, start_id:
     labels = ids.masked_fill(mask == 0, -100)
     start = torch.full((ids.shape[0], 1), start_id, dtype=ids.dtype)
     decoder_input_ids = torch.cat([start, ids[:, :-1]], dim=1)
+    if prompts is None or not any(prompts):
+        return labels, decoder_input_ids
+    if len(prompts) != len(summaries):
+        raise ValueError(f"{len(prompts)} prompts for {len(summaries)} summaries; give one per summary (or None)")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    rows = []
+    for prompt, inputs, targets in zip(prompts, decoder_input_ids, labels):
+        given = torch.tensor(prompt_token_ids(tokenizer, prompt), dtype=ids.dtype)
+        rows.append((torch.cat([inputs[:1], given, inputs[1:]]), torch.cat([torch.full_like(given, -100), targets])))
+    width = max(len(inputs) for inputs, _ in rows)
+    decoder_input_ids = torch.stack([torch.nn.functional.pad(i, (0, width - len(i)), value=pad) for i, _ in rows])
+    labels = torch.stack([torch.nn.functional.pad(t, (0, width - len(t)), value=-100) for _, t in rows])
     return labels, decoder_input_ids
 
 
@@ -75,7 +95,9 @@ def encode_pairs(
         out = encoder(input_ids=enc["input_ids"][window].to(device), attention_mask=enc["attention_mask"][window].to(device))
         chunks.append(out.last_hidden_state.float().cpu())  # (batch, src_len, d_encoder)
         logger.debug("encoded %d/%d documents", min(start + batch_size, len(sources)), len(sources))
-    labels, decoder_input_ids = tokenize_targets(tokenizer, [e.summary for e in examples], max_target_tokens, start_id)
+    labels, decoder_input_ids = tokenize_targets(
+        tokenizer, [e.summary for e in examples], max_target_tokens, start_id, [e.prompt for e in examples]
+    )
     return EncodedPairs(torch.cat(chunks), enc["attention_mask"], labels, decoder_input_ids)
 
 
@@ -113,7 +135,7 @@ def cached_encoded_pairs(
     from shrinktune.training.cache import cached_dir, fingerprint
 
     key = fingerprint(
-        "encoded-pairs", module_fingerprint(encoder), examples_fingerprint(examples), max_source_tokens,
+        "encoded-pairs", TARGETS_FORMAT, module_fingerprint(encoder), examples_fingerprint(examples), max_source_tokens,
         max_target_tokens, start_id, tokenizer.name_or_path and len(tokenizer),
     )
 

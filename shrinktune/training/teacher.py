@@ -24,12 +24,14 @@ from shrinktune.data.examples import Example
 from shrinktune.data.tasks import Task
 from shrinktune.errors import ConfigError, UserError
 from shrinktune.training.cache import cached_dir, file_fingerprint, fingerprint
-from shrinktune.training.encode import EncodedPairs, cached_encoded_pairs, examples_fingerprint, tokenize_targets
+from shrinktune.training.encode import (
+    TARGETS_FORMAT, EncodedPairs, cached_encoded_pairs, examples_fingerprint, tokenize_targets,
+)
 from shrinktune.training.finetune import FinetuneSettings, finetune_on_states
 
 logger = logging.getLogger(__name__)
 
-RECIPE_VERSION = 3  # bump when the preparation code changes what it produces
+RECIPE_VERSION = 4  # bump when the preparation code changes what it produces (4: the aspect as decoder prompt)
 SHIPPED_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "embedded_teacher.safetensors"
 CROSS_ATTENTION_INITS = ("self", "random")
 
@@ -99,7 +101,7 @@ def teacher_key(task: Task, train: list[Example], recipe: TeacherRecipe) -> str:
     from shrinktune.models.teacher import minilm_path
 
     return fingerprint(
-        "embedded-teacher", RECIPE_VERSION, file_fingerprint(minilm_path()), examples_fingerprint(train),
+        "embedded-teacher", RECIPE_VERSION, TARGETS_FORMAT, file_fingerprint(minilm_path()), examples_fingerprint(train),
         task.max_source_tokens, task.max_target_tokens, asdict(recipe),
     )
 

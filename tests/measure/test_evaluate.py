@@ -1,10 +1,13 @@
 """Tests for shrinktune.measure.evaluate: the latency modes of measure_summarizer, their defaults and checks."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from shrinktune.errors import ConfigError
-from shrinktune.measure.evaluate import fixed_length_default, generation_record, measure_summarizer
+from shrinktune.measure.evaluate import _inputs, fixed_length_default, generation_record, measure_summarizer
+from shrinktune.models.generation import decode_summaries
 
 QUICK = {"max_source_tokens": 32, "latency_examples": 2, "latency_repeats": 2}
 
@@ -20,9 +23,9 @@ def one_thread():
 
 def _stop_after_one_token(model, tokenizer, example) -> None:
     """Makes the first token the model generates its end token, so natural generation stops at once."""
-    inputs = tokenizer([example.source], return_tensors="pt", max_length=32, truncation=True)
+    inputs = _inputs(tokenizer, [example], 32, "cpu", model.config.decoder_start_token_id)  # with its aspect prompt
     with torch.no_grad():
-        first = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])[0, 1]
+        first = model.generate(**inputs)[0, inputs["decoder_input_ids"].shape[1]]
     model.generation_config.eos_token_id = int(first)
 
 
@@ -46,8 +49,9 @@ def test_fixed_mode_forces_the_length_natural_mode_does_not(tiny_teacher, tokeni
     natural = [out for lengths, out in calls if not lengths]
     assert all(lengths == {"min_new_tokens": 6, "max_new_tokens": 6} for lengths, _ in calls if lengths)
     assert len(forced) == 1 * 2  # one example, two timed runs (the natural pass before it warmed the model up)
-    assert all(out.shape == (1, 1 + 6) for out in forced)  # start token + exactly 6 new tokens
-    assert all(out.shape[-1] == 2 for out in natural)  # start token + the end token: the model stops at once
+    given = 1 + len(tokenizer(few_examples[0].prompt, add_special_tokens=False)["input_ids"])  # start + aspect prompt
+    assert all(out.shape == (1, given + 6) for out in forced)  # exactly 6 new tokens
+    assert all(out.shape[-1] == given + 1 for out in natural)  # the end token: the model stops at once
     assert metrics["fixed_new_tokens"] == 6
     assert "latency_batch_ms" not in metrics  # 1 example < the default batch of 8
 
@@ -74,3 +78,28 @@ def test_generation_record_is_what_the_teacher_generates_with(tiny_teacher):
     # The fixture sets max_new_tokens and no_repeat_ngram_size; the rest are transformers' defaults or unset.
     assert generation_record(tiny_teacher) == {"num_beams": 1, "max_new_tokens": 8, "min_new_tokens": None,
                                                "no_repeat_ngram_size": 0, "length_penalty": 1.0}
+
+
+def test_the_aspect_prompt_reaches_the_decoder_and_leaves_the_summary(tiny_teacher, tokenizer, few_examples):
+    from shrinktune.measure.evaluate import generate_summaries
+
+    calls, generate = [], tiny_teacher.generate
+    tiny_teacher.generate = lambda **kwargs: calls.append(kwargs) or generate(**kwargs)
+    mixed = few_examples[:3] + [replace(few_examples[3], aspect=None)]
+    summaries = generate_summaries(tiny_teacher, tokenizer, mixed, max_source_tokens=48)
+    prompted = [c for c in calls if "decoder_input_ids" in c]
+    assert sum(len(c["decoder_input_ids"]) for c in prompted) == 3 and len(calls) == 2  # grouped by prompt length
+    start = tiny_teacher.config.decoder_start_token_id
+    firsts = {tuple(row.tolist()) for c in prompted for row in c["decoder_input_ids"]}
+    assert firsts == {(start, *tokenizer(f"{e.aspect}:", add_special_tokens=False)["input_ids"]) for e in mixed[:3]}
+    # what comes back is the generated text alone, in the examples' order
+    direct = generate(**{k: v[:1] for k, v in prompted[0].items()})
+    assert summaries[0] == decode_summaries(tokenizer, direct[:, prompted[0]["decoder_input_ids"].shape[1]:])[0]
+
+
+def test_fixed_length_counts_tokens_after_the_prompt(tiny_teacher, tokenizer, few_examples):
+    from shrinktune.measure.latency import time_generation
+
+    batch = _inputs(tokenizer, few_examples[:2], 48, "cpu", tiny_teacher.config.decoder_start_token_id)
+    assert batch["decoder_input_ids"].shape[1] > 1
+    time_generation(tiny_teacher, batch, new_tokens=5, warmup=0, repeats=1)  # raises if the count were off

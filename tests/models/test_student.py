@@ -82,3 +82,17 @@ def test_summarizer_loads_a_checkpoint_in_one_call(tmp_path, tiny_teacher, token
     summarize = load_summarizer(tmp_path)
     assert isinstance(summarize("A document about models.", aspect="approach"), str)
     assert len(summarize(["one document.", "another one."])) == 2
+
+
+def test_summarizer_writes_what_was_measured(tmp_path, tiny_teacher, tokenizer, few_examples):
+    """The user's call with an aspect gives the decoder the same prompt as the search's measurement did."""
+    from shrinktune import load_summarizer
+    from shrinktune.measure.evaluate import generate_summaries
+
+    student = build_student(tiny_teacher, latent_dim=32, decoder_layers=1)
+    student.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    summarize = load_summarizer(tmp_path)
+    example = few_examples[1]
+    measured = generate_summaries(summarize.model, tokenizer, [example], max_source_tokens=summarize.max_source_tokens)
+    assert summarize(example.document, aspect=example.aspect) == measured[0]

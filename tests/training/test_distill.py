@@ -269,7 +269,8 @@ def test_pseudo_labels_are_generated_once_and_relabel_cached_pairs(tmp_path, tin
 
     pairs.key = "encoded-key"
     relabelled = pseudo_labelled_pairs(pairs, tokenizer, first, max_target_tokens=16, start_id=tokenizer.cls_token_id)
-    labels, decoder_input_ids = tokenize_targets(tokenizer, [e.summary for e in first], 16, tokenizer.cls_token_id)
+    labels, decoder_input_ids = tokenize_targets(tokenizer, [e.summary for e in first], 16, tokenizer.cls_token_id,
+                                                 [e.prompt for e in first])
     assert relabelled.states is pairs.states and relabelled.attention_mask is pairs.attention_mask
     assert torch.equal(relabelled.labels, labels) and torch.equal(relabelled.decoder_input_ids, decoder_input_ids)
     assert relabelled.key not in ("", pairs.key)

@@ -23,6 +23,30 @@ def test_targets_are_shifted_teacher_forcing_pairs(tokenizer):
     assert (labels == tokenizer.sep_token_id).sum() == 2  # each label row ends with the end token
 
 
+def test_prompts_are_given_to_the_decoder_not_predicted(tokenizer):
+    from shrinktune.data.examples import decoder_prompt
+
+    summaries, prompts = ["a summary", "longer summary here"], [decoder_prompt("challenge"), None]
+    labels, decoder_inputs = tokenize_targets(tokenizer, summaries, 16, tokenizer.cls_token_id, prompts)
+    plain_labels, plain_inputs = tokenize_targets(tokenizer, summaries, 16, tokenizer.cls_token_id)
+    given = tokenizer("challenge:", add_special_tokens=False)["input_ids"]
+    k = len(given)
+    assert decoder_inputs[0, : 1 + k].tolist() == [tokenizer.cls_token_id] + given
+    assert (labels[0, :k] == -100).all()  # the prompt is not a target
+    summary = plain_labels[0][plain_labels[0] != -100]
+    assert labels[0, k : k + len(summary)].tolist() == summary.tolist()  # the whole summary is still learnt
+    assert decoder_inputs[0, k : k + len(summary)].tolist() == [given[-1]] + summary[:-1].tolist()
+    # a row without a prompt is what it was without prompts at all
+    n = int((plain_labels[1] != -100).sum())
+    assert labels[1, :n].tolist() == plain_labels[1, :n].tolist()
+    assert decoder_inputs[1, :n].tolist() == plain_inputs[1, :n].tolist()
+
+
+def test_encoded_pairs_carry_the_aspect_prompt(pairs, tokenizer, few_examples):
+    given = tokenizer(few_examples[0].prompt, add_special_tokens=False)["input_ids"]
+    assert few_examples[0].aspect and pairs.decoder_input_ids[0, 1 : 1 + len(given)].tolist() == given
+
+
 def test_encoded_states_match_the_encoder(pairs, tiny_teacher, tokenizer, few_examples):
     batch = tokenizer([few_examples[0].source], max_length=48, truncation=True, return_tensors="pt")
     with torch.no_grad():
