@@ -93,6 +93,9 @@ class Settings:
     decoder_depths: tuple[int, ...] = (6, 3, 1)  # depth part: decoder depths, encoder kept whole
     methods_decoder_layers: int = 2  # methods part: decoder depth of both students
     methods_latent: int = 192  # methods part: width of the narrow student (mlp bottleneck)
+    narrow_epochs: int = 3  # methods part: epochs of the narrow student, whose decoder starts from scratch
+    narrow_learning_rate: float = 2e-3  # its AdamW peak (the search's enqueued latent-192 configuration; at 3e-4
+    # and 2 epochs such a decoder still predicts unigram frequencies: empty summaries)
     weight_ratios: tuple[float, ...] = (2.0, 4.0, 8.0)  # weights part: FFN parameters before ÷ after
     weight_ae_epochs: int = 40  # weights part: row-autoencoder epochs (the library default is 300)
     repair_epochs: int = 0  # weights part: epochs of fine-tuning after compression (0 = none)
@@ -105,8 +108,8 @@ class Settings:
             raise ConfigError(f"--parts takes a comma-separated subset of {','.join(PARTS)}, got {self.parts}; "
                               f"e.g. --parts ae,weights.")
         for name in ("eval_samples", "max_new_tokens", "new_tokens", "latency_samples", "latency_repeats", "epochs",
-                     "batch_size", "ae_epochs", "methods_decoder_layers", "methods_latent", "weight_ae_epochs",
-                     "threads"):
+                     "batch_size", "ae_epochs", "methods_decoder_layers", "methods_latent", "narrow_epochs",
+                     "weight_ae_epochs", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}; raise it.")
         for name in ("train_examples", "max_source_tokens", "repair_epochs"):
@@ -121,8 +124,9 @@ class Settings:
         if not self.weight_ratios or min(self.weight_ratios) <= 1:
             raise ConfigError(f"--weight-ratios must all be > 1 (parameters before ÷ after), got "
                               f"{self.weight_ratios}; e.g. 2,4,8.")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}.")
+        for name in ("learning_rate", "narrow_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}.")
 
     @classmethod
     def smoke_sizes(cls, **overrides) -> Settings:
@@ -130,7 +134,7 @@ class Settings:
         return cls(**{**dict(
             smoke=True, train_examples=12, eval_samples=6, max_source_tokens=64, max_new_tokens=8, new_tokens=4,
             latency_samples=2, latency_repeats=1, epochs=1, batch_size=4, ae_widths=(8, 16, 24), ae_epochs=2,
-            encoder_depths=(2, 1), decoder_depths=(2, 1), methods_decoder_layers=1, methods_latent=16,
+            encoder_depths=(2, 1), decoder_depths=(2, 1), methods_decoder_layers=1, methods_latent=16, narrow_epochs=1,
             weight_ratios=(2.0, 4.0), weight_ae_epochs=3, threads=1), **overrides})
 
 
@@ -220,11 +224,11 @@ def teacher_quality(setup: Setup) -> dict[str, float]:
 
 
 def train_student(student, pairs: EncodedPairs, setup: Setup, distill: DistillSettings | None = None,
-                  epochs: int | None = None) -> float:
+                  epochs: int | None = None, learning_rate: float | None = None) -> float:
     """Fine-tunes what sits after the frozen encoder; returns the seconds it took."""
     s = setup.settings
-    finetune = FinetuneSettings(epochs=epochs or s.epochs, learning_rate=s.learning_rate, batch_size=s.batch_size,
-                                seed=s.seed)
+    finetune = FinetuneSettings(epochs=epochs or s.epochs, learning_rate=learning_rate or s.learning_rate,
+                                batch_size=s.batch_size, seed=s.seed)
     start = time.perf_counter()
     finetune_on_states(student, pairs, finetune, teacher=setup.teacher if distill and distill.method == "kd" else None,
                        distill=distill)
@@ -423,16 +427,17 @@ def run_methods(setup: Setup) -> dict:
     teacher_quality(setup)  # the reference line of the table
     rows = []
     for latent in (width, s.methods_latent):
-        bottleneck = {}
+        bottleneck, schedule = {}, {}
         if latent < width:
             ae, _ = fitted_autoencoder(setup, "mlp", latent)
             bottleneck = {"bottleneck": ae.encoder, "bottleneck_spec": ae.spec}
+            schedule = {"epochs": s.narrow_epochs, "learning_rate": s.narrow_learning_rate}
         for method in METHODS:
             seed_everything(s.seed)
             student = build_student(teacher, latent_dim=latent, decoder_layers=s.methods_decoder_layers,
                                     layer_map=DEFAULT_TRIAL["layer_map"], **bottleneck)
             pairs = pseudo if method == "pseudo_labels" else setup.pairs
-            seconds = train_student(student, pairs, setup, DistillSettings(method=method))
+            seconds = train_student(student, pairs, setup, DistillSettings(method=method), **schedule)
             counts = parameter_counts(student)
             rows.append({"latent": latent, "method": method, "decoder_params": counts["params_decoder"],
                          **quality(student, setup), "train_s": seconds})
@@ -450,8 +455,9 @@ def methods_section(result: dict, setup: Setup) -> list[str]:
         "## methods: SFT vs KD vs pseudo-labels (Shleifer & Rush)", "",
         f"Students with {s.methods_decoder_layers} decoder layers at the teacher's width {width} (kept layers copied) "
         f"and at latent {s.methods_latent} (pre-trained mlp bottleneck, frozen; fresh decoder, the teacher's FFN "
-        f"width), each trained for {s.epochs} epoch(s) (lr {s.learning_rate:g}, batch {s.batch_size}) on "
-        f"{len(setup.train)} pairs. sft: "
+        f"width), trained for {s.epochs} epoch(s) at lr {s.learning_rate:g} (width {width}) and {s.narrow_epochs} "
+        f"epoch(s) at lr {s.narrow_learning_rate:g} (latent {s.methods_latent}, whose decoder starts from scratch), "
+        f"batch {s.batch_size}, on {len(setup.train)} pairs. sft: "
         f"cross-entropy on the references; kd: {kd.alpha_ce} · KL at T = {kd.temperature:g} + {kd.alpha_mlm} · "
         f"cross-entropy, the teacher run on every batch; pseudo_labels: cross-entropy on the teacher's own summaries "
         f"(generated once, {result['labelling_s']:.1f} s here — near 0 when read from the cache). Teacher: R-1 "
