@@ -67,10 +67,19 @@ def forward_on_states(model, states, attention_mask, decoder_input_ids, labels, 
         encoder_outputs=BaseModelOutput(last_hidden_state=states),
         attention_mask=attention_mask,
         decoder_input_ids=decoder_input_ids,
-        decoder_attention_mask=(labels != -100).long(),
+        decoder_attention_mask=decoder_mask(labels),
         output_hidden_states=hidden_states,
         use_cache=False,
     )
+
+
+def decoder_mask(labels: torch.Tensor) -> torch.Tensor:
+    """The decoder inputs to attend to: every position up to the last labelled one (batch, tgt_len) of 0/1.
+
+    Not `labels != -100`: a decoder prompt (`[start] challenge:`) is unlabelled yet read, as it is in generation.
+    """
+    labelled = (labels != -100).long()
+    return labelled.flip(-1).cummax(-1).values.flip(-1)
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:

@@ -1,9 +1,11 @@
 import math
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers.modeling_outputs import BaseModelOutput
 
 from shrinktune.errors import ConfigError
 from shrinktune.models.autoencoder import Autoencoder
@@ -12,6 +14,7 @@ from shrinktune.training.distill import (
     DistillSettings,
     HiddenProjection,
     cached_pseudo_labels,
+    decoder_mask,
     distillation_loss,
     forward_on_states,
     generate_pseudo_labels,
@@ -274,3 +277,21 @@ def test_pseudo_labels_are_generated_once_and_relabel_cached_pairs(tmp_path, tin
     assert relabelled.states is pairs.states and relabelled.attention_mask is pairs.attention_mask
     assert torch.equal(relabelled.labels, labels) and torch.equal(relabelled.decoder_input_ids, decoder_input_ids)
     assert relabelled.key not in ("", pairs.key)
+
+
+def test_training_reads_the_decoder_prompt_as_generation_does(tiny_teacher, tokenizer, few_examples):
+    """The prompt (`[start] challenge:`) is unlabelled but must stay visible to the decoder's self-attention in
+    training, as it is in generation: the summary's logits equal those of an unmasked forward."""
+    prompted = [replace(e, aspect="challenge") for e in few_examples]
+    pairs = encode_pairs(tiny_teacher.encoder, tokenizer, prompted, max_source_tokens=48, max_target_tokens=16,
+                         start_id=tokenizer.cls_token_id)
+    assert (pairs.labels[:, 0] == -100).all()  # the prompt is given, not scored
+    tiny_teacher.eval()
+    with torch.no_grad():
+        trained = forward_on_states(tiny_teacher, pairs.states, pairs.attention_mask, pairs.decoder_input_ids,
+                                    pairs.labels).logits
+        free = tiny_teacher(encoder_outputs=BaseModelOutput(last_hidden_state=pairs.states),
+                            attention_mask=pairs.attention_mask, decoder_input_ids=pairs.decoder_input_ids).logits
+    scored = pairs.labels != -100
+    assert torch.allclose(trained[scored], free[scored], atol=1e-5)
+    assert decoder_mask(torch.tensor([[-100, -100, 5, 6, -100]])).tolist() == [[1, 1, 1, 1, 0]]
