@@ -6,7 +6,7 @@
 On ACLSum validation, in one run: the teacher's ROUGE-1/2/L/Lsum and share of distinct summaries (greedy, the
 search's decoding; 4 beams; 4 beams with a minimum length) beside the lead-25-words baseline and the best single
 constant summary (the training summary with the highest mean ROUGE-1 on the training pairs, then scored on
-validation). Then students of latent width × decoder depth, each trained and measured as a search trial is
+validation); the same on the test split, which no recipe choice has seen. Then students of latent width × decoder depth, each trained and measured as a search trial is
 (`run_configuration`), to show that narrower and shallower students lose ROUGE while getting faster. Also: how
 long the teacher takes to prepare (unpacking the shipped file into an empty cache) and the shipped file's size.
 """
@@ -58,8 +58,9 @@ def best_constant(train) -> str:
     return best
 
 
-def quality_rows(teacher_dir: str, task, splits, samples: int, beams: int) -> list[dict]:
-    validation = splits["validation"][:samples]
+def quality_rows(teacher_dir: str, task, splits, samples: int, beams: int, split: str = "validation",
+                 min_length: bool = True) -> list[dict]:
+    validation = splits[split][:samples]
     references = [e.summary for e in validation]
     rows = []
     for name, predictions in (
@@ -68,10 +69,12 @@ def quality_rows(teacher_dir: str, task, splits, samples: int, beams: int) -> li
     ):
         rows.append({"system": name, **rouge_scores(predictions, references), "distinct": distinct_fraction(predictions)})
     model, tokenizer = load_teacher(teacher_dir)
-    for label, settings in (("teacher, greedy (the search's decoding)", GenerationSettings()),
-                            (f"teacher, {beams} beams", GenerationSettings(num_beams=beams)),
-                            (f"teacher, {beams} beams, at least {MIN_TOKENS} tokens",
-                             GenerationSettings(num_beams=beams, min_new_tokens=MIN_TOKENS))):
+    decodings = [("teacher, greedy (the search's decoding)", GenerationSettings()),
+                 (f"teacher, {beams} beams", GenerationSettings(num_beams=beams))]
+    if min_length:
+        decodings.append((f"teacher, {beams} beams, at least {MIN_TOKENS} tokens",
+                          GenerationSettings(num_beams=beams, min_new_tokens=MIN_TOKENS)))
+    for label, settings in decodings:
         settings.apply(model)
         started = time.perf_counter()
         predictions = generate_summaries(model, tokenizer, validation, max_source_tokens=task.max_source_tokens)
@@ -94,19 +97,55 @@ def grid_rows(ctx: TrialContext, latents: list[int], layers: list[int], epochs: 
     return rows
 
 
-def report(args, quality, grid, reference, prep, command) -> str:
-    lines = ["# The embedded teacher: quality, baselines and the frontier it makes", "", f"Command: `{command}`", ""]
-    lines += machine_lines(argparse.Namespace(device=torch.device("cpu")))
-    lines += ["", f"## Quality on ACLSum validation ({args.samples} pairs)", "",
-              "| system | R-1 | R-2 | R-L | R-Lsum | distinct | time (s) |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for row in quality:
+@torch.no_grad()
+def input_reliance(teacher_dir: str, task, examples) -> dict:
+    """How much the teacher's summaries depend on its input: validation cross-entropy of the reference summaries
+    given their own paper's encoder states, another paper's (same aspect), and all-zero states."""
+    from shrinktune.training.distill import cross_entropy, forward_on_states
+    from shrinktune.training.encode import encode_pairs
+
+    model, tokenizer = load_teacher(teacher_dir)
+    pairs = encode_pairs(model.encoder, tokenizer, examples, max_source_tokens=task.max_source_tokens,
+                         max_target_tokens=task.max_target_tokens, start_id=model.config.decoder_start_token_id)
+    aspects = len({e.aspect for e in examples}) or 1
+    other = torch.roll(torch.arange(len(pairs)), aspects)  # the next paper, same aspect
+
+    def loss(states, mask):
+        total = 0.0
+        for start in range(0, len(pairs), 30):
+            rows = slice(start, start + 30)
+            logits = forward_on_states(model, states[rows], mask[rows], pairs.decoder_input_ids[rows], pairs.labels[rows]).logits
+            total += cross_entropy(logits, pairs.labels[rows]).item() * (pairs.labels[rows] != -100).sum().item()
+        return total / (pairs.labels != -100).sum().item()
+
+    return {"own": loss(pairs.states, pairs.attention_mask),
+            "other": loss(pairs.states[other], pairs.attention_mask[other]),
+            "zero": loss(torch.zeros_like(pairs.states), pairs.attention_mask)}
+
+
+def quality_table(rows: list[dict]) -> list[str]:
+    lines = ["| system | R-1 | R-2 | R-L | R-Lsum | distinct | time (s) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
         seconds = f"{row['seconds']:.0f}" if "seconds" in row else "-"
         lines.append(f"| {row['system']} | {row['rouge1']:.3f} | {row['rouge2']:.3f} | {row['rougeL']:.3f} | "
                      f"{row['rougeLsum']:.3f} | {row['distinct']:.0%} | {seconds} |")
+    return lines
+
+
+def report(args, quality, held_out, reliance, grid, reference, prep, command) -> str:
+    lines = ["# The embedded teacher: quality, baselines and the frontier it makes", "", f"Command: `{command}`", ""]
+    lines += machine_lines(argparse.Namespace(device=torch.device("cpu")))
+    lines += ["", f"## Quality on ACLSum validation ({args.samples} pairs)", ""] + quality_table(quality)
     lead_row, greedy = quality[0], quality[2]
     verdict = "above" if greedy["rouge1"] > lead_row["rouge1"] and greedy["rouge2"] > lead_row["rouge2"] else "NOT above"
     lines += ["", f"Reading: the teacher (greedy) is {verdict} the lead baseline on both ROUGE-1 and ROUGE-2, with "
               f"{greedy['distinct']:.0%} distinct summaries. First validation summary: \"{greedy['example']}\"", ""]
+    lines += [f"Input reliance (cross-entropy per reference token, nats): {reliance['own']:.3f} given the paper's own "
+              f"encoder states, {reliance['other']:.3f} given another paper's (same aspect), {reliance['zero']:.3f} given "
+              "all-zero states. The gap between the first two is what the teacher takes from reading its input.", ""]
+    if held_out:
+        lines += [f"## Quality on ACLSum test ({args.samples_test} pairs; the recipe was chosen on "
+                  "validation, so this split is the unbiased reading)", ""] + quality_table(held_out) + [""]
     lines += ["## Preparation", "", f"- Recipe: `{json.dumps(asdict(TeacherRecipe()))}`",
               f"- Shipped file: `{SHIPPED_TEACHER.relative_to(SHIPPED_TEACHER.parents[2])}`, "
               f"{prep['shipped_mb']:.1f} MB; training it from scratch took {prep['train_minutes']} "
@@ -145,6 +184,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="markdown report (default: print only)")
     parser.add_argument("--samples", type=int, default=150, help="validation pairs for the quality table")
+    parser.add_argument("--samples-test", type=int, default=300, help="test pairs for the held-out table (0: skip)")
     parser.add_argument("--samples-grid", type=int, default=60, help="validation pairs per grid student")
     parser.add_argument("--latents", default="384,288,192,96")
     parser.add_argument("--layers", default="6,3,1")
@@ -157,12 +197,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.samples, args.samples_grid, args.latents, args.layers, args.epochs, args.beams = 6, 6, "96", "1", 1, 2
+        args.samples_test = 3
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     quiet_libraries()
     command = "python bench/teacher.py " + " ".join(argv if argv is not None else sys.argv[1:])
     task = get_task("summarization")
-    splits = load_task_splits(task, ("train", "validation"))
+    splits = load_task_splits(task, ("train", "validation", "test"))
     cache = Path(args.cache) if args.cache else None
 
     with tempfile.TemporaryDirectory() as empty:
@@ -180,6 +221,14 @@ def main(argv=None) -> int:
     quality = quality_rows(teacher_dir, task, splits, args.samples, args.beams)
     for row in quality:
         print(f"{row['system']}: R-1 {row['rouge1']:.3f} R-2 {row['rouge2']:.3f} distinct {row['distinct']:.0%}", flush=True)
+    reliance = input_reliance(teacher_dir, task, splits["validation"][: args.samples])
+    print("input reliance:", {k: round(v, 3) for k, v in reliance.items()}, flush=True)
+    held_out = []
+    if args.samples_test:
+        held_out = quality_rows(teacher_dir, task, splits, args.samples_test, args.beams, split="test", min_length=False)
+        for row in held_out:
+            print(f"test: {row['system']}: R-1 {row['rouge1']:.3f} R-2 {row['rouge2']:.3f} distinct {row['distinct']:.0%}",
+                  flush=True)
     grid, reference = [], {}
     if not args.no_grid:
         ctx = TrialContext(task="summarization", teacher_dir=teacher_dir,
@@ -192,7 +241,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as work:
             grid = grid_rows(ctx, [int(x) for x in args.latents.split(",")], [int(x) for x in args.layers.split(",")],
                              args.epochs, Path(work))
-    text = report(args, quality, grid, reference, prep, command)
+    text = report(args, quality, held_out, reliance, grid, reference, prep, command)
     if args.out:
         Path(args.out).write_text(text)
     print(text)
