@@ -31,7 +31,8 @@ from shrinktune.training.finetune import FinetuneSettings, finetune_on_states
 
 logger = logging.getLogger(__name__)
 
-RECIPE_VERSION = 4  # bump when the preparation code changes what it produces (4: the aspect as decoder prompt)
+RECIPE_VERSION = 5  # bump when the preparation code changes what it produces (4: the aspect as decoder prompt; 5: the
+# prompt visible to the decoder in training)
 SHIPPED_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "embedded_teacher.safetensors"
 CROSS_ATTENTION_INITS = ("self", "random")
 
