@@ -1,6 +1,6 @@
 """Retrain the embedded teacher and rewrite the file the package ships: `python -m platform.prepare_teacher`.
 
-The MiniLM bert2bert is fine-tuned on ACLSum's training pairs with `TeacherRecipe()` (tens of minutes on 2 CPU
+The MiniLM bert2bert is fine-tuned on ACLSum's training pairs with `TeacherRecipe()` (about 7 minutes on 2 CPU
 cores); its trained decoder tensors are written in int8 to `shrinktune/assets/embedded_teacher.safetensors`.
 """
 

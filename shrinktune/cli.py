@@ -265,7 +265,7 @@ def prepare_teacher_command(args) -> int:
 def prepare_teacher_main(argv: list[str] | None = None) -> int:
     """`python -m platform.prepare_teacher [--out PATH]`."""
     parser = argparse.ArgumentParser(prog="python -m platform.prepare_teacher", description="Retrain the embedded "
-                                     "teacher (tens of minutes on 2 CPU cores) and write the int8 file the package ships.")
+                                     "teacher (about 7 minutes on 2 CPU cores) and write the int8 file the package ships.")
     parser.add_argument("--out", default=None, help="where to write it (default: the package's assets folder)")
     return _run(prepare_teacher_command, parser.parse_args(argv))
 

@@ -109,7 +109,7 @@ def teacher_key(task: Task, train: list[Example], recipe: TeacherRecipe) -> str:
 
 def train_embedded_teacher(task: Task, train: list[Example], recipe: TeacherRecipe = TeacherRecipe(),
                            root: Path | None = None):
-    """Fine-tunes the MiniLM bert2bert from scratch (tens of minutes on 2 CPU cores).
+    """Fine-tunes the MiniLM bert2bert from scratch (about 7 minutes on 2 CPU cores).
 
     Returns:
         (model, tokenizer, per-epoch training losses), the model in eval mode.
@@ -216,7 +216,7 @@ def shipped_matches(key: str, path: Path = SHIPPED_TEACHER) -> bool:
 
 def prepare_embedded_teacher(task: Task, train: list[Example], recipe: TeacherRecipe = TeacherRecipe(), root: Path | None = None) -> Path:
     """Returns the folder of the embedded teacher: the shipped one unpacked when it matches (seconds), else trained
-    (tens of minutes on 2 cores); cached either way."""
+    (minutes on 2 cores); cached either way."""
     key = teacher_key(task, train, recipe)
 
     def produce(folder: Path) -> None:

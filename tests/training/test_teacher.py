@@ -31,7 +31,7 @@ def test_shipped_decoder_round_trips_and_fits_in_20_mb(tmp_path):
 
 def test_the_shipped_file_is_the_default_recipe_on_todays_data():
     """Changing the recipe, the data or the task lengths without `python -m platform.prepare_teacher` would make
-    every fresh machine train the teacher for tens of minutes."""
+    every fresh machine train the teacher for minutes."""
     from shrinktune.data.tasks import get_task, load_task_splits
 
     task = get_task("summarization")
