@@ -1,14 +1,15 @@
 """Is the embedded teacher worth compressing? Its quality beside simple baselines, and the frontier it makes.
 
     python bench/teacher.py --out bench/teacher.md            # ~20 min on 2 CPU cores, teacher cached or shipped
-    python bench/teacher.py --smoke                           # seconds: a tiny grid, few pairs (tests)
+    python bench/teacher.py --smoke                           # minutes: a tiny grid, few pairs
 
 On ACLSum validation, in one run: the teacher's ROUGE-1/2/L/Lsum and share of distinct summaries (greedy, the
 search's decoding; 4 beams; 4 beams with a minimum length) beside the lead-25-words baseline and the best single
 constant summary (the training summary with the highest mean ROUGE-1 on the training pairs, then scored on
-validation); the same on the test split, which no recipe choice has seen. Then students of latent width × decoder depth, each trained and measured as a search trial is
-(`run_configuration`), to show that narrower and shallower students lose ROUGE while getting faster. Also: how
-long the teacher takes to prepare (unpacking the shipped file into an empty cache) and the shipped file's size.
+validation); the same on the test split, which no recipe choice has seen. Then students of latent width × decoder
+depth, each trained and measured as a search trial is (`run_configuration`), to show that narrower and shallower
+students lose ROUGE while getting faster. Also: how long the teacher takes to prepare (unpacking the shipped file
+into an empty cache) and the shipped file's size.
 """
 
 from __future__ import annotations
@@ -60,12 +61,12 @@ def best_constant(train) -> str:
 
 def quality_rows(teacher_dir: str, task, splits, samples: int, beams: int, split: str = "validation",
                  min_length: bool = True) -> list[dict]:
-    validation = splits[split][:samples]
-    references = [e.summary for e in validation]
+    examples = splits[split][:samples]
+    references = [e.summary for e in examples]
     rows = []
     for name, predictions in (
-        (f"lead-{LEAD_WORDS} words", [lead(e.document) for e in validation]),
-        ("best constant summary", [best_constant(splits["train"])] * len(validation)),
+        (f"lead-{LEAD_WORDS} words", [lead(e.document) for e in examples]),
+        ("best constant summary", [best_constant(splits["train"])] * len(examples)),
     ):
         rows.append({"system": name, **rouge_scores(predictions, references), "distinct": distinct_fraction(predictions)})
     model, tokenizer = load_teacher(teacher_dir)
@@ -77,7 +78,7 @@ def quality_rows(teacher_dir: str, task, splits, samples: int, beams: int, split
     for label, settings in decodings:
         settings.apply(model)
         started = time.perf_counter()
-        predictions = generate_summaries(model, tokenizer, validation, max_source_tokens=task.max_source_tokens)
+        predictions = generate_summaries(model, tokenizer, examples, max_source_tokens=task.max_source_tokens)
         rows.append({"system": label, **rouge_scores(predictions, references), "distinct": distinct_fraction(predictions),
                      "seconds": time.perf_counter() - started, "example": predictions[0]})
     return rows
