@@ -24,7 +24,7 @@ from shrinktune.errors import ConfigError
 from shrinktune.measure.latency import generation_record, time_generation
 from shrinktune.measure.memory import peak_memory_bytes, tensor_bytes
 from shrinktune.measure.params import count_parameters
-from shrinktune.models.generation import decode_summaries, decoder_start_id, prompt_token_ids
+from shrinktune.models.generation import decode_summaries, decoder_start_id, generate, prompt_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def generate_summaries(model, tokenizer, examples: list[Example], *, max_source_
         for start in range(0, len(group), batch_size):
             rows = group[start : start + batch_size]
             inputs = _inputs(tokenizer, [examples[i] for i in rows], max_source_tokens, device, start_id)
-            ids = model.generate(**inputs)  # (batch, out_len)
+            ids = generate(model, **inputs)  # (batch, out_len)
             for i, text in zip(rows, decode_summaries(tokenizer, _new_text(inputs, ids))):
                 out[i] = text
     return out
@@ -179,4 +179,4 @@ def measure_summarizer(
 
 @torch.no_grad()
 def generate_summaries_batch(model, inputs: dict) -> torch.Tensor:
-    return model.generate(**inputs)
+    return generate(model, **inputs)

@@ -5,14 +5,14 @@
 synchronizes before and after each timed run, so the figure covers the kernels the run launched and not just their
 queuing. Each run time is divided by `items_per_run`: generating a batch of 8 summaries is one run of 8 items.
 
-`time_generation` times `model.generate` over tokenized batches, either at the model's natural output length or
+`time_generation` times generation (`shrinktune.models.generation.generate`) over tokenized batches, either at the model's natural output length or
 with every output forced to exactly `new_tokens` tokens (`min_new_tokens = max_new_tokens = new_tokens`), so that
 architectures compare without one of them winning by stopping early; it checks the forced length was produced.
 `time_encoder` times the encoder alone on the same input: a decoder-side compression cannot beat
 (full generation time ÷ encoder time). `generation_record` lists the generation settings that shaped a figure.
 
     from shrinktune.measure import measure_latency, time_generation
-    result = measure_latency(lambda: model.generate(**batch), items_per_run=len(batch["input_ids"]))
+    result = measure_latency(lambda: generate(model, **batch), items_per_run=len(batch["input_ids"]))
     result.median_ms  # milliseconds per summary
     time_generation(model, [{"input_ids": ids}], new_tokens=64).median_ms  # batch 1, 64 new tokens each
 """
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from shrinktune.errors import ConfigError
+from shrinktune.models.generation import generate
 
 logger = logging.getLogger(__name__)
 
@@ -114,9 +115,11 @@ def measure_latency(
 
 
 # The generation settings that change how long `generate` runs; logged next to latency figures.
-GENERATION_KEYS = ("num_beams", "max_new_tokens", "min_new_tokens", "no_repeat_ngram_size", "length_penalty")
+GENERATION_KEYS = ("num_beams", "max_new_tokens", "min_new_tokens", "no_repeat_ngram_size", "length_penalty",
+                   "source_token_bias", "source_continuation_bias")
 # What transformers 5 uses at generate time where `generation_config` leaves these unset (None).
-_GENERATE_DEFAULTS = {"num_beams": 1, "no_repeat_ngram_size": 0, "length_penalty": 1.0}
+_GENERATE_DEFAULTS = {"num_beams": 1, "no_repeat_ngram_size": 0, "length_penalty": 1.0, "source_token_bias": 0.0,
+                      "source_continuation_bias": 0.0}
 
 Batch = Mapping[str, torch.Tensor] | torch.Tensor  # tokenizer output ({"input_ids", "attention_mask"}) or input_ids
 
@@ -128,9 +131,10 @@ def generation_record(model) -> dict:
         model: Any model with a transformers `generation_config`.
 
     Returns:
-        {"num_beams", "max_new_tokens", "min_new_tokens", "no_repeat_ngram_size", "length_penalty"} → the value
-        `generate` uses: where the config leaves beams, n-gram blocking or length penalty unset, transformers'
-        default (1, 0, 1.0); unset lengths stay `None` (the config's `max_length` / `min_length` then apply).
+        {"num_beams", "max_new_tokens", "min_new_tokens", "no_repeat_ngram_size", "length_penalty",
+        "source_token_bias", "source_continuation_bias"} → the value `generate` uses: where the config leaves beams,
+        n-gram blocking, length penalty or the source biases unset, the default (1, 0, 1.0, 0.0, 0.0); unset
+        lengths stay `None` (the config's `max_length` / `min_length` then apply).
     """
     config = model.generation_config
     record = {key: getattr(config, key, None) for key in GENERATION_KEYS}
@@ -204,7 +208,7 @@ def time_generation(
     def generate_all() -> None:
         with torch.no_grad():
             for i, batch in enumerate(batches):
-                outputs[i] = model.generate(**batch, **lengths)  # (rows, out_len)
+                outputs[i] = generate(model, **batch, **lengths)  # (rows, out_len)
 
     result = measure_latency(
         generate_all, items_per_run=_rows(batches), warmup=warmup, repeats=repeats, device=_device(model)

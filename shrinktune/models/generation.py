@@ -1,8 +1,18 @@
-"""How summaries are generated: one frozen record, applied to `model.generation_config` and logged with results."""
+"""How summaries are generated: one frozen record, applied to `model.generation_config` and logged with results.
+
+Every summary the project generates goes through `generate(model, **inputs)`: `model.generate` with, when the
+settings ask for it, a source-copy bias (`SourceCopyBias`) — a decoding prior toward the source's words and word
+sequences, for small decoders that have not learned to copy (the embedded teacher, trained on 300 pairs). The bias
+is part of the settings, so the teacher and every student of a search decode alike, and it is saved with each
+checkpoint's `generation_config`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from shrinktune.errors import ConfigError
 
@@ -16,6 +26,9 @@ class GenerationSettings:
     min_new_tokens: int = 0  # shortest summary, in tokens
     no_repeat_ngram_size: int = 3  # 0 turns repetition blocking off
     length_penalty: float = 1.0  # > 1 favours longer beams (beam search only)
+    source_token_bias: float = 0.0  # added to the logit of every token the source holds (0 = off)
+    source_continuation_bias: float = 0.0  # added to the logit of each token that follows, somewhere in the
+    # source, the token just generated: copying a run of source words gets easier (0 = off)
 
     def __post_init__(self):
         if self.num_beams < 1:
@@ -25,11 +38,19 @@ class GenerationSettings:
                 f"generation lengths need 0 ≤ min_new_tokens ≤ max_new_tokens and max_new_tokens ≥ 1, got "
                 f"{self.min_new_tokens} and {self.max_new_tokens}."
             )
+        if self.source_token_bias < 0 or self.source_continuation_bias < 0:
+            raise ConfigError(
+                f"generation source biases must be ≥ 0 (0 = off), got source_token_bias={self.source_token_bias} and "
+                f"source_continuation_bias={self.source_continuation_bias}."
+            )
 
     def apply(self, model) -> None:
         """Writes these settings into `model.generation_config` (transformers 5 keeps them there, not in config)."""
         for key, value in asdict(self).items():
             setattr(model.generation_config, key, value)
+        # A config derived from the model's config drops attributes transformers does not know when reloaded (the
+        # source biases); these settings are the user's, so it is no longer that.
+        model.generation_config._from_model_config = False
         if self.num_beams == 1:
             model.generation_config.length_penalty = 1.0  # only meaningful for beams; avoids a warning
 
@@ -55,3 +76,61 @@ def decoder_start_id(model) -> int | None:
     start = getattr(model.generation_config, "decoder_start_token_id", None)
     start = getattr(model.config, "decoder_start_token_id", None) if start is None else start
     return None if start is None else int(start)
+
+
+class SourceCopyBias(LogitsProcessor):
+    """Adds `token_bias` to the logits of the tokens in each row's source, and `continuation_bias` to those of the
+    tokens that follow an occurrence of the last generated token in it (a source-bigram prior).
+
+    A decoder that cannot copy (its cross-attention too diffuse to point at a source word) still ranks source words
+    high among its candidates; the bias tips it toward them. Special tokens (`ignore_ids`: padding, start, end) are
+    never biased. Rows of beam search (`batch × beams`) are matched to their source by `repeat_interleave`, the
+    order in which `generate` expands its inputs.
+    """
+
+    def __init__(self, source_ids: torch.Tensor, token_bias: float, continuation_bias: float, ignore_ids=()):
+        self.source_ids = source_ids  # (batch, source_len)
+        self.token_bias, self.continuation_bias = float(token_bias), float(continuation_bias)
+        self.ignore_ids = sorted({int(i) for i in ignore_ids if i is not None})
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        rows = scores.shape[0]
+        if rows % self.source_ids.shape[0]:
+            raise ValueError(f"SourceCopyBias: {rows} score rows do not expand {self.source_ids.shape[0]} sources")
+        source = self.source_ids.to(scores.device).repeat_interleave(rows // self.source_ids.shape[0], dim=0)
+        bias = torch.zeros_like(scores)
+        if self.token_bias:
+            bias.scatter_(1, source, self.token_bias)
+        if self.continuation_bias:
+            follows = (source[:, :-1] == input_ids[:, -1:]).to(scores.dtype)  # (rows, source_len - 1)
+            next_tokens = torch.zeros_like(scores).scatter_add_(1, source[:, 1:], follows)
+            bias += self.continuation_bias * (next_tokens > 0).to(scores.dtype)
+        if self.ignore_ids:
+            bias[:, self.ignore_ids] = 0
+        return scores + bias
+
+
+def source_copy_bias(model, source_ids: torch.Tensor) -> SourceCopyBias | None:
+    """The `SourceCopyBias` that `model.generation_config` asks for on these sources, or None when it asks none."""
+    config = getattr(model, "generation_config", None)  # None: anything with a `generate` (a test double)
+    token_bias = getattr(config, "source_token_bias", 0.0) or 0.0
+    continuation_bias = getattr(config, "source_continuation_bias", 0.0) or 0.0
+    if not (token_bias or continuation_bias):
+        return None
+    ignore = [getattr(config, key, None) for key in ("pad_token_id", "bos_token_id", "decoder_start_token_id")]
+    eos = getattr(config, "eos_token_id", None)
+    ignore += eos if isinstance(eos, list) else [eos]
+    return SourceCopyBias(source_ids, token_bias, continuation_bias, ignore)
+
+
+def generate(model, **inputs) -> torch.Tensor:
+    """`model.generate(**inputs)` under `model.generation_config`, including its source-copy bias if it sets one.
+
+    Every generation the project measures or serves goes through here, so a setting decodes the same everywhere.
+    """
+    bias = source_copy_bias(model, inputs["input_ids"]) if "input_ids" in inputs else None
+    if bias is not None:
+        processors = LogitsProcessorList(inputs.pop("logits_processor", None) or [])
+        processors.append(bias)
+        inputs["logits_processor"] = processors
+    return model.generate(**inputs)

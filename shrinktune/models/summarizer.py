@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from shrinktune.data.examples import decoder_prompt, format_source
-from shrinktune.models.generation import decode_summaries, decoder_start_id, prompt_token_ids
+from shrinktune.models.generation import decode_summaries, decoder_start_id, generate, prompt_token_ids
 
 
 class Summarizer:
@@ -45,6 +45,6 @@ class Summarizer:
         if prompt:  # the decoder is given the aspect after its start token, as in training
             start = [decoder_start_id(self.model)] + prompt
             inputs["decoder_input_ids"] = torch.tensor([start] * len(documents), device=batch["input_ids"].device)
-        ids = self.model.generate(**inputs)
+        ids = generate(self.model, **inputs)
         texts = decode_summaries(self.tokenizer, ids[:, len(prompt) + 1:] if prompt else ids)
         return texts[0] if isinstance(document, str) else texts

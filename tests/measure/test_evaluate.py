@@ -77,7 +77,8 @@ def test_counts_below_one_are_rejected(tiny_teacher, tokenizer, few_examples, na
 def test_generation_record_is_what_the_teacher_generates_with(tiny_teacher):
     # The fixture sets max_new_tokens and no_repeat_ngram_size; the rest are transformers' defaults or unset.
     assert generation_record(tiny_teacher) == {"num_beams": 1, "max_new_tokens": 8, "min_new_tokens": None,
-                                               "no_repeat_ngram_size": 0, "length_penalty": 1.0}
+                                               "no_repeat_ngram_size": 0, "length_penalty": 1.0,
+                                               "source_token_bias": 0.0, "source_continuation_bias": 0.0}
 
 
 def test_the_aspect_prompt_reaches_the_decoder_and_leaves_the_summary(tiny_teacher, tokenizer, few_examples):

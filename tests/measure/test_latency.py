@@ -191,7 +191,8 @@ def test_generation_record_lists_the_settings_that_shape_latency():
     GenerationSettings(num_beams=4, max_new_tokens=144, min_new_tokens=55, no_repeat_ngram_size=3,
                        length_penalty=2.0).apply(model)
     assert generation_record(model) == {"num_beams": 4, "max_new_tokens": 144, "min_new_tokens": 55,
-                                        "no_repeat_ngram_size": 3, "length_penalty": 2.0}
+                                        "no_repeat_ngram_size": 3, "length_penalty": 2.0, "source_token_bias": 0.0,
+                                        "source_continuation_bias": 0.0}
     model.generation_config.max_new_tokens = None
     model.generation_config.num_beams = None
     model.generation_config.length_penalty = None

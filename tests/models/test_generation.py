@@ -1,7 +1,9 @@
 import pytest
 
 from shrinktune.errors import ConfigError
-from shrinktune.models.generation import GenerationSettings, decode_summaries
+import torch
+
+from shrinktune.models.generation import GenerationSettings, SourceCopyBias, decode_summaries, generate
 
 
 def test_settings_land_in_generation_config(tiny_teacher):
@@ -13,6 +15,45 @@ def test_settings_land_in_generation_config(tiny_teacher):
 def test_impossible_lengths_are_refused():
     with pytest.raises(ConfigError, match="min_new_tokens ≤ max_new_tokens"):
         GenerationSettings(min_new_tokens=10, max_new_tokens=5)
+
+
+def test_negative_source_biases_are_refused():
+    with pytest.raises(ConfigError, match="source biases must be ≥ 0"):
+        GenerationSettings(source_continuation_bias=-1.0)
+
+
+def test_source_copy_bias_favours_the_sources_tokens_and_what_follows_the_last_one():
+    source = torch.tensor([[5, 7, 9, 7, 11, 0], [3, 4, 0, 0, 0, 0]])  # 0 = padding
+    bias = SourceCopyBias(source, token_bias=1.0, continuation_bias=10.0, ignore_ids=[0, None])
+    last = torch.tensor([[1, 7], [1, 7], [1, 3], [1, 3]])  # 2 beams per source: rows 0-1 read source 0, rows 2-3 source 1
+    scores = bias(last, torch.zeros(4, 13))
+    assert scores[0].nonzero().flatten().tolist() == [5, 7, 9, 11]
+    assert (scores[0, 9], scores[0, 11], scores[0, 5]) == (11.0, 11.0, 1.0)  # 9 and 11 follow a 7 in the source
+    assert torch.equal(scores[1], scores[0])
+    assert scores[2].nonzero().flatten().tolist() == [3, 4] and scores[2, 4] == 11.0  # padding never biased
+
+
+def test_generation_under_a_strong_source_bias_writes_only_source_tokens(tiny_teacher, tokenizer, tmp_path):
+    from shrinktune.models.summarizer import Summarizer
+
+    batch = tokenizer(["graph parsing with neural networks", "a corpus of dialogue"], padding=True, return_tensors="pt")
+    special = set(tokenizer.all_special_ids)
+    GenerationSettings(max_new_tokens=6, no_repeat_ngram_size=0).apply(tiny_teacher)
+    free = generate(tiny_teacher, **batch)
+    GenerationSettings(max_new_tokens=6, no_repeat_ngram_size=0, source_token_bias=1e4).apply(tiny_teacher)
+    biased = generate(tiny_teacher, **batch)
+
+    def outside_source(ids):
+        return [set(row[1:].tolist()) - special - set(src.tolist()) for row, src in zip(ids, batch["input_ids"])]
+
+    assert any(outside_source(free)), "the random model should write tokens the source lacks"
+    assert outside_source(biased) == [set(), set()]
+    tiny_teacher.save_pretrained(tmp_path)  # the setting travels with the checkpoint, and the Summarizer uses it
+    tokenizer.save_pretrained(tmp_path)
+    summarizer = Summarizer.from_pretrained(tmp_path)
+    assert summarizer.model.generation_config.source_token_bias == 1e4
+    summary = summarizer("graph parsing with neural networks")
+    assert summary and all(word in "graph parsing with neural networks" for word in summary.split())  # or word pieces
 
 
 def test_decoding_rejoins_hyphenated_words(tokenizer):
