@@ -92,22 +92,28 @@ class SourceCopyBias(LogitsProcessor):
         self.source_ids = source_ids  # (batch, source_len)
         self.token_bias, self.continuation_bias = float(token_bias), float(continuation_bias)
         self.ignore_ids = sorted({int(i) for i in ignore_ids if i is not None})
+        self._rows = None  # (source per score row, token bias per score row), built at the first step
+
+    def _per_row(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = scores.shape[0]
+        if self._rows is None or self._rows[0].shape[0] != rows:
+            if rows % self.source_ids.shape[0]:
+                raise ValueError(f"SourceCopyBias: {rows} score rows do not expand {self.source_ids.shape[0]} sources")
+            source = self.source_ids.to(scores.device).repeat_interleave(rows // self.source_ids.shape[0], dim=0)
+            static = torch.zeros_like(scores).scatter_(1, source, self.token_bias)
+            static[:, self.ignore_ids] = 0
+            self._rows = (source, static)
+        return self._rows
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        rows = scores.shape[0]
-        if rows % self.source_ids.shape[0]:
-            raise ValueError(f"SourceCopyBias: {rows} score rows do not expand {self.source_ids.shape[0]} sources")
-        source = self.source_ids.to(scores.device).repeat_interleave(rows // self.source_ids.shape[0], dim=0)
-        bias = torch.zeros_like(scores)
-        if self.token_bias:
-            bias.scatter_(1, source, self.token_bias)
+        source, static = self._per_row(scores)
+        scores = scores + static
         if self.continuation_bias:
-            follows = (source[:, :-1] == input_ids[:, -1:]).to(scores.dtype)  # (rows, source_len - 1)
-            next_tokens = torch.zeros_like(scores).scatter_add_(1, source[:, 1:], follows)
-            bias += self.continuation_bias * (next_tokens > 0).to(scores.dtype)
-        if self.ignore_ids:
-            bias[:, self.ignore_ids] = 0
-        return scores + bias
+            follows = (source[:, :-1] == input_ids[:, -1:]).to(scores.dtype) * self.continuation_bias
+            continuation = torch.zeros_like(scores).scatter_reduce_(1, source[:, 1:], follows, reduce="amax")
+            continuation[:, self.ignore_ids] = 0
+            scores = scores + continuation
+        return scores
 
 
 def source_copy_bias(model, source_ids: torch.Tensor) -> SourceCopyBias | None:
