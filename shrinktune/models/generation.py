@@ -79,19 +79,26 @@ def decoder_start_id(model) -> int | None:
 
 
 class SourceCopyBias(LogitsProcessor):
-    """Adds `token_bias` to the logits of the tokens in each row's source, and `continuation_bias` to those of the
-    tokens that follow an occurrence of the last generated token in it (a source-bigram prior).
+    """A source-copy prior that leaves the model's own chance of stopping alone.
+
+    Among the words (every token but the end tokens `stop_ids`), a token of the row's source gets `token_bias` added
+    to its log-probability, and a token that follows an occurrence of the last generated token in the source
+    (a source bigram) gets `continuation_bias` more; the words are then renormalised to the probability the model
+    left them. The end tokens keep the model's log-probability, so a summary stops when its model would stop: a bias
+    on the words alone would keep weak models from stopping, and make them slow as well as poor.
 
     A decoder that cannot copy (its cross-attention too diffuse to point at a source word) still ranks source words
-    high among its candidates; the bias tips it toward them. Special tokens (`ignore_ids`: padding, start, end) are
-    never biased. Rows of beam search (`batch × beams`) are matched to their source by `repeat_interleave`, the
-    order in which `generate` expands its inputs.
+    high among its candidates; the bias tips it toward them. Tokens in `ignore_ids` (padding, start) are never
+    biased. Rows of beam search (`batch × beams`) are matched to their source by `repeat_interleave`, the order in
+    which `generate` expands its inputs. Returns log-probabilities, which greedy search and beam search use as is.
     """
 
-    def __init__(self, source_ids: torch.Tensor, token_bias: float, continuation_bias: float, ignore_ids=()):
+    def __init__(self, source_ids: torch.Tensor, token_bias: float, continuation_bias: float, ignore_ids=(),
+                 stop_ids=()):
         self.source_ids = source_ids  # (batch, source_len)
         self.token_bias, self.continuation_bias = float(token_bias), float(continuation_bias)
-        self.ignore_ids = sorted({int(i) for i in ignore_ids if i is not None})
+        self.stop_ids = sorted({int(i) for i in stop_ids if i is not None})
+        self.ignore_ids = sorted({int(i) for i in ignore_ids if i is not None} | set(self.stop_ids))
         self._rows = None  # (source per score row, token bias per score row), built at the first step
 
     def _per_row(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,20 +107,28 @@ class SourceCopyBias(LogitsProcessor):
             if rows % self.source_ids.shape[0]:
                 raise ValueError(f"SourceCopyBias: {rows} score rows do not expand {self.source_ids.shape[0]} sources")
             source = self.source_ids.to(scores.device).repeat_interleave(rows // self.source_ids.shape[0], dim=0)
-            static = torch.zeros_like(scores).scatter_(1, source, self.token_bias)
+            static = torch.zeros_like(scores, dtype=torch.float32).scatter_(1, source, self.token_bias)
             static[:, self.ignore_ids] = 0
             self._rows = (source, static)
         return self._rows
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        source, static = self._per_row(scores)
-        scores = scores + static
+        source, bias = self._per_row(scores)
         if self.continuation_bias:
-            follows = (source[:, :-1] == input_ids[:, -1:]).to(scores.dtype) * self.continuation_bias
-            continuation = torch.zeros_like(scores).scatter_reduce_(1, source[:, 1:], follows, reduce="amax")
+            follows = (source[:, :-1] == input_ids[:, -1:]).float() * self.continuation_bias
+            continuation = torch.zeros_like(bias).scatter_reduce_(1, source[:, 1:], follows, reduce="amax")
             continuation[:, self.ignore_ids] = 0
-            scores = scores + continuation
-        return scores
+            bias = bias + continuation
+        log_probs = torch.log_softmax(scores.float(), dim=-1)
+        words = log_probs + bias
+        if not self.stop_ids:
+            return torch.log_softmax(words, dim=-1).to(scores.dtype)
+        stop = log_probs[:, self.stop_ids]  # (rows, stops): kept as the model gave them
+        words[:, self.stop_ids] = float("-inf")
+        word_mass = torch.log1p(-torch.logsumexp(stop, dim=-1, keepdim=True).exp().clamp(max=1.0))
+        words = words - torch.logsumexp(words, dim=-1, keepdim=True).clamp(min=torch.finfo(words.dtype).min) + word_mass
+        words[:, self.stop_ids] = stop
+        return words.to(scores.dtype)
 
 
 def source_copy_bias(model, source_ids: torch.Tensor) -> SourceCopyBias | None:
@@ -125,8 +140,7 @@ def source_copy_bias(model, source_ids: torch.Tensor) -> SourceCopyBias | None:
         return None
     ignore = [getattr(config, key, None) for key in ("pad_token_id", "bos_token_id", "decoder_start_token_id")]
     eos = getattr(config, "eos_token_id", None)
-    ignore += eos if isinstance(eos, list) else [eos]
-    return SourceCopyBias(source_ids, token_bias, continuation_bias, ignore)
+    return SourceCopyBias(source_ids, token_bias, continuation_bias, ignore, eos if isinstance(eos, list) else [eos])
 
 
 def generate(model, **inputs) -> torch.Tensor:

@@ -26,11 +26,25 @@ def test_source_copy_bias_favours_the_sources_tokens_and_what_follows_the_last_o
     source = torch.tensor([[5, 7, 9, 7, 11, 0], [3, 4, 0, 0, 0, 0]])  # 0 = padding
     bias = SourceCopyBias(source, token_bias=1.0, continuation_bias=10.0, ignore_ids=[0, None])
     last = torch.tensor([[1, 7], [1, 7], [1, 3], [1, 3]])  # 2 beams per source: rows 0-1 read source 0, rows 2-3 source 1
-    scores = bias(last, torch.zeros(4, 13))
-    assert scores[0].nonzero().flatten().tolist() == [5, 7, 9, 11]
-    assert (scores[0, 9], scores[0, 11], scores[0, 5]) == (11.0, 11.0, 1.0)  # 9 and 11 follow a 7 in the source
-    assert torch.equal(scores[1], scores[0])
-    assert scores[2].nonzero().flatten().tolist() == [3, 4] and scores[2, 4] == 11.0  # padding never biased
+    gain = bias(last, torch.zeros(4, 13)) - torch.log_softmax(torch.zeros(4, 13), -1)
+    gain = gain - gain[:, 1:2]  # relative to token 1, in no source: what the bias added
+    assert gain[0].nonzero().flatten().tolist() == [5, 7, 9, 11]
+    assert torch.allclose(gain[0, [9, 11, 5]], torch.tensor([11.0, 11.0, 1.0]))  # 9 and 11 follow a 7 in the source
+    assert torch.equal(gain[1], gain[0])
+    assert gain[2].nonzero().flatten().tolist() == [3, 4] and gain[2, 4] == 11.0  # padding never biased
+
+
+def test_source_copy_bias_keeps_the_models_chance_of_stopping():
+    torch.manual_seed(0)
+    scores = torch.randn(3, 13)
+    scores[2, 4] = float("-inf")  # a token another processor banned stays banned
+    source = torch.tensor([[5, 6, 2], [7, 8, 2], [4, 5, 2]])  # 2 = the end token, as a source ends with it
+    out = SourceCopyBias(source, 3.0, 2.0, ignore_ids=[0], stop_ids=[2])(torch.tensor([[5], [7], [4]]), scores)
+    before, after = scores.softmax(-1), out.exp()
+    assert torch.allclose(after.sum(-1), torch.ones(3))
+    assert torch.allclose(after[:, 2], before[:, 2])  # stopping as likely as the model made it
+    assert after[2, 4] == 0 and torch.isfinite(out[:, [0, 1, 2, 3]]).all()
+    assert after[0, 6] / after[0, 1] > before[0, 6] / before[0, 1] * 100  # source word (+3), after a 5 (+2): e^5
 
 
 def test_generation_under_a_strong_source_bias_writes_only_source_tokens(tiny_teacher, tokenizer, tmp_path):
