@@ -2,8 +2,10 @@
 
 A space names the task and teacher, the objectives with their directions, optional constraints on the metrics, the
 budget and sampler, the settings every trial shares, and the dimensions the sampler chooses — a dimension may be
-conditional (`when:`), sampled only when settings chosen before it allow. Every problem in a file is collected and
-reported together, each naming the file and the key; `SearchSpace.load` raises one `ConfigError` holding them all.
+conditional (`when:`), sampled only when settings chosen before it allow, and a numeric one may be a list of
+conditional ranges (the first whose condition holds is sampled: a learning rate by latent width, say). Every
+problem in a file is collected and reported together, each naming the file and the key; `SearchSpace.load` raises
+one `ConfigError` holding them all.
 """
 
 from __future__ import annotations
@@ -209,7 +211,7 @@ class SearchSpace:
         """
         values, chosen = dict(self.fixed), {}
         for dimension in self.dimensions:
-            if dimension.active(values):
+            if dimension.name not in chosen and dimension.active(values):  # of several ranges, the first that holds
                 values[dimension.name] = chosen[dimension.name] = dimension.suggest(trial)
         return chosen
 
@@ -313,19 +315,21 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
         problems.append("dimensions must map at least one trial setting to a range, e.g. latent_dim: {type: int, low: 96, high: 384, step: 96}")
         dims_raw = {}
     for name, spec in dims_raw.items():
-        dimension = _parse_dimension(name, spec, problems)
-        if dimension is not None and isinstance(spec, dict) and "when" in spec:
-            earlier = {d.name: d for d in dimensions}
-            later = list(dims_raw)[list(dims_raw).index(name):]
-            when = _parse_when(f"dimensions.{name}.when", spec["when"], earlier, later, fixed, problems)
-            dimension = replace(dimension, when=when)
-            if when and all(key in fixed for key, _, _ in when) and not dimension.active(fixed):
-                logger.warning("%s: dimensions.%s is never sampled: %s does not hold for the fixed settings",
-                               path, name, dimension.describe_when())
-        if dimension is not None:
-            dimensions.append(dimension)
-            if name in fixed:
-                problems.append(f"{name} is both fixed and a dimension; keep one")
+        variants = _range_variants(name, spec, problems) if isinstance(spec, list) else [(f"dimensions.{name}", spec)]
+        for where, item in variants:
+            dimension = _parse_dimension(name, item, problems, where)
+            if dimension is not None and isinstance(item, dict) and "when" in item:
+                earlier = _by_name(dimensions)
+                later = list(dims_raw)[list(dims_raw).index(name):]
+                when = _parse_when(f"{where}.when", item["when"], earlier, later, fixed, problems)
+                dimension = replace(dimension, when=when)
+                if when and all(key in fixed for key, _, _ in when) and not dimension.active(fixed):
+                    logger.warning("%s: %s is never sampled: %s does not hold for the fixed settings",
+                                   path, where, dimension.describe_when())
+            if dimension is not None:
+                dimensions.append(dimension)
+        if name in fixed:
+            problems.append(f"{name} is both fixed and a dimension; keep one")
     enqueue = search.get("enqueue") or []
     if not isinstance(enqueue, list):
         problems.append(f"search.enqueue must be a list of configurations, got {enqueue!r}")
@@ -423,8 +427,38 @@ def _check_value(where: str, key: str, value, problems: list[str]) -> None:
         problems.append(f"{where}: {key} must be an integer ≥ 1, got {value!r}")
 
 
-def _parse_dimension(name: str, spec, problems: list[str]) -> Dimension | None:
+def _range_variants(name: str, spec: list, problems: list[str]) -> list[tuple[str, object]]:
+    """A dimension given as a list: numeric ranges of one type, each with its own `when`; the first whose condition
+    holds is sampled (Optuna allows a float or int parameter's range to vary between trials, not its type)."""
     where = f"dimensions.{name}"
+    if len(spec) < 2 or not all(isinstance(item, dict) for item in spec):
+        problems.append(f"{where}: a list gives two or more ranges, each a mapping with type, low, high and when; got "
+                        f"{spec!r}")
+        return []
+    kinds = {item.get("type") for item in spec}
+    if len(kinds) > 1 or kinds & {"categorical"}:
+        problems.append(f"{where}: the ranges of one dimension must all be int or all float (no categorical), got "
+                        f"{', '.join(sorted(map(str, kinds)))}")
+        return []
+    for i, item in enumerate(spec):
+        if "when" not in item:
+            problems.append(f"{where}[{i}] needs a when: condition (which of the ranges applies)")
+    return [(f"{where}[{i}]", item) for i, item in enumerate(spec)]
+
+
+def _by_name(dimensions) -> dict[str, Dimension]:
+    """Each dimension by name; a dimension of several ranges as one spanning them all (for bounds and checks)."""
+    named: dict[str, Dimension] = {}
+    for d in dimensions:
+        seen = named.get(d.name)
+        named[d.name] = d if seen is None else replace(
+            seen, low=min(seen.low, d.low), high=max(seen.high, d.high), step=None if seen.step != d.step else d.step,
+            when=())
+    return named
+
+
+def _parse_dimension(name: str, spec, problems: list[str], where: str | None = None) -> Dimension | None:
+    where = where or f"dimensions.{name}"
     if name not in TRIAL_KEYS:
         problems.append(f"{where} is not a trial setting; settings: {', '.join(TRIAL_KEYS)}")
         return None
@@ -541,11 +575,13 @@ def _check_point(where: str, point, dimensions: list[Dimension], fixed: dict, pr
         if key not in names:
             problems.append(f"{where}.{key} is not a dimension; dimensions: {', '.join(sorted(names))}")
     values = dict(fixed)
-    for d in dimensions:
-        if not d.active(values):
-            if d.name in point:
-                problems.append(f"{where}.{d.name} is not sampled for this point ({d.describe_when()} does not "
-                                "hold); drop it")
+    for name in dict.fromkeys(d.name for d in dimensions):
+        variants = [d for d in dimensions if d.name == name]
+        d = next((v for v in variants if v.active(values)), None)
+        if d is None:
+            if name in point:
+                conditions = " or ".join(v.describe_when() for v in variants)
+                problems.append(f"{where}.{name} is not sampled for this point ({conditions} does not hold); drop it")
             continue
         if d.name not in point:
             problems.append(f"{where} has no value for {d.name}; give every dimension one")
@@ -561,7 +597,7 @@ def _check_point(where: str, point, dimensions: list[Dimension], fixed: dict, pr
 def _teacher_point(space: SearchSpace, shape: dict) -> dict:
     """The teacher-shaped student, for the settings of `TEACHER_SHAPE` that are dimensions and whose teacher figure
     is known; {} when there is none, or when a dimension cannot take the teacher's value."""
-    dimensions = {d.name: d for d in space.dimensions}
+    dimensions = _by_name(space.dimensions)
     point = {key: shape[key] for key in TEACHER_SHAPE if key in dimensions and shape.get(key) is not None}
     for key, value in point.items():
         if not dimensions[key].contains(value):
@@ -573,7 +609,7 @@ def _teacher_point(space: SearchSpace, shape: dict) -> dict:
 
 def _check_against_teacher(space: SearchSpace, width: int | None, depth: int | None, encoder_depth: int | None,
                            problems: list[str]) -> None:
-    bounds = {d.name: d.values_bound() for d in space.dimensions}
+    bounds = {name: d.values_bound() for name, d in _by_name(space.dimensions).items()}
     for key, value in space.fixed.items():
         bounds[key] = (value, value)
     if width is not None and "latent_dim" in bounds:

@@ -240,6 +240,48 @@ def test_static_checks_still_see_conditional_dimensions(tmp_path):
         SearchSpace.load(_write(tmp_path, text), encoder_width=384, teacher_depth=6)
 
 
+RANGES = GOOD + """\
+  learning_rate:
+    - {type: float, low: 2.0e-4, high: 1.0e-3, log: true, when: {latent_dim: 384}}
+    - {type: float, low: 5.0e-4, high: 3.0e-3, log: true, when: {latent_dim: {lt: 384}}}
+"""
+
+
+def test_a_dimension_may_take_its_range_from_an_earlier_one(tmp_path):
+    space = SearchSpace.load(_write(tmp_path, RANGES), encoder_width=384, teacher_depth=6)
+    point = {"latent_dim": 192, "decoder_layers": 2, "learning_rate": 2.5e-3}
+    assert space.suggest(optuna.trial.FixedTrial(point)) == point
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=4))
+    for _ in range(16):
+        trial = study.ask()
+        chosen = space.suggest(trial)
+        study.tell(trial, chosen["learning_rate"])
+        low, high = (2.0e-4, 1.0e-3) if chosen["latent_dim"] == 384 else (5.0e-4, 3.0e-3)
+        assert low <= chosen["learning_rate"] <= high
+    assert {t.params["latent_dim"] for t in study.trials} >= {96, 384}
+
+
+def test_enqueued_points_and_mistakes_follow_the_ranges(tmp_path):
+    good = {"latent_dim": 384, "decoder_layers": 2, "learning_rate": 5.0e-4}
+    text = RANGES.replace("trials: 2}", f"trials: 2, enqueue: [{good}, {{latent_dim: 384, decoder_layers: 2, "
+                                        "learning_rate: 2.0e-3}]}".replace("'", ""))
+    with pytest.raises(ConfigError) as info:
+        SearchSpace.load(_write(tmp_path, text))
+    assert "search.enqueue[1].learning_rate must lie in [0.0002, 0.001], got 0.002" in str(info.value)
+    assert "enqueue[0]" not in str(info.value)
+    for variants, message in [
+        ("[{type: float, low: 1.0e-4, high: 1.0e-3}]", "dimensions.learning_rate: a list gives two or more ranges"),
+        ("[{type: float, low: 1.0e-4, high: 1.0e-3, when: {latent_dim: 384}}, {type: int, low: 1, high: 3, "
+         "when: {latent_dim: 96}}]", "the ranges of one dimension must all be int or all float"),
+        ("[{type: float, low: 1.0e-4, high: 1.0e-3, when: {latent_dim: 384}}, {type: float, low: 1.0e-4, high: 1.0}]",
+         r"dimensions.learning_rate\[1\] needs a when: condition"),
+        ("[{type: float, low: 1.0e-4, high: 1.0e-3, when: {latent_dim: 384}}, {type: float, low: 1.0e-2, "
+         "high: 1.0e-3, when: {latent_dim: 96}}]", r"dimensions.learning_rate\[1\]: low \(0.01\) must be ≤ high"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            SearchSpace.load(_write(tmp_path, GOOD + f"  learning_rate: {variants}\n"))
+
+
 # --- budget and retries --------------------------------------------------------------------------------------------
 
 def test_time_budget_and_retries(tmp_path):
