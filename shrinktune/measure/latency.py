@@ -5,13 +5,15 @@
 synchronizes before and after each timed run, so the figure covers the kernels the run launched and not just their
 queuing. Each run time is divided by `items_per_run`: generating a batch of 8 summaries is one run of 8 items.
 
-`time_generation` times generation (`shrinktune.models.generation.generate`) over tokenized batches, either at the model's natural output length or
-with every output forced to exactly `new_tokens` tokens (`min_new_tokens = max_new_tokens = new_tokens`), so that
+`time_generation` times generation (`shrinktune.models.generation.generate`, the model's `generate` with its
+settings' source-copy bias) over tokenized batches, either at the model's natural output length or with every
+output forced to exactly `new_tokens` tokens (`min_new_tokens = max_new_tokens = new_tokens`), so that
 architectures compare without one of them winning by stopping early; it checks the forced length was produced.
 `time_encoder` times the encoder alone on the same input: a decoder-side compression cannot beat
 (full generation time ÷ encoder time). `generation_record` lists the generation settings that shaped a figure.
 
     from shrinktune.measure import measure_latency, time_generation
+    from shrinktune.models.generation import generate
     result = measure_latency(lambda: generate(model, **batch), items_per_run=len(batch["input_ids"]))
     result.median_ms  # milliseconds per summary
     time_generation(model, [{"input_ids": ids}], new_tokens=64).median_ms  # batch 1, 64 new tokens each

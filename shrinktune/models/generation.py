@@ -26,9 +26,9 @@ class GenerationSettings:
     min_new_tokens: int = 0  # shortest summary, in tokens
     no_repeat_ngram_size: int = 3  # 0 turns repetition blocking off
     length_penalty: float = 1.0  # > 1 favours longer beams (beam search only)
-    source_token_bias: float = 0.0  # added to the logit of every token the source holds (0 = off)
-    source_continuation_bias: float = 0.0  # added to the logit of each token that follows, somewhere in the
-    # source, the token just generated: copying a run of source words gets easier (0 = off)
+    source_token_bias: float = 0.0  # added to the log-probability of every word the source holds (0 = off)
+    source_continuation_bias: float = 0.0  # added to that of each word that follows, somewhere in the source, the
+    # word just generated: copying a run of source words gets easier (0 = off). See `SourceCopyBias`
 
     def __post_init__(self):
         if self.num_beams < 1:
