@@ -199,3 +199,64 @@ def test_generation_record_lists_the_settings_that_shape_latency():
     record = generation_record(model)
     assert record["max_new_tokens"] is None  # unset length: max_length governs, nothing is invented
     assert (record["num_beams"], record["length_penalty"]) == (1, 1.0)  # what generate falls back to
+
+
+# --- exact figures from a fake clock ------------------------------------------------------------------------------
+
+
+def _fake_clock(monkeypatch, run_seconds):
+    """Replaces the clock `latency` reads with one whose timed runs last exactly `run_seconds`, one after another.
+
+    Each timed run reads the clock twice (start, end); runs start on whole seconds so no run overlaps another.
+    """
+    import types
+
+    import shrinktune.measure.latency as latency
+
+    stamps = []
+    for i, seconds in enumerate(run_seconds):
+        stamps += [float(i), float(i) + seconds]
+    ticks = iter(stamps)
+    reads = []
+
+    def perf_counter():
+        reads.append(1)
+        return next(ticks)
+
+    monkeypatch.setattr(latency, "time", types.SimpleNamespace(perf_counter=perf_counter))
+    return reads
+
+
+def test_figures_are_exact_per_item_median_p90_and_mean(monkeypatch):
+    """Catches run times not divided by items_per_run, the median computed as the mean, and a wrong p90."""
+    reads = _fake_clock(monkeypatch, [0.010, 0.020, 0.060])  # runs of 10, 20, 60 ms
+    result = measure_latency(lambda: None, items_per_run=2, warmup=1, repeats=3)
+    assert len(reads) == 6  # two reads per timed run, none for the warm-up
+    # per item: 5, 10, 30 ms
+    assert result.median_ms == pytest.approx(10.0)
+    assert result.mean_ms == pytest.approx(15.0)
+    assert result.p90_ms == pytest.approx(10.0 + 0.8 * (30.0 - 10.0))  # numpy linear: position 0.9 * 2 = 1.8
+    assert (result.runs, result.items_per_run) == (3, 2)
+
+
+def test_median_of_an_even_number_of_runs_averages_the_middle_two(monkeypatch):
+    """Catches a median taken as one middle value, or as the mean, when outliers pull the mean away."""
+    _fake_clock(monkeypatch, [0.004, 0.001, 0.100, 0.002])  # unsorted on purpose: 4, 1, 100, 2 ms
+    result = measure_latency(lambda: None, warmup=0, repeats=4)
+    assert result.median_ms == pytest.approx(3.0)
+    assert result.mean_ms == pytest.approx(26.75)
+    assert result.p90_ms == pytest.approx(4.0 + 0.7 * (100.0 - 4.0))  # position 0.9 * 3 = 2.7 in 1, 2, 4, 100
+
+
+def test_generation_over_single_row_batches_is_timed_per_sequence(monkeypatch, tiny_teacher, tokenizer):
+    """Catches time_generation not dividing a run (all batches) by the number of rows it generated."""
+    documents = ["challenge: compressing decoders", "approach: a latent bottleneck", "outcome: faster summaries"]
+    batches = [dict(tokenizer([text], return_tensors="pt")) for text in documents]  # three batches of one row
+    tiny_teacher.generation_config.max_new_tokens = 2  # the clock is fake: short generations keep the test fast
+    reads = _fake_clock(monkeypatch, [0.030, 0.090])  # one run generates all three documents
+    result = time_generation(tiny_teacher, batches, warmup=0, repeats=2)
+    assert len(reads) == 4
+    assert result.items_per_run == 3
+    assert result.median_ms == pytest.approx(20.0)  # 10 and 30 ms per sequence
+    assert result.mean_ms == pytest.approx(20.0)
+    assert result.p90_ms == pytest.approx(28.0)  # 10 + 0.9 * (30 - 10)

@@ -96,3 +96,44 @@ def test_summarizer_writes_what_was_measured(tmp_path, tiny_teacher, tokenizer, 
     example = few_examples[1]
     measured = generate_summaries(summarize.model, tokenizer, [example], max_source_tokens=summarize.max_source_tokens)
     assert summarize(example.document, aspect=example.aspect) == measured[0]
+
+
+def _randomize(module: torch.nn.Module, seed: int = 7) -> None:
+    """Every parameter and buffer of `module` set to seeded random values (BatchNorm running statistics too)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+            if "running_var" in name:
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)  # positive
+            elif tensor.dtype.is_floating_point:
+                tensor.copy_(0.3 * torch.randn(tensor.shape, generator=generator))  # Tanh stays unsaturated
+            else:  # num_batches_tracked
+                tensor.fill_(int(torch.randint(3, 100, (1,), generator=generator)))
+
+
+def test_saved_student_reloads_its_bottleneck_and_every_tensor_exactly(tmp_path, tiny_teacher, tokenizer):
+    """Catches a save or load path that drops or re-initialises `bottleneck.*` (random models' text can't show it)."""
+    from shrinktune.models.teacher import load_teacher
+
+    ae = Autoencoder(32, 16, kind="mlp")
+    _randomize(ae.encoder)
+    student = build_student(tiny_teacher, latent_dim=16, decoder_layers=2, bottleneck=ae.encoder,
+                            bottleneck_spec=ae.spec, teacher_name="tiny").eval()
+    assert torch.equal(student.bottleneck[1].running_var, ae.encoder[1].running_var)  # the random weights went in
+    student.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, _ = load_teacher(tmp_path)
+    assert isinstance(loaded, LatentEncoderDecoderModel) and not loaded.training
+
+    saved, reloaded = student.state_dict(), loaded.state_dict()
+    assert any(name.startswith("bottleneck.") for name in saved)
+    assert sorted(reloaded) == sorted(saved)
+    for name, tensor in saved.items():
+        assert torch.equal(reloaded[name], tensor), name
+
+    batch = _inputs(tokenizer)
+    decoder_input_ids = torch.full((2, 3), tokenizer.cls_token_id)
+    with torch.no_grad():
+        before = student(**batch, decoder_input_ids=decoder_input_ids).logits  # (2, 3, vocab)
+        after = loaded(**batch, decoder_input_ids=decoder_input_ids).logits
+    assert torch.allclose(before, after, atol=1e-6)
