@@ -103,28 +103,62 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _interval(m: dict, key: str = "rouge1") -> str:
+    """`.257 [.241, .272]`: a mean and its 95 % interval, when the trial has one."""
+    if m.get(key) is None:
+        return "-"
+    if m.get(f"{key}_low") is None:
+        return f"{m[key]:.3f}"
+    return f"{m[key]:.3f} [{m[f'{key}_low']:.3f}, {m[f'{key}_high']:.3f}]"
+
+
+def _speedup(m: dict) -> str:
+    """`1.62x (1.58-1.66)`: the median speed-up and its interquartile range over the timed rounds."""
+    if m.get("speedup") is None:
+        return "-"
+    if m.get("speedup_q25") is None:
+        return f"{m['speedup']:.2f}x"
+    return f"{m['speedup']:.2f}x ({m['speedup_q25']:.2f}-{m['speedup_q75']:.2f})"
+
+
 def format_front(outcome) -> str:
-    """The Pareto table: one line per non-dominated trial, the teacher first for reference."""
+    """The Pareto table: one line per non-dominated trial, the teacher first for reference; then the trials kept
+    off the front as degenerate, and the members whose quality is not told apart from a cheaper member's."""
     ref = outcome.reference
-    header = ["trial", "latent", "layers", "lr", "epochs", "R-1", "R-2", "R-L", "ms/summary", "train MB",
-              "speed-up", "mem ratio", "ΔR-1", "checkpoint"]
-    rows = [["teacher", "-", "-", "-", "-", _fmt(ref.get("rouge1"), ".3f"), _fmt(ref.get("rouge2"), ".3f"),
-             _fmt(ref.get("rougeL"), ".3f"), _fmt(ref.get("latency_ms"), ".1f"), _fmt(ref.get("train_peak_mb"), ".0f"),
-             "1.00x", "1.00", "-", "(reference)"]]
+    header = ["trial", "latent", "layers", "lr", "epochs", "R-1 [95 % interval]", "R-2", "speed-up (IQR)",
+              "ms/summary", "train MB", "mem ratio", "ΔR-1", "note", "checkpoint"]
+    rows = [["teacher", "-", "-", "-", "-", _interval(ref), _fmt(ref.get("rouge2"), ".3f"), "1.00x",
+             _fmt(ref.get("latency_ms"), ".1f"), _fmt(ref.get("train_peak_mb"), ".0f"), "1.00", "-", "", "(reference)"]]
     finished = outcome.finished
     for index in sorted(outcome.front, key=lambda i: -finished[i].metrics.get("rouge1", 0)):
         row = finished[index]
         m, c = row.metrics, row.config
+        flag = outcome.indistinct.get(row.trial_id)
+        note = f"≈ {flag.cheaper}" if flag else ""
+        if m.get("latency_converged") == 0:
+            note = (note + " " if note else "") + f"±{m.get('latency_precision_pct', 0):.0f} % time"
         rows.append([
-            row.trial_id, str(c.get("latent_dim", "-")), str(c.get("decoder_layers", "-")), _fmt(c.get("learning_rate"), ".1e"),
-            str(c.get("epochs", "-")), _fmt(m.get("rouge1"), ".3f"), _fmt(m.get("rouge2"), ".3f"), _fmt(m.get("rougeL"), ".3f"),
-            _fmt(m.get("latency_ms"), ".1f"), _fmt(m.get("train_peak_mb"), ".0f"), _fmt(m.get("speedup"), ".2f") + "x",
-            _fmt(m.get("train_memory_ratio"), ".2f"), _fmt(100 * m["rouge1_change"], "+.1f") + "%" if "rouge1_change" in m else "-",
-            row.checkpoint or "-",
+            row.trial_id, str(c.get("latent_dim", "-")), str(c.get("decoder_layers", "-")),
+            _fmt(c.get("learning_rate"), ".1e"), str(c.get("epochs", "-")), _interval(m), _fmt(m.get("rouge2"), ".3f"),
+            _speedup(m), _fmt(m.get("latency_ms"), ".1f"), _fmt(m.get("train_peak_mb"), ".0f"),
+            _fmt(m.get("train_memory_ratio"), ".2f"),
+            _fmt(100 * m["rouge1_change"], "+.1f") + "%" if "rouge1_change" in m else "-", note, row.checkpoint or "-",
         ])
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if outcome.rechecked:
+        lines.append(f"Re-checked on {outcome.rechecked} validation pairs: R-1 with its 95 % interval (papers "
+                     "resampled); speed-up at each model's summary length, median and IQR of rounds interleaved "
+                     "with the teacher. In-search figures are in MLflow as search_*.")
+    for trial_id, flag in outcome.indistinct.items():
+        lines.append(f"≈ {trial_id}: R-1 not told apart from the cheaper {flag.cheaper} (difference "
+                     f"{flag.difference:+.3f}, 95 % interval {flag.low:+.3f} to {flag.high:+.3f}): no real trade-off.")
+    if outcome.degenerate:
+        listed = ", ".join(f"{finished[i].trial_id} (R-1 {finished[i].metrics.get('rouge1', 0):.3f})"
+                           for i in outcome.degenerate)
+        lines.append(f"Kept off the front as degenerate (R-1 below {outcome.quality_floor:g} x the teacher's; "
+                     f"search.quality_floor: 0 keeps them): {listed}.")
     return "\n".join(lines)
 
 

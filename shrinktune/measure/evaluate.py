@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from shrinktune.data.examples import Example
 from shrinktune.errors import ConfigError
+from shrinktune.measure.intervals import bootstrap_interval, document_groups
 from shrinktune.measure.latency import generation_record, time_generation
 from shrinktune.measure.memory import peak_memory_bytes, tensor_bytes
 from shrinktune.measure.params import count_parameters
@@ -65,22 +68,110 @@ def _new_text(inputs: dict, ids: torch.Tensor) -> torch.Tensor:
     return ids if given is None else ids[:, given.shape[1]:]
 
 
+def new_token_counts(model, ids: torch.Tensor) -> list[int]:
+    """Tokens each row of a generated part (`_new_text`) holds: up to and including its first end token, else the
+    row without trailing padding."""
+    config = model.generation_config
+    ends = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+    ends = {int(e) for e in ends if e is not None}
+    pad = config.pad_token_id
+    counts = []
+    for row in ids.tolist():
+        stop = next((i for i, token in enumerate(row) if token in ends), None)
+        if stop is not None:
+            counts.append(stop + 1)
+        else:
+            while row and pad is not None and row[-1] == pad:
+                row = row[:-1]
+            counts.append(len(row))
+    return counts
+
+
 @torch.no_grad()
-def generate_summaries(model, tokenizer, examples: list[Example], *, max_source_tokens: int, batch_size: int = 16) -> list[str]:
-    """Summaries of the examples' sources, with the model's own `generation_config`; each example's decoder
-    prompt (its aspect, if any) is given to the decoder and left out of the summary."""
+def generate_with_lengths(model, tokenizer, examples: list[Example], *, max_source_tokens: int,
+                          batch_size: int = 16) -> tuple[list[str], list[int]]:
+    """Summaries of the examples' sources, with the model's own `generation_config`, and the new tokens each took
+    (end token included): what its natural-length latency scales with. Each example's decoder prompt (its aspect, if
+    any) is given to the decoder and left out of the summary and the count."""
     model.eval()
     device = model_device(model)
     start_id = decoder_start_id(model)
-    out: list[str | None] = [None] * len(examples)
+    texts: list[str | None] = [None] * len(examples)
+    lengths = [0] * len(examples)
     for group in prompt_groups(tokenizer, examples):
         for start in range(0, len(group), batch_size):
             rows = group[start : start + batch_size]
             inputs = _inputs(tokenizer, [examples[i] for i in rows], max_source_tokens, device, start_id)
-            ids = generate(model, **inputs)  # (batch, out_len)
-            for i, text in zip(rows, decode_summaries(tokenizer, _new_text(inputs, ids))):
-                out[i] = text
-    return out
+            new = _new_text(inputs, generate(model, **inputs))  # (batch, new_len)
+            for i, text, count in zip(rows, decode_summaries(tokenizer, new), new_token_counts(model, new)):
+                texts[i], lengths[i] = text, count
+    return texts, lengths
+
+
+def generate_summaries(model, tokenizer, examples: list[Example], *, max_source_tokens: int, batch_size: int = 16) -> list[str]:
+    """Summaries of the examples' sources (see `generate_with_lengths`)."""
+    return generate_with_lengths(model, tokenizer, examples, max_source_tokens=max_source_tokens,
+                                 batch_size=batch_size)[0]
+
+
+@dataclass(frozen=True)
+class Quality:
+    """A model's summaries of some pairs, scored: mean ROUGE with paper-level intervals, and what is per pair."""
+
+    metrics: dict[str, float]  # rouge1/2/L/Lsum, rouge1_low/high, rouge2_low/high, distinct_fraction,
+    # summary_words, tokens_per_summary, eval_samples
+    predictions: list[str]
+    pair_rouge1: list[float]  # R-1 F1 of each pair, for paired comparisons
+    groups: list[str]  # each pair's document, for the bootstrap
+
+
+def score_summaries(model, tokenizer, examples: list[Example], *, max_source_tokens: int) -> Quality:
+    """Generates summaries of `examples` and scores them against the references, with 95 % intervals of R-1 and
+    R-2 that resample whole documents."""
+    predictions, lengths = generate_with_lengths(model, tokenizer, examples, max_source_tokens=max_source_tokens)
+    return score_predictions(predictions, lengths, examples)
+
+
+def score_predictions(predictions: list[str], lengths: list[int], examples: list[Example]) -> Quality:
+    """`Quality` of given predictions (and their token counts) of `examples`."""
+    # rouge_score (and nltk behind it) load only when quality is scored: timing scripts run without them.
+    from shrinktune.measure.rouge import ROUGE_KEYS, distinct_fraction, rouge_pair_scores
+
+    pairs = rouge_pair_scores(predictions, [e.summary for e in examples])
+    groups = document_groups(examples)
+    metrics: dict[str, float] = {key: float(np.mean(pairs[key])) for key in ROUGE_KEYS}
+    for key in ("rouge1", "rouge2"):
+        interval = bootstrap_interval(pairs[key], groups)
+        metrics[f"{key}_low"], metrics[f"{key}_high"] = interval.low, interval.high
+    metrics["distinct_fraction"] = distinct_fraction(predictions)
+    metrics["summary_words"] = sum(len(p.split()) for p in predictions) / max(1, len(predictions))
+    metrics["tokens_per_summary"] = float(np.mean(lengths))
+    metrics["eval_samples"] = len(examples)
+    return Quality(metrics, predictions, list(pairs["rouge1"]), groups)
+
+
+def timing_inputs(model, tokenizer, examples: list[Example], *, max_source_tokens: int) -> list[dict]:
+    """Batch-1 tokenized inputs of `examples` (decoder prompt included), for latency."""
+    device, start_id = model_device(model), decoder_start_id(model)
+    return [_inputs(tokenizer, [e], max_source_tokens, device, start_id) for e in examples]
+
+
+def cost_metrics(model, tokenizer, examples: list[Example], *, max_source_tokens: int,
+                 training_step: Callable[[], None] | None = None,
+                 training_weights: torch.nn.Module | list[torch.nn.Module] | None = None) -> dict[str, float]:
+    """Peak memory of generating a batch (up to 16 of `examples`, one prompt length) and, given a training step,
+    of one fine-tuning step, in MiB; parameters by part."""
+    device, start_id = model_device(model), decoder_start_id(model)
+    batchable = [examples[i] for i in max(prompt_groups(tokenizer, examples), key=len)]  # one prompt length
+    batch = _inputs(tokenizer, batchable[:16], max_source_tokens, device, start_id)
+    extra = peak_memory_bytes(lambda: generate_summaries_batch(model, batch), device)
+    metrics = {"generate_peak_mb": (tensor_bytes(model) + extra) / MB}
+    if training_step is not None:
+        weights = training_weights if isinstance(training_weights, list) else [training_weights or model]
+        resident = sum(tensor_bytes(m) for m in weights if m is not None)
+        metrics["train_peak_mb"] = (resident + peak_memory_bytes(training_step, device)) / MB
+    metrics.update(parameter_counts(model))
+    return metrics
 
 
 def parameter_counts(model) -> dict[str, int]:
@@ -141,16 +232,10 @@ def measure_summarizer(
                         ("fixed_new_tokens", fixed), ("latency_batch_size", latency_batch_size)):
         if value < 1:
             raise ConfigError(f"measure_summarizer: {name} must be ≥ 1, got {value}; pass a positive count.")
-    # rouge_score (and nltk behind it) load only when quality is scored: timing scripts run without them.
-    from shrinktune.measure.rouge import distinct_fraction, rouge_scores
-
+    quality = score_summaries(model, tokenizer, examples, max_source_tokens=max_source_tokens)
+    metrics = dict(quality.metrics)
     device, start_id = model_device(model), decoder_start_id(model)
-    predictions = generate_summaries(model, tokenizer, examples, max_source_tokens=max_source_tokens)
-    metrics: dict[str, float] = dict(rouge_scores(predictions, [e.summary for e in examples]))
-    metrics["distinct_fraction"] = distinct_fraction(predictions)
-    metrics["summary_words"] = sum(len(p.split()) for p in predictions) / max(1, len(predictions))
-
-    timed = [_inputs(tokenizer, [e], max_source_tokens, device, start_id) for e in examples[:latency_examples]]
+    timed = timing_inputs(model, tokenizer, examples[:latency_examples], max_source_tokens=max_source_tokens)
     natural = time_generation(model, timed, warmup=1, repeats=latency_repeats)
     # the natural pass above has just warmed the same model on the same inputs: no second warm-up needed
     forced = time_generation(model, timed, new_tokens=fixed, warmup=0, repeats=latency_repeats)
@@ -165,16 +250,9 @@ def measure_summarizer(
         metrics.update(latency_batch_ms=batched.median_ms, latency_batch_size=latency_batch_size)
     logger.info("latency per summary: natural %.1f ms, %d tokens %.1f ms, settings %s",
                 natural.median_ms, fixed, forced.median_ms, generation_record(model))
-
-    batch = _inputs(tokenizer, batchable[:16], max_source_tokens, device, start_id)
-    extra = peak_memory_bytes(lambda: generate_summaries_batch(model, batch), device)
-    metrics["generate_peak_mb"] = (tensor_bytes(model) + extra) / MB
-    if training_step is not None:
-        weights = training_weights if isinstance(training_weights, list) else [training_weights or model]
-        resident = sum(tensor_bytes(m) for m in weights if m is not None)
-        metrics["train_peak_mb"] = (resident + peak_memory_bytes(training_step, device)) / MB
-    metrics.update(parameter_counts(model))
-    return metrics, predictions
+    metrics.update(cost_metrics(model, tokenizer, examples, max_source_tokens=max_source_tokens,
+                                training_step=training_step, training_weights=training_weights))
+    return metrics, quality.predictions
 
 
 @torch.no_grad()

@@ -63,6 +63,32 @@ def _check_pairs(predictions: list[str], references: list[str]) -> None:
         raise ValueError("rouge_scores needs at least one prediction/reference pair, got empty lists.")
 
 
+def rouge_pair_scores(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
+    """ROUGE F1 of each prediction against its reference.
+
+    Args:
+        predictions: Generated summaries.
+        references: Gold summaries, `references[i]` belonging to `predictions[i]`.
+
+    Returns:
+        For each of "rouge1", "rouge2", "rougeL" and "rougeLsum", the F1 in [0, 1] of every pair, in order.
+
+    Raises:
+        ValueError: If the lists differ in length or are empty.
+    """
+    _check_pairs(predictions, references)
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
+    out: dict[str, list[float]] = {key: [] for key in ROUGE_KEYS}
+    for prediction, reference in zip(predictions, references):
+        # rougeLsum reads one sentence per line; the other keys ignore line breaks.
+        scores = scorer.score(
+            "\n".join(split_sentences(reference)), "\n".join(split_sentences(prediction))
+        )
+        for key in ROUGE_KEYS:
+            out[key].append(float(scores[key].fmeasure))
+    return out
+
+
 def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, float]:
     """Mean ROUGE F1 of predictions against their references.
 
@@ -76,17 +102,8 @@ def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, flo
     Raises:
         ValueError: If the lists differ in length or are empty.
     """
-    _check_pairs(predictions, references)
-    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
-    totals = dict.fromkeys(ROUGE_KEYS, 0.0)
-    for prediction, reference in zip(predictions, references):
-        # rougeLsum reads one sentence per line; the other keys ignore line breaks.
-        scores = scorer.score(
-            "\n".join(split_sentences(reference)), "\n".join(split_sentences(prediction))
-        )
-        for key in ROUGE_KEYS:
-            totals[key] += scores[key].fmeasure
-    means = {key: float(total / len(predictions)) for key, total in totals.items()}
+    pairs = rouge_pair_scores(predictions, references)
+    means = {key: float(sum(values) / len(values)) for key, values in pairs.items()}
     logger.debug("ROUGE over %d pairs: %s", len(predictions), means)
     return means
 

@@ -35,11 +35,7 @@ def error_summary(error: BaseException | None) -> str | None:
 
 def trial_runs(tracker: SearchTracker) -> dict[str, str]:
     """The search's child runs already in MLflow: Tune trial id → MLflow run id."""
-    runs = tracker.client.search_runs(
-        [tracker.experiment_id()], filter_string=f"tags.mlflow.parentRunId = '{tracker.parent_run_id}'",
-        max_results=5000,
-    )
-    return {r.data.tags["shrinktune.trial"]: r.info.run_id for r in runs if "shrinktune.trial" in r.data.tags}
+    return tracker.trial_runs()
 
 
 def _loss_curve(checkpoint: str | None) -> list[float]:

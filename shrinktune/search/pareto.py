@@ -33,6 +33,44 @@ def pareto_front(rows: list[dict], objectives: dict[str, str]) -> list[int]:
     return [i for i in usable if not any(dominates(rows[j], rows[i], objectives) for j in usable if j != i)]
 
 
+def below_floor(row: dict, reference: dict, floor: float, metric: str = "rouge1") -> bool:
+    """Whether a trial is degenerate: its `metric` under `floor` × the teacher's (never, when `floor` is 0 or the
+    teacher's is unknown). Such a trial is small because it learned nothing, not a trade-off."""
+    teacher = reference.get(metric)
+    return bool(floor) and bool(teacher) and (row.get(metric) is None or row[metric] < floor * teacher)
+
+
+@dataclass(frozen=True)
+class Indistinct:
+    """A front member whose quality is not told apart from that of a cheaper member."""
+
+    cheaper: str  # the cheaper member's id
+    difference: float  # mean R-1 of the member minus the cheaper one's, on the same pairs
+    low: float  # 95 % paired bootstrap interval of that difference
+    high: float
+
+
+def indistinct_members(ids: list[str], rows: dict[str, dict], objectives: dict[str, str],
+                       pair_scores: dict[str, list[float]], groups: list[str]) -> dict[str, Indistinct]:
+    """Members of `ids` that cost more than another member of `ids` on every `min` objective (strictly on one) but
+    whose per-pair quality is not distinguishable from it: the paired bootstrap interval of the difference (pairs of
+    one document resampled together) holds 0. Each is mapped to its cheapest such member."""
+    from shrinktune.measure.intervals import paired_difference
+
+    costs = [m for m, direction in objectives.items() if direction == "min"]
+    flagged = {}
+    for member in ids:
+        cheaper = [other for other in ids if other != member and costs
+                   and all(rows[other][m] <= rows[member][m] for m in costs)
+                   and any(rows[other][m] < rows[member][m] for m in costs)]
+        for other in sorted(cheaper, key=lambda o: tuple(rows[o][m] for m in costs)):
+            interval = paired_difference(pair_scores[member], pair_scores[other], groups)
+            if not interval.excludes_zero():
+                flagged[member] = Indistinct(other, interval.mean, interval.low, interval.high)
+                break
+    return flagged
+
+
 def parse_objectives(text: str) -> dict[str, str]:
     """`"rouge1:max,latency_ms:min"` → `{"rouge1": "max", "latency_ms": "min"}`."""
     objectives = {}

@@ -25,9 +25,16 @@ from pathlib import Path
 from shrinktune.errors import ConfigError, UserError
 from shrinktune.search.cluster import submitted_working_dir
 from shrinktune.search.faults import FAULTS_ENV, Fault, inject_fault, parse_faults
-from shrinktune.search.pareto import pareto_front
+from shrinktune.search.pareto import below_floor, indistinct_members, pareto_front
 from shrinktune.search.space import SearchSpace, is_feasible
-from shrinktune.search.trial import TrialContext, prepare_reference, quiet_libraries, shrinktune_trial
+from shrinktune.search.trial import (
+    TrialContext,
+    prepare_reference,
+    quiet_libraries,
+    ratios,
+    recheck_front,
+    shrinktune_trial,
+)
 from shrinktune.tracking.mlflow_tracking import SearchTracker
 
 logger = logging.getLogger(__name__)
@@ -79,6 +86,11 @@ class SearchOutcome:
     front: list[int] = field(default_factory=list)  # indices into the finished rows
     objectives: dict = field(default_factory=dict)
     interrupted: bool = False  # stopped (Ctrl-C) before every trial ended; continue with RunOptions(resume=name)
+    degenerate: list[int] = field(default_factory=list)  # finished rows under the quality floor: kept off the front
+    quality_floor: float = 0.0  # the floor, as a fraction of the teacher's R-1
+    rechecked: int = 0  # validation pairs the front was re-checked on (0: not re-checked)
+    search_reference: dict = field(default_factory=dict)  # the teacher's in-search metrics (before the re-check)
+    indistinct: dict = field(default_factory=dict)  # trial id → `Indistinct`: not told apart from a cheaper member
 
     @property
     def finished(self) -> list[TrialRow]:
@@ -274,8 +286,10 @@ def _budget(space: SearchSpace, options: RunOptions, previous) -> tuple[int, int
 def _reference(ray, tracker: SearchTracker, previous, context: TrialContext, cpus: float, gpus: float) -> TrialContext:
     """The context with the prepared teacher and its metrics: measured in a Ray task with a trial's resources and
     logged, or — resuming — read back from the search's MLflow run."""
-    reference = {k[len("teacher_"):]: v for k, v in (previous.data.metrics if previous else {}).items()
-                 if k.startswith("teacher_")}
+    saved = previous.data.metrics if previous else {}
+    # a search interrupted after its re-check began keeps the teacher's in-search figures as search_teacher_*
+    prefix = "search_teacher_" if any(k.startswith("search_teacher_") for k in saved) else "teacher_"
+    reference = {k[len(prefix):]: v for k, v in saved.items() if k.startswith(prefix)}
     teacher_dir = previous.data.tags.get("shrinktune.teacher_dir") if previous else None
     if reference and teacher_dir:
         logger.info("the teacher was measured when the search started: not measured again")
@@ -290,12 +304,13 @@ def _reference(ray, tracker: SearchTracker, previous, context: TrialContext, cpu
 
 def _outcome(grid, name: str, trials: int, tracker: SearchTracker, space: SearchSpace, options: RunOptions,
              reference: dict, out_of_time: bool = False) -> SearchOutcome:
-    """Every ended trial (old and new, when resumed) and the Pareto front of those that meet the space's
-    constraints; frontier plots on the search's MLflow run, which it ends."""
-    from shrinktune.search.callbacks import error_summary, trial_runs
+    """Every ended trial (old and new, when resumed), and the Pareto front, on the search's own numbers, of those
+    that meet the space's constraints and its quality floor."""
+    from shrinktune.search.callbacks import error_summary
 
     outcome = SearchOutcome(name=name, tracking_uri=options.tracking_uri, parent_run_id=tracker.parent_run_id,
-                            reference=reference, objectives=dict(space.objectives))
+                            reference=reference, objectives=dict(space.objectives), quality_floor=space.quality_floor,
+                            search_reference=dict(reference))
     for result in grid:
         if result.error is None and "training_iteration" not in (result.metrics or {}):
             continue  # never reported: the search was interrupted while it ran or waited
@@ -308,27 +323,82 @@ def _outcome(grid, name: str, trials: int, tracker: SearchTracker, space: Search
     if out_of_time and len(outcome.rows) < trials:
         logger.warning("search %s used its time budget (%g s) after %d of %d trial(s)", name, space.time_budget_s,
                        len(outcome.rows), trials)
+    outcome.front = _front(outcome, space, range(len(outcome.finished)))
+    return outcome
+
+
+def _eligible(outcome: SearchOutcome, space: SearchSpace, indices) -> list[int]:
+    """Indices of finished rows that meet the constraints and are not degenerate (updates `outcome.degenerate`)."""
     finished = outcome.finished
-    feasible = [i for i, r in enumerate(finished) if is_feasible(space.constraints, r.metrics)]
-    outcome.front = [feasible[i] for i in pareto_front([finished[i].metrics for i in feasible], space.objectives)]
+    degenerate = [i for i in indices if below_floor(finished[i].metrics, outcome.reference, space.quality_floor)]
+    outcome.degenerate = sorted(set(outcome.degenerate) | set(degenerate))
+    return [i for i in indices if i not in degenerate and is_feasible(space.constraints, finished[i].metrics)]
+
+
+def _front(outcome: SearchOutcome, space: SearchSpace, indices) -> list[int]:
+    eligible = _eligible(outcome, space, list(indices))
+    return [eligible[i] for i in pareto_front([outcome.finished[i].metrics for i in eligible], space.objectives)]
+
+
+def _recheck(ray, outcome: SearchOutcome, space: SearchSpace, context: TrialContext, tracker: SearchTracker,
+             cpus: float, gpus: float) -> None:
+    """Re-measures the teacher and the front at high fidelity (`recheck_front`, in a Ray task with a trial's
+    resources), recomputes the front on those numbers among the re-checked members, and flags members whose
+    quality is not told apart from a cheaper member's. The in-search numbers stay in MLflow as `search_*`."""
+    finished = outcome.finished
+    members = [i for i in outcome.front if finished[i].checkpoint]
+    if not members or context.recheck_samples < 1:
+        return
+    remote = ray.remote(recheck_front).options(num_cpus=cpus, num_gpus=gpus)
+    checked = ray.get(remote.remote(context, {finished[i].trial_id: finished[i].checkpoint for i in members}))
+    tracker.log_recheck_reference(outcome.reference, checked.teacher)
+    outcome.reference = checked.teacher
+    outcome.rechecked = int(checked.teacher["eval_samples"])
+    run_ids = tracker.trial_runs()
+    for i in members:
+        row = finished[i]
+        new = {**checked.members[row.trial_id]}
+        new.update(ratios({**row.metrics, **new}, checked.teacher))
+        if run_ids.get(row.trial_id):
+            tracker.log_recheck(run_ids[row.trial_id], row.metrics, new)
+        row.metrics = {**row.metrics, **new}
+    outcome.front = _front(outcome, space, members)
+    ids = [finished[i].trial_id for i in outcome.front]
+    outcome.indistinct = indistinct_members(ids, {r.trial_id: r.metrics for r in finished}, space.objectives,
+                                            checked.pair_rouge1, checked.groups)
+
+
+def _finish(outcome: SearchOutcome, tracker: SearchTracker, space: SearchSpace, trials: int) -> SearchOutcome:
+    """Tags the front, the degenerate and (with constraints) the infeasible trials in MLflow, draws the frontier
+    plots and ends the search's run."""
+    finished = outcome.finished
     counts = {"trials_finished": len(finished), "trials_failed": len(outcome.rows) - len(finished)}
     if outcome.interrupted:
         logger.warning("search %s interrupted with %d of %d trial(s) ended; continue it with --resume %s",
-                       name, len(outcome.rows), trials, name)
+                       outcome.name, len(outcome.rows), trials, outcome.name)
         tracker.end_search("KILLED", counts)
         return outcome
-    run_ids = trial_runs(tracker)
+    run_ids = tracker.trial_runs()
     for index in outcome.front:
         run_id = run_ids.get(finished[index].trial_id)
         if run_id:
             tracker.tag(run_id, "shrinktune.pareto", "true")
+            flag = outcome.indistinct.get(finished[index].trial_id)
+            if flag:
+                tracker.tag(run_id, "shrinktune.indistinct", f"R-1 not told apart from cheaper trial {flag.cheaper}: "
+                            f"difference {flag.difference:+.4f}, 95 % interval [{flag.low:+.4f}, {flag.high:+.4f}]")
+    for index in outcome.degenerate:
+        run_id = run_ids.get(finished[index].trial_id)
+        if run_id:
+            tracker.tag(run_id, "shrinktune.degenerate", f"rouge1 below {space.quality_floor:g} x the teacher's")
     if space.constraints:
         for index, row in enumerate(finished):
             if run_ids.get(row.trial_id):
-                tracker.tag(run_ids[row.trial_id], "shrinktune.feasible", str(index in feasible).lower())
+                feasible = is_feasible(space.constraints, row.metrics)
+                tracker.tag(run_ids[row.trial_id], "shrinktune.feasible", str(feasible).lower())
     tracker.log_frontier_plots([{**r.metrics, "trial_id": r.trial_id, "config": r.config} for r in finished],
-                               space.objectives, reference, title=name)
-    tracker.end_search("FINISHED", {**counts, "pareto_size": len(outcome.front)})
+                               space.objectives, outcome.reference, title=outcome.name)
+    tracker.end_search("FINISHED", {**counts, "pareto_size": len(outcome.front), "degenerate": len(outcome.degenerate)})
     return outcome
 
 
@@ -365,7 +435,9 @@ def run_search(space: SearchSpace, options: RunOptions) -> SearchOutcome:
         latency_repeats=space.evaluation.get("latency_repeats", 3),
         latency_batch_size=space.evaluation.get("latency_batch_size", 8),
         fixed_new_tokens=space.evaluation.get("fixed_new_tokens"), threads=int(cpus) if not gpus else 0,
-        seed=space.seed, fixed=space.fixed,
+        latency_target=space.evaluation.get("latency_target_pct", 5) / 100,
+        latency_cap_s=float(space.evaluation.get("latency_cap_s", 60)),
+        recheck_samples=space.evaluation.get("recheck_samples", 500), seed=space.seed, fixed=space.fixed,
     )
     logger.info("Ray: %s CPUs, %s GPUs; %d trial(s), %d at a time, %s CPU + %s GPU each, %d retr%s per trial",
                 resources.get("CPU", 0), resources.get("GPU", 0), trials, concurrent, cpus, gpus, retries,
@@ -385,7 +457,8 @@ def run_search(space: SearchSpace, options: RunOptions) -> SearchOutcome:
             {"space": str(space.path), "task": space.task, "teacher": space.teacher,
              "sampler": options.sampler or space.sampler, "trials": trials, "max_concurrent": concurrent,
              "retries": retries, "cpus_per_trial": cpus, "gpus_per_trial": gpus,
-             "objectives": json.dumps(space.objectives), "machine": stdlib_platform.platform(), **_versions()},
+             "objectives": json.dumps(space.objectives), "generation": json.dumps(space.generation),
+             "quality_floor": space.quality_floor, "machine": stdlib_platform.platform(), **_versions()},
             tags={SEARCH_NAME_TAG: name},
         )
         logger.info("search %s: if it is interrupted, continue it with --resume %s", name, name)
@@ -421,11 +494,18 @@ def run_search(space: SearchSpace, options: RunOptions) -> SearchOutcome:
                 ),
             )
         grid = tuner.fit()
+        out_of_time = space.time_budget_s is not None and time.monotonic() - started >= space.time_budget_s
+        outcome = _outcome(grid, name, trials, tracker, space, options, context.reference, out_of_time)
+        if not outcome.interrupted:
+            try:
+                _recheck(ray, outcome, space, context, tracker, cpus, gpus)
+            except Exception as error:  # the trials are in MLflow already: show their front rather than nothing
+                logger.warning("the front could not be re-checked (%s); it is shown on the search's own numbers",
+                               str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__)
     except KeyboardInterrupt:
         tracker.end_search("KILLED")
         raise
     except BaseException:
         tracker.end_search("FAILED")
         raise
-    out_of_time = space.time_budget_s is not None and time.monotonic() - started >= space.time_budget_s
-    return _outcome(grid, name, trials, tracker, space, options, context.reference, out_of_time)
+    return _finish(outcome, tracker, space, trials)

@@ -58,13 +58,18 @@ _NUMBERS = {
     "kd_alpha_ce": (float, 0, False), "kd_alpha_mlm": (float, 0, False), "kd_alpha_hid": (float, 0, False),
 }
 METRICS = (
-    "rouge1", "rouge2", "rougeL", "rougeLsum", "latency_ms", "latency_p90_ms", "latency_fixed_ms", "latency_batch_ms",
+    "rouge1", "rouge2", "rougeL", "rougeLsum", "latency_ms", "latency_fixed_ms", "latency_batch_ms",
     "train_peak_mb", "generate_peak_mb",
-    "params_total", "params_decoder", "speedup", "train_memory_ratio",
+    "params_total", "params_decoder", "speedup", "speedup_fixed", "train_memory_ratio",
 )
-EVALUATION_KEYS = ("samples", "latency_samples", "latency_repeats", "latency_batch_size", "fixed_new_tokens")
+EVALUATION_KEYS = ("samples", "latency_samples", "latency_repeats", "latency_batch_size", "fixed_new_tokens",
+                   "latency_target_pct", "latency_cap_s", "recheck_samples")
+# Evaluation settings that may be 0: recheck_samples 0 turns the final re-check off.
+_EVALUATION_ZERO_OK = ("recheck_samples",)
+QUALITY_FLOOR = 0.5  # default search.quality_floor: trials below this fraction of the teacher's R-1 are degenerate
 TOP_KEYS = ("task", "teacher", "objectives", "constraints", "search", "evaluation", "generation", "fixed", "dimensions")
-SEARCH_KEYS = ("sampler", "trials", "max_concurrent", "seed", "time_budget_s", "retries", "enqueue_teacher", "enqueue")
+SEARCH_KEYS = ("sampler", "trials", "max_concurrent", "seed", "time_budget_s", "retries", "enqueue_teacher", "enqueue",
+               "quality_floor")
 # Comparisons a `when:` condition may write as {op: operand}; a plain value means equal to, a list one of.
 OPERATORS = ("lt", "le", "gt", "ge", "ne")
 _ORDERS = ("lt", "le", "gt", "ge")  # numbers only
@@ -148,6 +153,7 @@ class SearchSpace:
     retries: int = 0  # times a failed trial is restarted
     enqueue_teacher: bool = True  # try the teacher-shaped student first, when `load` knows the teacher's shape
     enqueue: tuple[dict, ...] = ()  # tried first, in order: the teacher-shaped student, then the file's configurations
+    quality_floor: float = QUALITY_FLOOR  # trials with R-1 below this × the teacher's are kept off the front
     evaluation: dict = field(default_factory=dict)  # EVALUATION_KEYS
     generation: dict = field(default_factory=dict)  # GenerationSettings fields
     fixed: dict = field(default_factory=dict)  # trial settings shared by all trials
@@ -275,6 +281,10 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
     retries = search.get("retries", 0)
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         problems.append(f"search.retries must be an integer ≥ 0 (restarts of a failed trial), got {retries!r}")
+    quality_floor = search.get("quality_floor", QUALITY_FLOOR)
+    if not _number(quality_floor) or not 0 <= quality_floor < 1:
+        problems.append(f"search.quality_floor must be a fraction of the teacher's ROUGE-1 in [0, 1) (0 turns it "
+                        f"off), got {quality_floor!r}")
     enqueue_teacher = search.get("enqueue_teacher", True)
     if not isinstance(enqueue_teacher, bool):
         problems.append(f"search.enqueue_teacher must be true or false, got {enqueue_teacher!r}")
@@ -283,8 +293,9 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
     for key, value in (evaluation.items() if isinstance(evaluation, dict) else [("", evaluation)]):
         if key not in EVALUATION_KEYS:
             problems.append(f"evaluation.{key} is unknown; allowed: {', '.join(EVALUATION_KEYS)}")
-        elif not isinstance(value, int) or value < 1:
-            problems.append(f"evaluation.{key} must be an integer ≥ 1, got {value!r}")
+        elif not isinstance(value, int) or isinstance(value, bool) or value < (0 if key in _EVALUATION_ZERO_OK else 1):
+            lowest = 0 if key in _EVALUATION_ZERO_OK else 1
+            problems.append(f"evaluation.{key} must be an integer ≥ {lowest}, got {value!r}")
     generation = raw.get("generation") or {}
     if not isinstance(generation, dict):
         problems.append(f"generation must be a mapping of decoding settings, got {generation!r}")
@@ -348,6 +359,7 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
         path=path, name=path.stem, task=task, teacher=teacher, objectives=dict(objectives), constraints=constraints,
         sampler=sampler, trials=search.get("trials", 6), max_concurrent=search.get("max_concurrent", 1), seed=seed,
         time_budget_s=time_budget_s, retries=retries, enqueue_teacher=enqueue_teacher, enqueue=tuple(unique),
+        quality_floor=float(quality_floor),
         evaluation=dict(evaluation), generation=dict(generation), fixed=dict(fixed), dimensions=tuple(dimensions),
     )
 

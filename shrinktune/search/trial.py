@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,9 @@ class TrialContext:
     latency_repeats: int = 3  # timed passes
     latency_batch_size: int = 8  # batch of the batched latency figure (1 = skip it)
     fixed_new_tokens: int | None = None  # fixed-length latency mode: tokens per summary (None = max_new_tokens)
+    latency_target: float = 0.05  # time rounds until the speed-up's half-IQR is within ±this of its median ...
+    latency_cap_s: float = 60.0  # ... or for this many seconds
+    recheck_samples: int = 500  # validation pairs the final front is re-scored on (the whole split if fewer)
     threads: int = 0  # torch threads per trial on CPU (0 = leave torch's default)
     seed: int = 0
     fixed: dict = field(default_factory=dict)  # trial settings shared by all trials
@@ -88,45 +93,172 @@ def _load_shared(ctx: TrialContext):
     return task, splits, teacher, tokenizer, pairs
 
 
-def _measure(model, tokenizer, task, ctx: TrialContext, validation, pairs, settings, weights) -> tuple[dict, list[str]]:
-    from shrinktune.measure.evaluate import measure_summarizer
+def _runtime() -> dict:
+    """What besides the architecture decides a latency: device, threads, library versions."""
+    import transformers
+
+    device = _device()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{os.cpu_count()}"
+    return {"device": name, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "transformers": transformers.__version__}
+
+
+def _timing(model, tokenizer, task, ctx: TrialContext, validation) -> tuple[list[dict], int]:
+    """(batch-1 inputs of the first `latency_samples` validation pairs, tokens every timed summary is forced to)."""
+    from shrinktune.measure.evaluate import fixed_length_default, timing_inputs
+
+    inputs = timing_inputs(model, tokenizer, validation[: ctx.latency_samples], max_source_tokens=task.max_source_tokens)
+    return inputs, ctx.fixed_new_tokens or fixed_length_default(model)
+
+
+def teacher_speed(teacher, tokenizer, task, ctx: TrialContext, validation, tokens: float) -> dict:
+    """The teacher's own latency at fixed length and at `tokens` per summary (its mean on the evaluation pairs)."""
+    from shrinktune.measure.speed import time_alone
+
+    inputs, new_tokens = _timing(teacher, tokenizer, task, ctx, validation)
+    rounds = time_alone(teacher, inputs, new_tokens=new_tokens, rounds=max(3, ctx.latency_repeats))
+    return {"latency_ms": rounds.latency("reference", tokens).median,
+            "latency_fixed_ms": rounds.latency("reference").median, "latency_encoder_ms": rounds.reference_encoder_ms,
+            "fixed_new_tokens": new_tokens, "threads": rounds.threads}
+
+
+def teacher_latency_at(reference: dict, tokens: float) -> float:
+    """The teacher's ms per summary at `tokens` new tokens, from its fixed-length and encoder times."""
+    from shrinktune.measure.speed import at_length
+
+    return float(at_length(np.asarray([reference["latency_fixed_ms"]]), reference["latency_encoder_ms"],
+                           int(reference["fixed_new_tokens"]), tokens)[0])
+
+
+def speed_rounds(teacher, student, tokenizer, task, ctx: TrialContext, validation):
+    """Interleaved teacher-vs-student rounds (`compare_speed`), measured once per architecture and runtime and
+    cached: a second trial of the same shape re-uses them. Returns (rounds, whether the cache had them)."""
+    from shrinktune.measure.speed import SpeedRounds, architecture_key, compare_speed
+    from shrinktune.training.cache import cached_dir, fingerprint
+
+    inputs, new_tokens = _timing(student, tokenizer, task, ctx, validation)
+    key = fingerprint("speed", architecture_key(teacher), architecture_key(student), _runtime(), new_tokens,
+                      [list(batch["input_ids"].shape) for batch in inputs], ctx.latency_target, ctx.latency_cap_s)
+    root = Path(ctx.cache_root)
+    hit = (root / "speed" / key / ".complete").exists()
+
+    def produce(folder: Path) -> None:
+        rounds = compare_speed(teacher, student, inputs, new_tokens=new_tokens, target=ctx.latency_target,
+                               time_cap_s=ctx.latency_cap_s)
+        (folder / "rounds.json").write_text(rounds.to_json())
+
+    folder = cached_dir("speed", key, produce, root)
+    if hit:
+        logger.info("latency of this architecture measured before (cache speed/%s): not timed again", key)
+    return SpeedRounds.from_json((folder / "rounds.json").read_text()), hit
+
+
+def speed_metrics(rounds, reference: dict, tokens: float) -> dict:
+    """A student's latency figures from its rounds against the teacher: speed-ups (median and IQR over rounds) at
+    its own summary length (`tokens` per summary; the teacher at its own) and at fixed length; latencies as the
+    teacher's ÷ the speed-up, so that every trial is ranked on ratios measured side by side."""
+    fixed = rounds.speedup()
+    if reference.get("tokens_per_summary") and reference.get("latency_ms"):
+        natural = rounds.speedup(reference["tokens_per_summary"], tokens)
+        latency, latency_fixed = reference["latency_ms"] / natural.median, reference["latency_fixed_ms"] / fixed.median
+    else:  # no teacher measured (a trial run on its own): the student's own times in these rounds
+        natural = fixed
+        latency, latency_fixed = rounds.latency("candidate", tokens).median, rounds.latency("candidate").median
+    return {
+        "speedup": natural.median, "speedup_q25": natural.q25, "speedup_q75": natural.q75,
+        "speedup_fixed": fixed.median, "speedup_fixed_q25": fixed.q25, "speedup_fixed_q75": fixed.q75,
+        "latency_ms": latency, "latency_fixed_ms": latency_fixed,
+        "latency_precision_pct": 100 * natural.relative_half_iqr, "latency_rounds": rounds.rounds,
+        "latency_converged": float(rounds.converged), "fixed_new_tokens": rounds.new_tokens, "threads": rounds.threads,
+    }
+
+
+def _costs(model, tokenizer, task, ctx: TrialContext, validation, pairs, settings, weights) -> dict:
+    from shrinktune.measure.evaluate import cost_metrics
     from shrinktune.training.finetune import training_step_fn
 
+    return cost_metrics(model, tokenizer, validation[: ctx.eval_samples], max_source_tokens=task.max_source_tokens,
+                        training_step=training_step_fn(model, pairs, settings), training_weights=weights)
+
+
+def _quality(model, tokenizer, task, examples):
+    from shrinktune.measure.evaluate import score_summaries
+
+    return score_summaries(model, tokenizer, examples, max_source_tokens=task.max_source_tokens)
+
+
+def _batched_latency(model, tokenizer, task, ctx: TrialContext, validation) -> dict:
+    """The batched figure (`latency_batch_size` > 1): natural length, one model alone, not interleaved."""
+    from shrinktune.measure.evaluate import _inputs, prompt_groups
+    from shrinktune.measure.latency import time_generation
+    from shrinktune.models.generation import decoder_start_id
+
     examples = validation[: ctx.eval_samples]
-    model.to(_device())
-    return measure_summarizer(
-        model, tokenizer, examples, max_source_tokens=task.max_source_tokens,
-        latency_examples=ctx.latency_samples, latency_repeats=ctx.latency_repeats,
-        latency_batch_size=ctx.latency_batch_size, fixed_new_tokens=ctx.fixed_new_tokens,
-        training_step=training_step_fn(model, pairs, settings), training_weights=weights,
-    )
+    batchable = [examples[i] for i in max(prompt_groups(tokenizer, examples), key=len)]
+    if not 1 < ctx.latency_batch_size <= len(batchable):
+        return {}
+    batch = _inputs(tokenizer, batchable[: ctx.latency_batch_size], task.max_source_tokens, _device(),
+                    decoder_start_id(model))
+    result = time_generation(model, batch, warmup=1, repeats=ctx.latency_repeats)
+    return {"latency_batch_ms": result.median_ms, "latency_batch_size": ctx.latency_batch_size}
+
+
+def teacher_evaluation(teacher, tokenizer, task, ctx: TrialContext, validation, samples: int):
+    """The teacher's `Quality` on the first `samples` validation pairs, made once (cached by teacher, decoding and
+    pairs): the search's reference and the final re-check share its summaries."""
+    from shrinktune.measure.evaluate import generate_with_lengths, score_predictions
+    from shrinktune.measure.latency import generation_record
+    from shrinktune.training.cache import cached_dir, file_fingerprint, fingerprint
+
+    examples = validation[:samples]
+    key = fingerprint("teacher-eval", file_fingerprint(ctx.teacher_dir), generation_record(teacher),
+                      task.max_source_tokens, [e.id for e in examples])
+
+    def produce(folder: Path) -> None:
+        texts, lengths = generate_with_lengths(teacher, tokenizer, examples, max_source_tokens=task.max_source_tokens)
+        (folder / "predictions.json").write_text(json.dumps({"predictions": texts, "lengths": lengths}))
+
+    saved = json.loads((cached_dir("teacher-eval", key, produce, Path(ctx.cache_root)) / "predictions.json").read_text())
+    return lambda n: score_predictions(saved["predictions"][:n], saved["lengths"][:n], examples[:n])
+
+
+def _prepared(ctx: TrialContext) -> TrialContext:
+    """The context with the embedded teacher prepared (trained or unpacked, cached) and its folder filled in."""
+    from shrinktune.data.tasks import get_task, load_task_splits
+    from shrinktune.models.teacher import EMBEDDED_TEACHER
+    from shrinktune.training.teacher import prepare_embedded_teacher
+
+    if ctx.teacher_dir != EMBEDDED_TEACHER:
+        return ctx
+    task = get_task(ctx.task)
+    train = load_task_splits(task, ("train",))["train"]
+    return replace(ctx, teacher_dir=str(prepare_embedded_teacher(task, train, root=Path(ctx.cache_root))))
 
 
 def prepare_reference(ctx: TrialContext) -> tuple[str, dict]:
-    """Prepares the teacher if it is the embedded one, caches the training states, and measures the teacher.
+    """Prepares the teacher if it is the embedded one, caches the training states, and measures the teacher as
+    trials are measured: ROUGE on the first `eval_samples` validation pairs (its summaries of the re-check's pairs
+    are made now too, once), its latency, memory and size.
 
     Returns:
         (teacher folder, teacher metrics).
     """
-    from shrinktune.data.tasks import get_task, load_task_splits
-    from shrinktune.models.teacher import EMBEDDED_TEACHER
     from shrinktune.training.finetune import FinetuneSettings
-    from shrinktune.training.teacher import prepare_embedded_teacher
 
     quiet_libraries()
     if ctx.threads:
         torch.set_num_threads(ctx.threads)
-    teacher_dir = ctx.teacher_dir
-    if teacher_dir == EMBEDDED_TEACHER:
-        task = get_task(ctx.task)
-        train = load_task_splits(task, ("train",))["train"]
-        teacher_dir = str(prepare_embedded_teacher(task, train, root=Path(ctx.cache_root)))
-    ctx = TrialContext(**{**asdict(ctx), "teacher_dir": teacher_dir})
+    ctx = _prepared(ctx)
     task, splits, teacher, tokenizer, pairs = _load_shared(ctx)
+    validation = splits["validation"]
     settings = FinetuneSettings(batch_size=ctx.fixed.get("batch_size", DEFAULT_TRIAL["batch_size"]))
     logger.info("measuring the teacher")
-    metrics, _ = _measure(teacher, tokenizer, task, ctx, splits["validation"], pairs, settings, _trained_modules(teacher))
-    return teacher_dir, metrics
+    quality = teacher_evaluation(teacher, tokenizer, task, ctx, validation, max(ctx.eval_samples, ctx.recheck_samples))
+    metrics = dict(quality(ctx.eval_samples).metrics)
+    metrics.update(teacher_speed(teacher, tokenizer, task, ctx, validation, metrics["tokens_per_summary"]))
+    metrics.update(_batched_latency(teacher, tokenizer, task, ctx, validation))
+    metrics.update(_costs(teacher, tokenizer, task, ctx, validation, pairs, settings, _trained_modules(teacher)))
+    return ctx.teacher_dir, metrics
 
 
 def _autoencoder(pairs, latent_dim: int, kind: str, epochs: int, seed: int, root: Path):
@@ -285,11 +417,15 @@ def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_
     )
     metrics["train_loss"] = history[-1]
     _compress_weights(student, trial, ctx, metrics)
-    measured, predictions = _measure(
-        student, tokenizer, task, ctx, splits["validation"], student_pairs, settings,
-        _trained_modules(student),
-    )
-    metrics.update(measured)
+    quality = _quality(student, tokenizer, task, splits["validation"][: ctx.eval_samples])
+    metrics.update(quality.metrics)
+    rounds, cached = speed_rounds(teacher, student, tokenizer, task, ctx, splits["validation"])
+    metrics.update(speed_metrics(rounds, ctx.reference, quality.metrics["tokens_per_summary"]))
+    metrics["latency_cached"] = float(cached)
+    metrics.update(_batched_latency(student, tokenizer, task, ctx, splits["validation"]))
+    metrics.update(_costs(student, tokenizer, task, ctx, splits["validation"], student_pairs, settings,
+                          _trained_modules(student)))
+    predictions = quality.predictions
     metrics.update(ratios(metrics, ctx.reference))
     checkpoint_dir = Path(checkpoint_dir)
     student.save_pretrained(checkpoint_dir)
@@ -301,6 +437,51 @@ def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_
     if bad:
         raise FloatingPointError(f"trial produced non-finite metrics: {bad}")
     return metrics
+
+
+@dataclass
+class Recheck:
+    """The final front re-measured at high fidelity: every member and the teacher on the same validation pairs."""
+
+    teacher: dict  # the teacher's metrics on them (ROUGE with intervals, latency at its length there)
+    members: dict[str, dict]  # trial id → its new quality and speed metrics (memory and size do not change)
+    pair_rouge1: dict[str, list[float]]  # "teacher" and each trial id → R-1 of each pair, for paired comparisons
+    groups: list[str]  # each pair's document
+
+
+def recheck_front(ctx: TrialContext, checkpoints: dict[str, str]) -> Recheck:
+    """Re-scores the teacher and each checkpoint on the first `recheck_samples` validation pairs (all of them when
+    fewer) and re-derives their speed from the architecture's rounds (cached during the search; timed now if not).
+    Needs the context as trials had it: the prepared teacher and its metrics."""
+    from shrinktune.data.tasks import get_task, load_task_splits
+    from shrinktune.models.generation import GenerationSettings
+    from shrinktune.models.teacher import load_teacher, source_token_limit
+
+    quiet_libraries()
+    if ctx.threads:
+        torch.set_num_threads(ctx.threads)
+    task = get_task(ctx.task)
+    validation = load_task_splits(task, ("validation",))["validation"]
+    teacher, tokenizer = load_teacher(ctx.teacher_dir, device=_device())
+    task = replace(task, max_source_tokens=source_token_limit(teacher, task.max_source_tokens))
+    GenerationSettings(**ctx.generation).apply(teacher)
+    samples = min(len(validation), ctx.recheck_samples)
+    logger.info("re-checking the front: the teacher and %d trial(s) on %d validation pairs", len(checkpoints), samples)
+    quality = teacher_evaluation(teacher, tokenizer, task, ctx, validation, max(ctx.eval_samples, samples))(samples)
+    reference = {**ctx.reference, **quality.metrics}
+    reference["latency_ms"] = teacher_latency_at(ctx.reference, quality.metrics["tokens_per_summary"])
+    pair_rouge1, members = {"teacher": quality.pair_rouge1}, {}
+    for trial_id, checkpoint in checkpoints.items():
+        student, _ = load_teacher(checkpoint, device=_device())
+        scored = _quality(student, tokenizer, task, validation[:samples])
+        rounds, cached = speed_rounds(teacher, student, tokenizer, task, ctx, validation)
+        metrics = {**scored.metrics, **speed_metrics(rounds, reference, scored.metrics["tokens_per_summary"]),
+                   "latency_cached": float(cached)}
+        members[trial_id] = metrics
+        pair_rouge1[trial_id] = scored.pair_rouge1
+        logger.info("trial %s: R-1 %.3f [%.3f, %.3f], speed-up %.2fx", trial_id, metrics["rouge1"],
+                    metrics["rouge1_low"], metrics["rouge1_high"], metrics["speedup"])
+    return Recheck(reference, members, pair_rouge1, quality.groups)
 
 
 def shrinktune_trial(config: dict, context: TrialContext) -> None:

@@ -128,6 +128,26 @@ class SearchTracker:
         """The teacher's metrics on the parent run, prefixed `teacher_`."""
         self._log_metrics(self.parent_run_id, {f"teacher_{k}": v for k, v in metrics.items()})
 
+    def log_recheck_reference(self, before: dict, after: dict) -> None:
+        """The teacher's re-checked metrics as `teacher_*`, its in-search ones kept as `search_teacher_*`."""
+        self._log_metrics(self.parent_run_id, {f"search_teacher_{k}": v for k, v in before.items() if k in after})
+        self._log_metrics(self.parent_run_id, {f"teacher_{k}": v for k, v in after.items()}, step=1)
+
+    def log_recheck(self, run_id: str, before: dict, after: dict) -> None:
+        """A trial's re-checked metrics under their own names (a later step, so MLflow shows them), its in-search
+        values of the same metrics as `search_*`, and the tag `shrinktune.rechecked`."""
+        self._log_metrics(run_id, {f"search_{k}": v for k, v in before.items() if k in after})
+        self._log_metrics(run_id, after, step=1)
+        self.client.set_tag(run_id, "shrinktune.rechecked", str(int(after.get("eval_samples", 0))))
+
+    def trial_runs(self) -> dict[str, str]:
+        """The search's child runs already in MLflow: Tune trial id → MLflow run id."""
+        runs = self.client.search_runs(
+            [self.experiment_id()], filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
+            max_results=5000,
+        )
+        return {r.data.tags["shrinktune.trial"]: r.info.run_id for r in runs if "shrinktune.trial" in r.data.tags}
+
     def log_trial(self, name: str, params: dict, metrics: dict, *, status: str = "FINISHED",
                   checkpoint: str | None = None, error: str | None = None, history: list[float] | None = None) -> str:
         """A child run for one finished or failed trial; returns its run id."""
@@ -211,13 +231,13 @@ class SearchTracker:
         for start in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[start : start + 100])
 
-    def _log_metrics(self, run_id: str, metrics: dict) -> None:
+    def _log_metrics(self, run_id: str, metrics: dict, step: int = 0) -> None:
         import time
 
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(str(k), float(v), now, 0) for k, v in metrics.items()
+        items = [Metric(str(k), float(v), now, step) for k, v in metrics.items()
                  if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))]
         for start in range(0, len(items), 500):
             self.client.log_batch(run_id, metrics=items[start : start + 500])

@@ -2,13 +2,15 @@
 
 import json
 
+import pytest
+
 from shrinktune.search.trial import TrialContext, prepare_reference, ratios, run_configuration
 
 
 def test_reference_then_trial(tmp_path, tiny_teacher_dir):
     ctx = TrialContext(task="summarization", teacher_dir=str(tiny_teacher_dir), cache_root=str(tmp_path / "cache"),
                        generation={"max_new_tokens": 6}, eval_samples=4, latency_samples=2, latency_repeats=2, threads=1,
-                       fixed={"batch_size": 8, "ae_epochs": 1})
+                       latency_cap_s=1.0, fixed={"batch_size": 8, "ae_epochs": 1})
     teacher_dir, reference = prepare_reference(ctx)
     assert teacher_dir == str(tiny_teacher_dir)
     assert {"rouge1", "latency_ms", "train_peak_mb", "generate_peak_mb", "params_decoder"} <= set(reference)
@@ -16,7 +18,10 @@ def test_reference_then_trial(tmp_path, tiny_teacher_dir):
     metrics = run_configuration({"latent_dim": 16, "decoder_layers": 1, "learning_rate": 1e-3, "epochs": 1}, ctx, tmp_path / "ck")
     assert metrics["params_decoder"] < reference["params_decoder"]
     assert metrics["params_bottleneck"] > 0 and metrics["ae_mse"] > 0
-    assert metrics["speedup"] == reference["latency_ms"] / metrics["latency_ms"]
+    assert metrics["speedup"] == pytest.approx(reference["latency_ms"] / metrics["latency_ms"])
+    assert metrics["speedup_q25"] <= metrics["speedup"] <= metrics["speedup_q75"]
+    assert metrics["rouge1_low"] <= metrics["rouge1"] <= metrics["rouge1_high"]
+    assert metrics["latency_cached"] == 0 and metrics["latency_rounds"] >= 5
     saved = json.loads((tmp_path / "ck" / "shrinktune_trial.json").read_text())
     assert saved["config"]["latent_dim"] == 16 and saved["task"] == "summarization"
     from shrinktune import load_summarizer
@@ -24,8 +29,16 @@ def test_reference_then_trial(tmp_path, tiny_teacher_dir):
     assert isinstance(load_summarizer(tmp_path / "ck")("A new document.", aspect="outcome"), str)
     # a second trial at the same width reuses the cached autoencoder
     autoencoders = list((tmp_path / "cache" / "autoencoders").glob("*/autoencoder.pt"))
-    run_configuration({"latent_dim": 16, "decoder_layers": 2, "learning_rate": 1e-3, "epochs": 1}, ctx, tmp_path / "ck2")
+    second = run_configuration({"latent_dim": 16, "decoder_layers": 2, "learning_rate": 1e-3, "epochs": 1}, ctx,
+                               tmp_path / "ck2")
     assert list((tmp_path / "cache" / "autoencoders").glob("*/autoencoder.pt")) == autoencoders
+    assert second["latency_cached"] == 0  # another architecture (2 decoder layers): timed
+    # a third trial of the first trial's architecture, trained differently, is not timed again: its rounds are
+    # the cached ones, and only its summary length changes its natural-length figure
+    third = run_configuration({"latent_dim": 16, "decoder_layers": 1, "learning_rate": 3e-3, "epochs": 1}, ctx,
+                              tmp_path / "ck3")
+    assert third["latency_cached"] == 1
+    assert third["speedup_fixed"] == metrics["speedup_fixed"] and third["latency_rounds"] == metrics["latency_rounds"]
 
 
 def test_ratios_against_the_teacher():
@@ -40,7 +53,7 @@ def _context(tmp_path, teacher_dir, **fixed):
 
     return TrialContext(task="summarization", teacher_dir=str(teacher_dir), cache_root=str(tmp_path / "cache"),
                         generation={"max_new_tokens": 6}, eval_samples=3, latency_samples=1, latency_repeats=1, threads=1,
-                        fixed={"batch_size": 8, "ae_epochs": 1, "epochs": 1, "learning_rate": 1e-3, **fixed})
+                        latency_cap_s=1.0, fixed={"batch_size": 8, "ae_epochs": 1, "epochs": 1, "learning_rate": 1e-3, **fixed})
 
 
 def test_every_method_is_a_trial_setting(tmp_path, tiny_teacher_dir):
