@@ -128,7 +128,7 @@ def format_front(outcome) -> str:
     header = ["trial", "latent", "layers", "lr", "epochs", "R-1 [95 % interval]", "R-2", "speed-up (IQR)",
               "ms/summary", "train MB", "mem ratio", "ΔR-1", "note", "checkpoint"]
     rows = [["teacher", "-", "-", "-", "-", _interval(ref), _fmt(ref.get("rouge2"), ".3f"), "1.00x",
-             _fmt(ref.get("latency_ms"), ".1f"), _fmt(ref.get("train_peak_mb"), ".0f"), "1.00", "-", "", "(reference)"]]
+             _fmt(ref.get("latency_ms"), ".1f"), _fmt(ref.get("train_peak_mb"), ".0f"), "1.00", "-", "-", "(reference)"]]
     finished = outcome.finished
     for index in sorted(outcome.front, key=lambda i: -finished[i].metrics.get("rouge1", 0)):
         row = finished[index]
@@ -142,11 +142,13 @@ def format_front(outcome) -> str:
             _fmt(c.get("learning_rate"), ".1e"), str(c.get("epochs", "-")), _interval(m), _fmt(m.get("rouge2"), ".3f"),
             _speedup(m), _fmt(m.get("latency_ms"), ".1f"), _fmt(m.get("train_peak_mb"), ".0f"),
             _fmt(m.get("train_memory_ratio"), ".2f"),
-            _fmt(100 * m["rouge1_change"], "+.1f") + "%" if "rouge1_change" in m else "-", note, row.checkpoint or "-",
+            _fmt(100 * m["rouge1_change"], "+.1f") + "%" if "rouge1_change" in m else "-", note or "-",
+            row.checkpoint or "-",
         ])
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("")
     if outcome.rechecked:
         lines.append(f"Re-checked on {outcome.rechecked} validation pairs: R-1 with its 95 % interval (papers "
                      "resampled); speed-up at each model's summary length, median and IQR of rounds interleaved "
@@ -159,7 +161,7 @@ def format_front(outcome) -> str:
                            for i in outcome.degenerate)
         lines.append(f"Kept off the front as degenerate (R-1 below {outcome.quality_floor:g} x the teacher's; "
                      f"search.quality_floor: 0 keeps them): {listed}.")
-    return "\n".join(lines)
+    return "\n".join(lines).rstrip()
 
 
 def run_search_command(args) -> int:

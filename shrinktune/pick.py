@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,8 @@ class Candidate:
     config: dict  # its params (the sampled configuration), without `checkpoint`
     checkpoint: str | None  # the checkpoint folder the trial saved
     tagged: bool = False  # carries shrinktune.pareto=true from an earlier selection
+    rechecked: bool = False  # re-measured at high fidelity at the end of its search (tag shrinktune.rechecked)
+    degenerate: bool = False  # below its search's quality floor (tag shrinktune.degenerate)
 
 
 @dataclass
@@ -133,7 +136,9 @@ def _candidate(run) -> Candidate:
     params.pop("checkpoint", None)
     return Candidate(run_id=run.info.run_id, trial=run.data.tags.get("shrinktune.trial", run.info.run_name or "?"),
                      search=run.data.tags.get("mlflow.parentRunId", ""), metrics=dict(run.data.metrics),
-                     config=params, checkpoint=checkpoint, tagged=run.data.tags.get(PARETO_TAG) == "true")
+                     config=params, checkpoint=checkpoint, tagged=run.data.tags.get(PARETO_TAG) == "true",
+                     rechecked="shrinktune.rechecked" in run.data.tags,
+                     degenerate="shrinktune.degenerate" in run.data.tags)
 
 
 def select(client, experiment: str, objectives: dict[str, str] | None, constraints: list[Constraint],
@@ -151,6 +156,11 @@ def select(client, experiment: str, objectives: dict[str, str] | None, constrain
     if not candidates:
         raise UserError(f"search {latest.info.run_name or latest.info.run_id} has no FINISHED trial runs; "
                         "wait for trials to end, or pick another with --search / --all.")
+    # A search that re-checked its front measured those trials on more pairs and rounds than the rest: mixing the
+    # two fidelities would let a cheaply measured trial displace a re-checked one. Degenerate trials are no choice.
+    if any(c.rechecked for c in candidates):
+        candidates = [c for c in candidates if c.rechecked]
+    candidates = [c for c in candidates if not c.degenerate] or candidates
     kept = [c for c in candidates if all(rule.holds(c.metrics, reference) for rule in constraints)]
     if not kept:
         rules = ", ".join(map(str, constraints))
@@ -285,6 +295,8 @@ def pick_command(args) -> int:
         raise ConfigError(f"--alias {args.alias[0]} names a registered version; add --register NAME.")
     if args.search and args.all:
         raise ConfigError("--search and --all exclude each other; pass one.")
+    if args.test and not pick:
+        raise ConfigError("--test scores one checkpoint on the test split; add --pick (e.g. --pick fastest-within-5pct).")
     from shrinktune.tracking.mlflow_tracking import default_tracking_uri, open_store
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(
@@ -321,7 +333,47 @@ def pick_command(args) -> int:
         target = _targets(selection)[0]
         destination = export(target, Path(args.export), uri)
         print(f"exported trial {target.trial} to {destination}; load it with shrinktune.load_summarizer('{destination}')")
+    if args.test:
+        print(test_pick(client, selection, args.test_samples))
     return 0
+
+
+def test_pick(client, selection: Selection, samples: int) -> str:
+    """Scores the pick and the teacher on the task's test split (`heldout_comparison`), logs `test_*` metrics to
+    the pick's run and returns the lines to print."""
+    from shrinktune.measure.heldout import heldout_comparison
+
+    chosen, search = selection.kept[selection.picked], selection.searches[0]
+    if not chosen.checkpoint or not Path(chosen.checkpoint).is_dir():
+        raise UserError(f"trial {chosen.trial} has no checkpoint folder here ({chosen.checkpoint or 'none logged'}); "
+                        "--test needs it: run it where the search's storage is, or pick another trial.")
+    teacher_dir = search.data.tags.get("shrinktune.teacher_dir")
+    task = search.data.params.get("task")
+    if not teacher_dir or not task:
+        raise UserError(f"search {search.info.run_name} logged no teacher folder or task; --test needs both: "
+                        "rerun the search with this version.")
+    generation = json.loads(search.data.params["generation"]) if search.data.params.get("generation") else None
+    held = heldout_comparison(chosen.checkpoint, teacher_dir, task, generation=generation, samples=samples)
+    metrics = held.metrics()
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(chosen.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    s, t = held.student, held.teacher
+    low, high = held.difference[1], held.difference[2]
+    verdict = ("not told apart from the teacher's" if low <= 0 <= high
+               else "above the teacher's" if low > 0 else "below the teacher's")
+    return "\n".join([
+        f"\nHeld-out test of trial {chosen.trial} ({held.samples} test pairs, never seen by the search; logged to run "
+        f"{chosen.run_id} as test_*):",
+        f"  teacher  R-1 {t['rouge1']:.3f} [{t['rouge1_low']:.3f}, {t['rouge1_high']:.3f}]  R-2 {t['rouge2']:.3f}",
+        f"  pick     R-1 {s['rouge1']:.3f} [{s['rouge1_low']:.3f}, {s['rouge1_high']:.3f}]  R-2 {s['rouge2']:.3f}  "
+        f"speed-up {held.speedup[0]:.2f}x (IQR {held.speedup[1]:.2f}-{held.speedup[2]:.2f}"
+        f"{'' if held.converged else ', not within ±5 % at the time cap'})",
+        f"  R-1 difference {held.difference[0]:+.3f}, 95 % interval {low:+.3f} to {high:+.3f}: {verdict}; in the "
+        f"search: R-1 {chosen.metrics.get('rouge1', float('nan')):.3f}, speed-up "
+        f"{chosen.metrics.get('speedup', float('nan')):.2f}x.",
+    ])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -345,6 +397,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--alias", action="append", default=[],
                         help="alias for the registered version (default: the pick's name); repeatable")
     parser.add_argument("--export", default=None, metavar="DIR", help="copy the picked checkpoint to DIR")
+    parser.add_argument("--test", action="store_true", help="score the pick and the teacher on the task's test split "
+                        "(never seen by the search), with intervals and an interleaved speed-up; logged as test_*")
+    parser.add_argument("--test-samples", type=int, default=500, metavar="N",
+                        help="test pairs scored by --test (default 500; the whole split when smaller)")
     parser.add_argument("--no-tag", action="store_true", help="leave the runs' shrinktune.pareto tags as they are")
     return parser
 

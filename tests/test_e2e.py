@@ -47,7 +47,7 @@ task: summarization
 teacher: {tiny_teacher_dir}
 objectives: {{rouge1: max, latency_ms: min, train_peak_mb: min}}
 search: {{sampler: random, trials: 3, seed: 1}}
-evaluation: {{samples: 6, latency_samples: 2, latency_repeats: 2}}
+evaluation: {{samples: 6, latency_samples: 2, latency_repeats: 2, latency_cap_s: 5, recheck_samples: 12}}
 generation: {{max_new_tokens: 8}}
 fixed: {{batch_size: 16, ae_epochs: 1, epochs: 1}}
 dimensions:
@@ -66,12 +66,16 @@ dimensions:
     assert len(parents) == 1 and len(children) == 3
     assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
     assert all(c.info.status == "FINISHED" for c in children)
-    assert "teacher_rouge1" in parents[0].data.metrics
+    assert "teacher_rouge1" in parents[0].data.metrics and "search_teacher_rouge1" in parents[0].data.metrics
+    assert parents[0].data.metrics["teacher_eval_samples"] == 12 and "Re-checked on 12 validation pairs" in stdout
     by_trial = {c.data.tags["shrinktune.trial"]: c for c in children}
     front = [r for r in rows if r["trial"] != "teacher"]
     for row in front:
         child = by_trial[row["trial"]]
-        assert f"{child.data.metrics['rouge1']:.3f}" == row["R-1"]
+        assert row["R-1 [95 % interval]"] == (f"{child.data.metrics['rouge1']:.3f} [{child.data.metrics['rouge1_low']:.3f}, "
+                                              f"{child.data.metrics['rouge1_high']:.3f}]")
+        # re-checked on 12 pairs at the end; what the search measured stays as search_*
+        assert child.data.tags["shrinktune.rechecked"] == "12" and "search_rouge1" in child.data.metrics
         assert f"{child.data.metrics['latency_ms']:.1f}" == row["ms/summary"]
         assert child.data.params["checkpoint"] == row["checkpoint"]
         assert child.data.tags.get("shrinktune.pareto") == "true"

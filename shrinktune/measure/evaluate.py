@@ -1,15 +1,18 @@
-"""Measuring one summarizer the way every trial and the teacher are measured.
+"""Measuring one summarizer: the pieces every trial and the teacher are measured with, and `measure_summarizer`.
 
-Quality: ROUGE-1/2/L/Lsum (mean F1, stemming) of generated summaries against the references. Speed, per summary,
-after a warm-up, median and 90th percentile of several timed passes, with the thread count:
+Quality (`score_summaries`): ROUGE-1/2/L/Lsum (mean F1, stemming) of generated summaries against the references,
+95 % intervals of R-1 and R-2 that resample whole documents (`shrinktune.measure.intervals`), and the tokens each
+summary took (its natural-length cost scales with them). Cost (`cost_metrics`): peak tensor memory of generating a
+batch (weights included) and, given a training step, of one fine-tuning step; parameters of encoder, bottleneck and
+decoder. The search times students against the teacher with `shrinktune.measure.speed`; `measure_summarizer`
+(the benchmarks' one-call measurement) times a model alone, after a warm-up, median and 90th percentile of several
+timed passes, with the thread count:
 - `latency_ms`: batch 1, the model's natural output length: what a user waits for, but a model that stops early
   looks fast;
 - `latency_fixed_ms`: batch 1, every summary forced to exactly `fixed_new_tokens` tokens: compares architectures
   without length effects;
 - `latency_batch_ms`: a batch of `latency_batch_size` summaries at natural length, divided by the batch size.
-`generation_record(model)` gives the generation settings behind these figures, to log as parameters. Memory: peak
-tensor memory of generating a batch (weights included) and, when a training step is given, of one fine-tuning
-step. Size: parameters of encoder, bottleneck and decoder.
+`generation_record(model)` gives the generation settings behind these figures, to log as parameters.
 """
 
 from __future__ import annotations

@@ -143,7 +143,8 @@ task: summarization
 teacher: {teacher}
 objectives: {{rouge1: max, latency_ms: min}}
 search: {{sampler: random, trials: {trials}, max_concurrent: 1, seed: 1}}
-evaluation: {{samples: 4, latency_samples: 2, latency_repeats: 1, latency_batch_size: 1}}
+evaluation: {{samples: 4, latency_samples: 2, latency_repeats: 1, latency_batch_size: 1, latency_cap_s: 3,
+             recheck_samples: 6}}
 generation: {{max_new_tokens: 8}}
 fixed: {{batch_size: 16, ae_epochs: 1, epochs: 1}}
 dimensions:

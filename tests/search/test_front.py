@@ -1,0 +1,137 @@
+"""The search's final front, in-process: constraints and their `feasible` tags, the quality floor, the re-check at
+high fidelity (new numbers under their names, the search's as search_*), and flags of members whose quality is not
+told apart from a cheaper member's. Ray and the trial are stood in for; MLflow is real (a sqlite file)."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from shrinktune.search import runner
+from shrinktune.search.runner import RunOptions, _finish, _outcome, _recheck
+from shrinktune.search.space import SearchSpace
+from shrinktune.search.trial import Recheck, TrialContext
+from shrinktune.tracking.mlflow_tracking import SearchTracker
+
+TEACHER = {"rouge1": 0.27, "latency_ms": 600.0, "latency_fixed_ms": 500.0, "latency_encoder_ms": 40.0,
+           "fixed_new_tokens": 24, "tokens_per_summary": 28.0, "train_peak_mb": 100.0, "eval_samples": 30}
+
+
+def _space(tmp_path, constraints: str = "", floor: float = 0.5) -> SearchSpace:
+    path = tmp_path / "front.yaml"
+    path.write_text(f"""task: summarization
+teacher: embedded
+objectives: {{rouge1: max, latency_ms: min}}
+{constraints}
+search: {{trials: 5, quality_floor: {floor}}}
+dimensions:
+  decoder_layers: {{type: int, low: 1, high: 6}}
+""")
+    return SearchSpace.load(path)
+
+
+def _result(trial_id: str, rouge1: float, latency_ms: float, tmp_path):
+    checkpoint = tmp_path / trial_id
+    checkpoint.mkdir(exist_ok=True)
+    return SimpleNamespace(
+        metrics={"trial_id": trial_id, "training_iteration": 1, "rouge1": rouge1, "latency_ms": latency_ms,
+                 "train_peak_mb": 50.0}, config={"decoder_layers": 3}, error=None, path=str(checkpoint),
+        checkpoint=SimpleNamespace(path=str(checkpoint)))
+
+
+class _FakeRay:
+    """`ray.remote(fn).options(...).remote(*args)` then `ray.get(...)`, run in this process."""
+
+    def remote(self, fn):
+        return SimpleNamespace(options=lambda **_: SimpleNamespace(remote=lambda *a: fn(*a)))
+
+    def get(self, value):
+        return value
+
+
+def _search(tmp_path, space, results):
+    tracker = SearchTracker(f"sqlite:///{tmp_path}/mlflow.db", space.name)
+    tracker.start_search("s", {"space": str(space.path)})
+    tracker.log_reference(TEACHER)
+    for result in results:
+        tracker.log_trial(result.metrics["trial_id"], result.config, result.metrics, checkpoint=result.checkpoint.path)
+    options = RunOptions(tracking_uri=tracker.tracking_uri, storage_path=str(tmp_path / "runs"),
+                         cache_root=str(tmp_path / "cache"))
+    return tracker, options
+
+
+def _runs(tracker) -> dict:
+    return {r.data.tags["shrinktune.trial"]: r for r in tracker.client.search_runs(
+        [tracker.experiment_id()], filter_string="tags.`shrinktune.kind` = 'trial'")}
+
+
+def test_front_under_constraints_is_tagged_feasible_and_pareto(tmp_path):
+    """A trial breaking a constraint is off the front however good, and every trial gets its feasible tag."""
+    space = _space(tmp_path, "constraints: {latency_ms: {max: 400}}", floor=0)
+    results = [_result("fast", 0.20, 200, tmp_path), _result("slow", 0.26, 500, tmp_path),
+               _result("mid", 0.24, 300, tmp_path), _result("dominated", 0.19, 350, tmp_path)]
+    tracker, options = _search(tmp_path, space, results)
+    outcome = _outcome(results, "s", 4, tracker, space, options, dict(TEACHER))
+    assert sorted(outcome.finished[i].trial_id for i in outcome.front) == ["fast", "mid"]
+    _finish(outcome, tracker, space, 4)
+    runs = _runs(tracker)
+    assert {t: r.data.tags.get("shrinktune.feasible") for t, r in runs.items()} == {
+        "fast": "true", "slow": "false", "mid": "true", "dominated": "true"}
+    assert {t for t, r in runs.items() if r.data.tags.get("shrinktune.pareto") == "true"} == {"fast", "mid"}
+
+
+def test_degenerate_trials_are_kept_off_the_front_and_listed_apart(tmp_path):
+    """A tiny student that learned nothing (R-1 .007) is not a trade-off, however cheap; floor 0 lets it in."""
+    results = [_result("good", 0.25, 400, tmp_path), _result("empty", 0.007, 50, tmp_path)]
+    space = _space(tmp_path)
+    tracker, options = _search(tmp_path, space, results)
+    outcome = _outcome(results, "s", 2, tracker, space, options, dict(TEACHER))
+    assert [outcome.finished[i].trial_id for i in outcome.front] == ["good"]
+    assert [outcome.finished[i].trial_id for i in outcome.degenerate] == ["empty"]
+    _finish(outcome, tracker, space, 2)
+    assert "shrinktune.degenerate" in _runs(tracker)["empty"].data.tags
+    off = _outcome(results, "s", 2, tracker, _space(tmp_path, floor=0), options, dict(TEACHER))
+    assert len(off.front) == 2 and not off.degenerate
+
+
+def test_recheck_replaces_the_numbers_keeps_the_search_ones_and_flags_indistinct_members(tmp_path, monkeypatch):
+    """The final front is computed on the re-checked numbers; a member whose R-1 is not told apart from a cheaper
+    member's, pair by pair, is flagged; MLflow keeps the in-search figures as search_*."""
+    results = [_result("a", 0.26, 500, tmp_path), _result("b", 0.25, 300, tmp_path), _result("c", 0.20, 150, tmp_path)]
+    space = _space(tmp_path)
+    tracker, options = _search(tmp_path, space, results)
+    outcome = _outcome(results, "s", 3, tracker, space, options, dict(TEACHER))
+    assert len(outcome.front) == 3
+    groups = [f"paper{i // 3}" for i in range(30)]
+    base = [0.2 + 0.01 * (i % 7) for i in range(30)]
+    checked = Recheck(
+        teacher={**TEACHER, "rouge1": 0.265, "eval_samples": 30, "latency_ms": 610.0},
+        members={"a": {"rouge1": 0.251, "latency_ms": 480.0, "eval_samples": 30},
+                 "b": {"rouge1": 0.250, "latency_ms": 310.0, "eval_samples": 30},
+                 "c": {"rouge1": 0.150, "latency_ms": 140.0, "eval_samples": 30}},
+        pair_rouge1={"teacher": base, "a": [x + noise for x, noise in zip(base, np.random.default_rng(0).normal(0, .02, 30))],
+                     "b": base, "c": [x - 0.1 for x in base]},
+        groups=groups)
+    seen = {}
+
+    def fake_recheck(ctx, checkpoints):
+        seen.update(checkpoints)
+        return checked
+
+    monkeypatch.setattr(runner, "recheck_front", fake_recheck)
+    context = TrialContext(task="summarization", teacher_dir="t", cache_root=str(tmp_path), reference=dict(TEACHER))
+    _recheck(_FakeRay(), outcome, space, context, tracker, 1, 0)
+    assert set(seen) == {"a", "b", "c"}
+    assert outcome.rechecked == 30 and outcome.reference["rouge1"] == 0.265
+    assert sorted(outcome.finished[i].trial_id for i in outcome.front) == ["a", "b", "c"]
+    assert set(outcome.indistinct) == {"a"} and outcome.indistinct["a"].cheaper == "b"
+    assert outcome.finished[1].metrics["rouge1_change"] == pytest.approx((0.250 - 0.265) / 0.265)
+    _finish(outcome, tracker, space, 3)
+    runs = _runs(tracker)
+    assert runs["b"].data.metrics["rouge1"] == 0.250 and runs["b"].data.metrics["search_rouge1"] == 0.25
+    assert runs["b"].data.metrics["latency_ms"] == 310.0 and runs["b"].data.metrics["search_latency_ms"] == 300.0
+    assert runs["b"].data.tags["shrinktune.rechecked"] == "30"
+    assert "cheaper trial b" in runs["a"].data.tags["shrinktune.indistinct"]
+    assert "shrinktune.indistinct" not in runs["b"].data.tags  # c is cheaper but clearly worse
+    parent = tracker.client.get_run(tracker.parent_run_id).data.metrics
+    assert parent["teacher_rouge1"] == 0.265 and parent["search_teacher_rouge1"] == 0.27
