@@ -128,10 +128,11 @@ class Quality:
     groups: list[str]  # each pair's document, for the bootstrap
 
 
-def score_summaries(model, tokenizer, examples: list[Example], *, max_source_tokens: int) -> Quality:
-    """Generates summaries of `examples` and scores them against the references, with 95 % intervals of R-1 and
-    R-2 that resample whole documents."""
-    predictions, lengths = generate_with_lengths(model, tokenizer, examples, max_source_tokens=max_source_tokens)
+def score_summaries(model, tokenizer, examples: list[Example], *, max_source_tokens: int, batch_size: int = 16) -> Quality:
+    """Generates summaries of `examples` (`batch_size` at a time) and scores them against the references, with 95 %
+    intervals of R-1 and R-2 that resample whole documents."""
+    predictions, lengths = generate_with_lengths(model, tokenizer, examples, max_source_tokens=max_source_tokens,
+                                                 batch_size=batch_size)
     return score_predictions(predictions, lengths, examples)
 
 

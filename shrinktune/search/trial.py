@@ -28,6 +28,9 @@ DEFAULT_TRIAL = {
 }
 
 
+SCORING_BATCH = 50  # summaries generated at once for ROUGE: on CPU, larger batches spread each step's fixed cost
+
+
 @dataclass(frozen=True)
 class TrialContext:
     """What every trial of a search shares; small and picklable, handed to each trial by Ray."""
@@ -184,7 +187,8 @@ def _costs(model, tokenizer, task, ctx: TrialContext, validation, pairs, setting
 def _quality(model, tokenizer, task, examples):
     from shrinktune.measure.evaluate import score_summaries
 
-    return score_summaries(model, tokenizer, examples, max_source_tokens=task.max_source_tokens)
+    return score_summaries(model, tokenizer, examples, max_source_tokens=task.max_source_tokens,
+                           batch_size=SCORING_BATCH)
 
 
 def _batched_latency(model, tokenizer, task, ctx: TrialContext, validation) -> dict:
@@ -215,7 +219,8 @@ def teacher_evaluation(teacher, tokenizer, task, ctx: TrialContext, validation, 
                       task.max_source_tokens, [e.id for e in examples])
 
     def produce(folder: Path) -> None:
-        texts, lengths = generate_with_lengths(teacher, tokenizer, examples, max_source_tokens=task.max_source_tokens)
+        texts, lengths = generate_with_lengths(teacher, tokenizer, examples, max_source_tokens=task.max_source_tokens,
+                                               batch_size=SCORING_BATCH)
         (folder / "predictions.json").write_text(json.dumps({"predictions": texts, "lengths": lengths}))
 
     saved = json.loads((cached_dir("teacher-eval", key, produce, Path(ctx.cache_root)) / "predictions.json").read_text())
