@@ -160,10 +160,11 @@ def test_search_smoke_reports_hypervolumes_memo_hits_and_shared_savings(tmp_path
 
     shared = table("shared: 3 trials")
     assert [row["trial"] for row in shared] == ["1", "2", "3", "total"]
-    # one shared root: the first trial encodes and fits the autoencoder, the pseudo-label trial labels, nothing else
-    assert [row["(a) computed"] for row in shared[:3]] == ["autoencoders, encoded", "-", "pseudo-labels"]
+    # one shared root: the first trial encodes, fits the autoencoder and times its architecture against the teacher;
+    # the others share its architecture (timed once), and the pseudo-label trial labels, nothing else
+    assert [row["(a) computed"] for row in shared[:3]] == ["autoencoders, encoded, speed", "-", "pseudo-labels"]
     assert [row["(b) computed"] for row in shared[:3]] == [
-        "autoencoders, encoded", "autoencoders, encoded", "autoencoders, encoded, pseudo-labels"]
+        "autoencoders, encoded, speed", "autoencoders, encoded, speed", "autoencoders, encoded, pseudo-labels, speed"]
     for column in ("(a) shared s", "(b) own cache s"):
         seconds = [float(row[column]) for row in shared]
         assert all(math.isfinite(s) and s > 0 for s in seconds)

@@ -6,7 +6,7 @@ weights; what differs between two trained students of one architecture is only h
 order flips every round, so drift of the machine falls on both — each round one pass over the same inputs with
 every summary forced to `new_tokens` tokens. It repeats rounds until the interquartile range of the per-round
 ratio is within ±`target` of its median, or a time cap is hit (`converged` says which). The encoder alone is timed
-too, so that a figure at any summary length follows from the same rounds:
+too, in every round (the median is used), so that a figure at any summary length follows from the same rounds:
 
     time(n tokens) = encoder + (fixed-length time - encoder) × n / new_tokens
 
@@ -115,18 +115,22 @@ def _pass_ms(model, batches, new_tokens: int) -> float:
     return time_generation(model, batches, new_tokens=new_tokens, warmup=0, repeats=1).median_ms
 
 
-def _rounds(reference, candidate, batches, new_tokens, ref_ms, cand_ms, min_rounds, max_rounds, target, time_cap_s,
-            clock, start) -> bool:
-    """Appends alternating rounds to `ref_ms` / `cand_ms` until converged (True) or a cap (False)."""
-    while len(ref_ms) < max_rounds:
-        if len(ref_ms) % 2 == 0:
-            ref_ms.append(_pass_ms(reference, batches, new_tokens))
-            cand_ms.append(_pass_ms(candidate, batches, new_tokens))
-        else:
-            cand_ms.append(_pass_ms(candidate, batches, new_tokens))
-            ref_ms.append(_pass_ms(reference, batches, new_tokens))
-        if len(ref_ms) >= min_rounds:
-            spread = Spread.of(np.asarray(ref_ms) / np.asarray(cand_ms))
+def _encoder_ms(model, batches) -> float:
+    return time_encoder(model, batches, warmup=0, repeats=1).median_ms
+
+
+def _rounds(reference, candidate, batches, new_tokens, times: dict[str, list[float]], min_rounds, max_rounds, target,
+            time_cap_s, clock, start) -> bool:
+    """Appends alternating rounds to `times` (generation and encoder, per model) until converged (True) or a cap
+    (False). The encoders are timed in every round too, so that a passing disturbance cannot set them."""
+    while len(times["reference"]) < max_rounds:
+        order = ("reference", "candidate") if len(times["reference"]) % 2 == 0 else ("candidate", "reference")
+        for name in order:
+            model = reference if name == "reference" else candidate
+            times[name].append(_pass_ms(model, batches, new_tokens))
+            times[f"{name}_encoder"].append(_encoder_ms(model, batches))
+        if len(times["reference"]) >= min_rounds:
+            spread = Spread.of(np.asarray(times["reference"]) / np.asarray(times["candidate"]))
             if spread.relative_half_iqr <= target:
                 return True
             if clock() - start >= time_cap_s:
@@ -173,24 +177,24 @@ def compare_speed(
     batches = inputs if isinstance(inputs, list) else [inputs]
     for model in (reference, candidate):  # caches, lazy init, kernels
         _pass_ms(model, batches, new_tokens)
-    encoders = [time_encoder(model, batches, warmup=1, repeats=3).median_ms for model in (reference, candidate)]
-    ref_ms: list[float] = []
-    cand_ms: list[float] = []
+        _encoder_ms(model, batches)
+    times: dict[str, list[float]] = {"reference": [], "candidate": [], "reference_encoder": [], "candidate_encoder": []}
     # Each timed pass starts with a full collection (`measure_latency`); with transformers loaded that takes 0.1-0.2 s
     # of the time cap. Frozen objects are left out of collections: the rounds then spend their time timing.
     gc.collect()
     gc.freeze()
     start = clock()
     try:
-        converged = _rounds(reference, candidate, batches, new_tokens, ref_ms, cand_ms, min_rounds, max_rounds,
-                            target, time_cap_s, clock, start)
+        converged = _rounds(reference, candidate, batches, new_tokens, times, min_rounds, max_rounds, target,
+                            time_cap_s, clock, start)
     finally:
         gc.unfreeze()
-    device = next(reference.parameters()).device
     rounds = SpeedRounds(
-        reference_ms=tuple(ref_ms), candidate_ms=tuple(cand_ms), reference_encoder_ms=encoders[0],
-        candidate_encoder_ms=encoders[1], new_tokens=new_tokens, converged=converged, seconds=clock() - start,
-        threads=torch.get_num_threads(), device=str(device),
+        reference_ms=tuple(times["reference"]), candidate_ms=tuple(times["candidate"]),
+        reference_encoder_ms=float(np.median(times["reference_encoder"])),
+        candidate_encoder_ms=float(np.median(times["candidate_encoder"])), new_tokens=new_tokens,
+        converged=converged, seconds=clock() - start, threads=torch.get_num_threads(),
+        device=str(next(reference.parameters()).device),
     )
     fixed = rounds.speedup()
     logger.info("speed-up at %d tokens: %.2fx (IQR %.2f-%.2f, %d rounds, %s)", new_tokens, fixed.median, fixed.q25,
@@ -203,9 +207,10 @@ def time_alone(model, inputs: Batch | list[Batch], *, new_tokens: int, rounds: i
     round): the teacher's own latency, without spending time on comparing it with itself."""
     batches = inputs if isinstance(inputs, list) else [inputs]
     _pass_ms(model, batches, new_tokens)
-    encoder = time_encoder(model, batches, warmup=1, repeats=3).median_ms
+    _encoder_ms(model, batches)
     start = time.monotonic()
     times = tuple(_pass_ms(model, batches, new_tokens) for _ in range(rounds))
+    encoder = float(np.median([_encoder_ms(model, batches) for _ in range(rounds)]))
     return SpeedRounds(times, times, encoder, encoder, new_tokens, True, time.monotonic() - start,
                        torch.get_num_threads(), str(next(model.parameters()).device))
 

@@ -140,7 +140,7 @@ def speed_rounds(teacher, student, tokenizer, task, ctx: TrialContext, validatio
     from shrinktune.training.cache import cached_dir, fingerprint
 
     inputs, new_tokens = _timing(student, tokenizer, task, ctx, validation)
-    key = fingerprint("speed", architecture_key(teacher), architecture_key(student), _runtime(), new_tokens,
+    key = fingerprint("speed-v2", architecture_key(teacher), architecture_key(student), _runtime(), new_tokens,
                       [list(batch["input_ids"].shape) for batch in inputs], ctx.latency_target, ctx.latency_cap_s)
     root = Path(ctx.cache_root)
     hit = (root / "speed" / key / ".complete").exists()
