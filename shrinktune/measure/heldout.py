@@ -104,7 +104,7 @@ def heldout_comparison(checkpoint: str | Path, teacher_dir: str | Path, task_nam
     _search_decoding(teacher, generation)
     max_source = source_token_limit(teacher, task.max_source_tokens)
     logger.info("scoring the pick and the teacher on %d test pairs", len(pairs))
-    scored = {name: score_summaries(model, tokenizer, pairs, max_source_tokens=max_source)
+    scored = {name: score_summaries(model, tokenizer, pairs, max_source_tokens=max_source, batch_size=50)
               for name, model in (("student", student), ("teacher", teacher))}
     difference = paired_difference(scored["student"].pair_rouge1, scored["teacher"].pair_rouge1, scored["student"].groups)
     inputs = timing_inputs(student, tokenizer, pairs[:timed], max_source_tokens=max_source)

@@ -5,10 +5,15 @@ weights; what differs between two trained students of one architecture is only h
 `compare_speed` times the reference (the teacher) and the candidate in alternating rounds in one process — the
 order flips every round, so drift of the machine falls on both — each round one pass over the same inputs with
 every summary forced to `new_tokens` tokens. It repeats rounds until the interquartile range of the per-round
-ratio is within ±`target` of its median, or a time cap is hit (`converged` says which). The encoder alone is timed
-too, in every round (the median is used), so that a figure at any summary length follows from the same rounds:
+ratio is within ±`target` of its median, or a time cap is hit (`converged` says which). Every round also times
+each model at a short length (`short_tokens`, a quarter of `new_tokens`; the median over rounds is used), so that a
+figure at any summary length follows from the same rounds by the line through the two lengths:
 
-    time(n tokens) = encoder + (fixed-length time - encoder) × n / new_tokens
+    time(n tokens) = short + (fixed-length time - short) × (n - short_tokens) / (new_tokens - short_tokens)
+
+Its intercept holds what a summary costs whatever its length — the encoder, and `generate`'s own set-up (the
+source-copy bias's tables, the prompt) — which a model of "encoder + per-token cost" scaled with the length and so
+credited to students that write short summaries (up to 17 % too fast, bench/RESULTS.md).
 
 `SpeedRounds.speedup()` is the architecture's speed-up at fixed length; `speedup(ref_tokens, cand_tokens)` the
 natural-length one, given each model's mean tokens per summary (measured on the evaluation pairs). Rounds are a
@@ -58,11 +63,14 @@ class Spread:
         return cls(float(median), float(q25), float(q75))
 
 
-def at_length(fixed_ms: np.ndarray, encoder_ms: float, new_tokens: int, tokens: float | None) -> np.ndarray:
-    """Per-summary time at `tokens` new tokens, from fixed-length times at `new_tokens` (None: unchanged)."""
+def at_length(fixed_ms: np.ndarray, short_ms: float, new_tokens: int, short_tokens: int,
+              tokens: float | None) -> np.ndarray:
+    """Per-summary time at `tokens` new tokens, on the line through (`short_tokens`, `short_ms`) and (`new_tokens`,
+    `fixed_ms`) (None: the fixed-length times unchanged). Never below the short time's intercept share."""
     if tokens is None:
         return fixed_ms
-    return encoder_ms + np.maximum(fixed_ms - encoder_ms, 0.0) * (tokens / new_tokens)
+    per_token = np.maximum(fixed_ms - short_ms, 0.0) / (new_tokens - short_tokens)
+    return np.maximum(short_ms + per_token * (tokens - short_tokens), short_ms - per_token * short_tokens)
 
 
 @dataclass(frozen=True)
@@ -71,21 +79,24 @@ class SpeedRounds:
 
     reference_ms: tuple[float, ...]  # the reference's ms per summary in each round
     candidate_ms: tuple[float, ...]  # the candidate's, same rounds
-    reference_encoder_ms: float  # encoder alone, ms per summary
-    candidate_encoder_ms: float
+    reference_short_ms: float  # ms per summary at `short_tokens`, median over the rounds
+    candidate_short_ms: float
     new_tokens: int  # every timed summary had exactly this many new tokens
     converged: bool  # the fixed-length ratio's half-IQR reached the target (else the time or round cap ended it)
     seconds: float  # wall time the rounds took
     threads: int  # torch CPU threads while timing
     device: str
+    short_tokens: int = 0  # the short length (0: `*_short_ms` is the encoder alone)
 
     @property
     def rounds(self) -> int:
         return len(self.reference_ms)
 
     def _times(self, reference_tokens: float | None, candidate_tokens: float | None) -> tuple[np.ndarray, np.ndarray]:
-        ref = at_length(np.asarray(self.reference_ms), self.reference_encoder_ms, self.new_tokens, reference_tokens)
-        cand = at_length(np.asarray(self.candidate_ms), self.candidate_encoder_ms, self.new_tokens, candidate_tokens)
+        ref = at_length(np.asarray(self.reference_ms), self.reference_short_ms, self.new_tokens, self.short_tokens,
+                        reference_tokens)
+        cand = at_length(np.asarray(self.candidate_ms), self.candidate_short_ms, self.new_tokens, self.short_tokens,
+                         candidate_tokens)
         return ref, cand
 
     def speedup(self, reference_tokens: float | None = None, candidate_tokens: float | None = None) -> Spread:
@@ -115,20 +126,28 @@ def _pass_ms(model, batches, new_tokens: int) -> float:
     return time_generation(model, batches, new_tokens=new_tokens, warmup=0, repeats=1).median_ms
 
 
-def _encoder_ms(model, batches) -> float:
-    return time_encoder(model, batches, warmup=0, repeats=1).median_ms
+def short_length(new_tokens: int) -> int:
+    """The second timed length: a quarter of `new_tokens` (at least 1, below `new_tokens`)."""
+    return max(1, min(new_tokens - 1, new_tokens // 4)) if new_tokens > 1 else 0
+
+
+def _short_ms(model, batches, short_tokens: int) -> float:
+    """One pass at the short length (the encoder alone when it is 0)."""
+    if short_tokens == 0:
+        return time_encoder(model, batches, warmup=0, repeats=1).median_ms
+    return _pass_ms(model, batches, short_tokens)
 
 
 def _rounds(reference, candidate, batches, new_tokens, times: dict[str, list[float]], min_rounds, max_rounds, target,
             time_cap_s, clock, start) -> bool:
-    """Appends alternating rounds to `times` (generation and encoder, per model) until converged (True) or a cap
-    (False). The encoders are timed in every round too, so that a passing disturbance cannot set them."""
+    """Appends alternating rounds to `times` (at both lengths, per model) until converged (True) or a cap (False)."""
+    short = short_length(new_tokens)
     while len(times["reference"]) < max_rounds:
         order = ("reference", "candidate") if len(times["reference"]) % 2 == 0 else ("candidate", "reference")
         for name in order:
             model = reference if name == "reference" else candidate
             times[name].append(_pass_ms(model, batches, new_tokens))
-            times[f"{name}_encoder"].append(_encoder_ms(model, batches))
+            times[f"{name}_short"].append(_short_ms(model, batches, short))
         if len(times["reference"]) >= min_rounds:
             spread = Spread.of(np.asarray(times["reference"]) / np.asarray(times["candidate"]))
             if spread.relative_half_iqr <= target:
@@ -177,8 +196,7 @@ def compare_speed(
     batches = inputs if isinstance(inputs, list) else [inputs]
     for model in (reference, candidate):  # caches, lazy init, kernels
         _pass_ms(model, batches, new_tokens)
-        _encoder_ms(model, batches)
-    times: dict[str, list[float]] = {"reference": [], "candidate": [], "reference_encoder": [], "candidate_encoder": []}
+    times: dict[str, list[float]] = {"reference": [], "candidate": [], "reference_short": [], "candidate_short": []}
     # Each timed pass starts with a full collection (`measure_latency`); with transformers loaded that takes 0.1-0.2 s
     # of the time cap. Frozen objects are left out of collections: the rounds then spend their time timing.
     gc.collect()
@@ -191,10 +209,10 @@ def compare_speed(
         gc.unfreeze()
     rounds = SpeedRounds(
         reference_ms=tuple(times["reference"]), candidate_ms=tuple(times["candidate"]),
-        reference_encoder_ms=float(np.median(times["reference_encoder"])),
-        candidate_encoder_ms=float(np.median(times["candidate_encoder"])), new_tokens=new_tokens,
+        reference_short_ms=float(np.median(times["reference_short"])),
+        candidate_short_ms=float(np.median(times["candidate_short"])), new_tokens=new_tokens,
         converged=converged, seconds=clock() - start, threads=torch.get_num_threads(),
-        device=str(next(reference.parameters()).device),
+        device=str(next(reference.parameters()).device), short_tokens=short_length(new_tokens),
     )
     fixed = rounds.speedup()
     logger.info("speed-up at %d tokens: %.2fx (IQR %.2f-%.2f, %d rounds, %s)", new_tokens, fixed.median, fixed.q25,
@@ -207,12 +225,12 @@ def time_alone(model, inputs: Batch | list[Batch], *, new_tokens: int, rounds: i
     round): the teacher's own latency, without spending time on comparing it with itself."""
     batches = inputs if isinstance(inputs, list) else [inputs]
     _pass_ms(model, batches, new_tokens)
-    _encoder_ms(model, batches)
+    short_tokens = short_length(new_tokens)
     start = time.monotonic()
     times = tuple(_pass_ms(model, batches, new_tokens) for _ in range(rounds))
-    encoder = float(np.median([_encoder_ms(model, batches) for _ in range(rounds)]))
-    return SpeedRounds(times, times, encoder, encoder, new_tokens, True, time.monotonic() - start,
-                       torch.get_num_threads(), str(next(model.parameters()).device))
+    short = float(np.median([_short_ms(model, batches, short_tokens) for _ in range(rounds)]))
+    return SpeedRounds(times, times, short, short, new_tokens, True, time.monotonic() - start,
+                       torch.get_num_threads(), str(next(model.parameters()).device), short_tokens)
 
 
 def architecture_key(model) -> str:

@@ -121,16 +121,16 @@ def teacher_speed(teacher, tokenizer, task, ctx: TrialContext, validation, token
     inputs, new_tokens = _timing(teacher, tokenizer, task, ctx, validation)
     rounds = time_alone(teacher, inputs, new_tokens=new_tokens, rounds=max(3, ctx.latency_repeats))
     return {"latency_ms": rounds.latency("reference", tokens).median,
-            "latency_fixed_ms": rounds.latency("reference").median, "latency_encoder_ms": rounds.reference_encoder_ms,
-            "fixed_new_tokens": new_tokens, "threads": rounds.threads}
+            "latency_fixed_ms": rounds.latency("reference").median, "latency_short_ms": rounds.reference_short_ms,
+            "short_new_tokens": rounds.short_tokens, "fixed_new_tokens": new_tokens, "threads": rounds.threads}
 
 
 def teacher_latency_at(reference: dict, tokens: float) -> float:
-    """The teacher's ms per summary at `tokens` new tokens, from its fixed-length and encoder times."""
+    """The teacher's ms per summary at `tokens` new tokens, from its times at the fixed and the short length."""
     from shrinktune.measure.speed import at_length
 
-    return float(at_length(np.asarray([reference["latency_fixed_ms"]]), reference["latency_encoder_ms"],
-                           int(reference["fixed_new_tokens"]), tokens)[0])
+    return float(at_length(np.asarray([reference["latency_fixed_ms"]]), reference["latency_short_ms"],
+                           int(reference["fixed_new_tokens"]), int(reference["short_new_tokens"]), tokens)[0])
 
 
 def speed_rounds(teacher, student, tokenizer, task, ctx: TrialContext, validation):
@@ -140,7 +140,7 @@ def speed_rounds(teacher, student, tokenizer, task, ctx: TrialContext, validatio
     from shrinktune.training.cache import cached_dir, fingerprint
 
     inputs, new_tokens = _timing(student, tokenizer, task, ctx, validation)
-    key = fingerprint("speed-v2", architecture_key(teacher), architecture_key(student), _runtime(), new_tokens,
+    key = fingerprint("speed-v3", architecture_key(teacher), architecture_key(student), _runtime(), new_tokens,
                       [list(batch["input_ids"].shape) for batch in inputs], ctx.latency_target, ctx.latency_cap_s)
     root = Path(ctx.cache_root)
     hit = (root / "speed" / key / ".complete").exists()
