@@ -20,3 +20,12 @@ def spy_on_generate():
         return calls
 
     return spy
+
+
+@pytest.fixture
+def one_thread():
+    """CPU timings depend on the thread count (and two threads fight a busy 2-core machine): pin 1, then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

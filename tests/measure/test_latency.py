@@ -91,15 +91,6 @@ def _tiny_bart(seed: int = 0):
     return model
 
 
-@pytest.fixture
-def one_thread():
-    """CPU timings depend on the thread count: pin it to 1 for the test, then put it back."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _source(rows: int = 1, length: int = 12, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(4, 100, (rows, length), generator=generator)  # (rows, src_len), no special tokens
