@@ -142,7 +142,7 @@ SPACE = """# Run: python -m platform.search {path}
 task: summarization
 teacher: {teacher}
 objectives: {{rouge1: max, latency_ms: min}}
-search: {{sampler: random, trials: {trials}, max_concurrent: 1, seed: 1}}
+search: {{sampler: random, trials: {trials}, max_concurrent: 1, seed: 1, quality_floor: 0}}
 evaluation: {{samples: 4, latency_samples: 2, latency_repeats: 1, latency_batch_size: 1, latency_cap_s: 3,
              recheck_samples: 6}}
 generation: {{max_new_tokens: 8}}
@@ -272,4 +272,7 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, tiny
     _, parents = _runs(tmp_path, "search")
     assert [p.info.run_id for p in parents] == [parent.info.run_id]
     assert parents[0].info.status == "FINISHED"
-    assert len(client.get_metric_history(parent.info.run_id, "teacher_rouge1")) == 1
+    # measured once when the search started (step 0), and once more by the final re-check (step 1), not on resume
+    history = client.get_metric_history(parent.info.run_id, "teacher_rouge1")
+    assert sorted(m.step for m in history) == [0, 1], history
+    assert len(client.get_metric_history(parent.info.run_id, "search_teacher_rouge1")) == 1
