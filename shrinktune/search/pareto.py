@@ -14,25 +14,6 @@ from dataclasses import dataclass
 from shrinktune.errors import ConfigError, UserError
 
 
-def dominates(a: dict, b: dict, objectives: dict[str, str]) -> bool:
-    """True if `a` is at least as good as `b` on every objective and strictly better on one."""
-    better = False
-    for metric, direction in objectives.items():
-        x, y = a[metric], b[metric]
-        if direction == "min":
-            x, y = -x, -y
-        if x < y:
-            return False
-        better = better or x > y
-    return better
-
-
-def pareto_front(rows: list[dict], objectives: dict[str, str]) -> list[int]:
-    """Indices of the non-dominated rows, in input order; rows missing an objective are skipped."""
-    usable = [i for i, row in enumerate(rows) if all(row.get(m) is not None for m in objectives)]
-    return [i for i in usable if not any(dominates(rows[j], rows[i], objectives) for j in usable if j != i)]
-
-
 def below_floor(row: dict, reference: dict, floor: float, metric: str = "rouge1") -> bool:
     """Whether a trial is degenerate: its `metric` under `floor` × the teacher's (never, when `floor` is 0 or the
     teacher's is unknown). Such a trial is small because it learned nothing, not a trade-off."""

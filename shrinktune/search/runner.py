@@ -27,7 +27,8 @@ from pathlib import Path
 from shrinktune.errors import ConfigError, UserError
 from shrinktune.search.cluster import submitted_working_dir
 from shrinktune.search.faults import FAULTS_ENV, Fault, inject_fault, parse_faults
-from shrinktune.search.pareto import below_floor, indistinct_members, pareto_front
+from shrinktune.front import pareto_front
+from shrinktune.search.pareto import below_floor, indistinct_members
 from shrinktune.search.space import SearchSpace, is_feasible
 from shrinktune.search.trial import (
     TrialContext,

@@ -180,20 +180,20 @@ class SearchTracker:
             step: the number of finished trials.
 
         Returns:
-            The hypervolume (see `shrinktune.search.frontier`), or None when the teacher's metrics cannot
+            The hypervolume (see `shrinktune.front`), or None when the teacher's metrics cannot
             normalise the objectives (logged as a warning; the search goes on).
         """
-        from shrinktune.search.frontier import hypervolume
+        from shrinktune.front import ObjectiveError, hypervolume
 
         try:
             volume = hypervolume(rows, objectives, reference)
-        except UserError as error:
+        except ObjectiveError as error:
             logger.warning("hypervolume not logged: %s", error)
             volume = None
         else:
             self.client.log_metric(self.parent_run_id, "hypervolume", volume, step=step)
         if plots:
-            from shrinktune.search.pareto import pareto_front
+            from shrinktune.front import pareto_front
 
             usable = sum(all(row.get(m) is not None for m in objectives) for row in rows)
             title = f"{len(pareto_front(rows, objectives))} of {usable} trial(s) on the Pareto front"

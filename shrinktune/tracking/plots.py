@@ -18,7 +18,7 @@ import logging
 from itertools import combinations
 from pathlib import Path
 
-from shrinktune.search.pareto import pareto_front
+from shrinktune.front import pareto_front
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-from shrinktune.search.pareto import dominates, pareto_front
+from shrinktune.front import dominates, pareto_front
 
 OBJ = {"rouge1": "max", "latency_ms": "min"}
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from shrinktune.search.frontier import running_hypervolume
+from shrinktune.front import running_hypervolume
 from shrinktune.tracking.mlflow_tracking import SearchTracker, default_tracking_uri
 from shrinktune.tracking.plots import frontier_html, frontier_png, matplotlib_frontier, panels, plotly_frontier
 

@@ -1,4 +1,11 @@
-"""Hypervolume: one number for how much of the objective space a set of trials covers, comparable across runs.
+"""Pareto fronts and hypervolume: the maths of comparing trials on several objectives at once.
+
+This room imports nothing of the project, so the search (which computes the front) and the tracking (which logs
+the hypervolume and draws the frontier) both use it without importing each other.
+
+A trial is on the Pareto front when no other trial is at least as good on every objective and strictly better on
+one. The hypervolume is one number for how much of the objective space a set of trials covers, comparable across
+runs.
 
 Each objective is divided by the teacher's value, so every axis is a ratio to the teacher and the reference point
 is the teacher itself on "min" axes and nothing on "max" axes:
@@ -19,7 +26,29 @@ import math
 
 import numpy as np
 
-from shrinktune.errors import ConfigError
+
+
+class ObjectiveError(ValueError):
+    """Objectives that cannot be compared: a direction other than min/max, or a teacher value that cannot scale."""
+
+
+def dominates(a: dict, b: dict, objectives: dict[str, str]) -> bool:
+    """True if `a` is at least as good as `b` on every objective and strictly better on one."""
+    better = False
+    for metric, direction in objectives.items():
+        x, y = a[metric], b[metric]
+        if direction == "min":
+            x, y = -x, -y
+        if x < y:
+            return False
+        better = better or x > y
+    return better
+
+
+def pareto_front(rows: list[dict], objectives: dict[str, str]) -> list[int]:
+    """Indices of the non-dominated rows, in input order; rows missing an objective are skipped."""
+    usable = [i for i, row in enumerate(rows) if all(row.get(m) is not None for m in objectives)]
+    return [i for i in usable if not any(dominates(rows[j], rows[i], objectives) for j in usable if j != i)]
 
 
 def normalised_losses(points: list[dict], objectives: dict[str, str], reference: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -33,10 +62,10 @@ def normalised_losses(points: list[dict], objectives: dict[str, str], reference:
     scales = []
     for metric, direction in objectives.items():
         if direction not in ("min", "max"):
-            raise ConfigError(f"objective {metric!r} must be 'min' or 'max', got {direction!r}; fix the objectives.")
+            raise ObjectiveError(f"objective {metric!r} must be 'min' or 'max', got {direction!r}; fix the objectives.")
         teacher = reference.get(metric)
         if not isinstance(teacher, int | float) or not math.isfinite(teacher) or teacher <= 0:
-            raise ConfigError(
+            raise ObjectiveError(
                 f"hypervolume divides each objective by the teacher's value, which must be a positive number; "
                 f"{metric!r} is {teacher!r} in the reference; log the teacher's metrics or drop that objective."
             )
@@ -60,24 +89,12 @@ def hypervolume(points: list[dict], objectives: dict[str, str], reference: dict)
     """
     losses, ref = normalised_losses(points, objectives, reference)
     inside = losses[np.all(losses < ref, axis=1)]  # points no better than the teacher on some axis add nothing
-    return compute_hypervolume(inside, ref) if len(inside) else 0.0
+    return exact_hypervolume(inside, ref)
 
 
 def running_hypervolume(rows_in_order: list[dict], objectives: dict[str, str], reference: dict) -> list[float]:
     """The hypervolume after each row, in order: entry i covers rows[: i + 1] (never decreases)."""
     return [hypervolume(rows_in_order[: i + 1], objectives, reference) for i in range(len(rows_in_order))]
-
-
-def compute_hypervolume(losses: np.ndarray, ref: np.ndarray) -> float:
-    """Hypervolume of minimisation `losses` (n, k), all ≤ `ref` (k,): Optuna's WFG when available, else ours.
-
-    Optuna keeps its implementation in a private module; this is the one place that reaches into it.
-    """
-    try:
-        from optuna._hypervolume import compute_hypervolume as optuna_hypervolume
-    except ImportError:
-        return exact_hypervolume(losses, ref)
-    return float(optuna_hypervolume(losses, ref))
 
 
 def exact_hypervolume(losses: np.ndarray, ref: np.ndarray) -> float:

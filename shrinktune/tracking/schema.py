@@ -1,0 +1,51 @@
+"""The names a search writes into MLflow, in one place: tags, run kinds and metric prefixes.
+
+Every reader and writer (the runner, the Tune callback, the picker, the benchmarks) uses these constants; a name
+changed here changes everywhere. Runs of a search:
+
+- the search's run (`kind = search`): the space and budget as params, the teacher's metrics as `teacher_*`;
+- one child run per ended trial (`kind = trial`, `mlflow.parentRunId` = the search's run): its effective settings
+  as params, its metrics under their own names, its checkpoint folder as a tag.
+
+After the final re-check the re-checked figures carry the plain names and the in-search ones `search_*`
+(`search_teacher_*` on the search's run).
+"""
+
+from __future__ import annotations
+
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a trial's run under its search's in the UI
+
+KIND_TAG = "shrinktune.kind"  # which kind of run: SEARCH_KIND or TRIAL_KIND
+SEARCH_KIND = "search"
+TRIAL_KIND = "trial"
+
+SEARCH_NAME_TAG = "shrinktune.search_name"  # on the search's run: how a resumed search finds it again
+TEACHER_DIR_TAG = "shrinktune.teacher_dir"  # on the search's run: the prepared teacher's folder
+
+TRIAL_TAG = "shrinktune.trial"  # on a trial's run: its Ray Tune trial id
+CHECKPOINT_TAG = "shrinktune.checkpoint"  # on a trial's run: its checkpoint folder
+ERROR_TAG = "shrinktune.error"  # on a failed trial's run: the reason, then Ray's record of every attempt
+INFEASIBLE_TAG = "shrinktune.infeasible"  # "true" on a trial that failed as an impossible configuration
+PARETO_TAG = "shrinktune.pareto"  # "true" on the final front's members
+INDISTINCT_TAG = "shrinktune.indistinct"  # on a front member whose R-1 is not told apart from a cheaper member's
+DEGENERATE_TAG = "shrinktune.degenerate"  # on a trial below the quality floor (kept off the front)
+FEASIBLE_TAG = "shrinktune.feasible"  # "true" / "false" under the space's constraints (when it has any)
+RECHECKED_TAG = "shrinktune.rechecked"  # on a re-checked member: the number of validation pairs
+
+SELECTION_TAG = "shrinktune.pareto_selection"  # on a run the picker selected (picker's own front)
+SEARCH_TAG = "shrinktune.search"  # on a registered model version: the search's run id
+PICK_TAG = "shrinktune.pick"  # on a registered model version: the pick rule that chose it
+
+TEACHER_PREFIX = "teacher_"  # the teacher's metrics on the search's run
+SEARCH_PREFIX = "search_"  # in-search figures kept after the re-check replaced them
+SEARCH_TEACHER_PREFIX = SEARCH_PREFIX + TEACHER_PREFIX
+
+
+def prefixed(prefix: str, metrics: dict) -> dict:
+    """`metrics` with every name prefixed."""
+    return {f"{prefix}{key}": value for key, value in metrics.items()}
+
+
+def unprefixed(prefix: str, metrics: dict) -> dict:
+    """The metrics whose names start with `prefix`, without it."""
+    return {key[len(prefix):]: value for key, value in metrics.items() if key.startswith(prefix)}
