@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 def load_summarizer(path, device=None):
     """Loads a teacher or student checkpoint as a callable summarizer (see `shrinktune.models.summarizer`)."""
+    # Lazy: every `import shrinktune.<room>` runs this file, which must not pull in torch and transformers.
     from shrinktune.models.summarizer import Summarizer
 
     return Summarizer.from_pretrained(path, device=device)

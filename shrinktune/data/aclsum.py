@@ -54,12 +54,7 @@ def load_aclsum(split: str) -> list[Example]:
             document = paper_document(record)
             for aspect in ASPECTS:
                 examples.append(
-                    Example(id=f"{record['id']}/{aspect}", document=document, summary=record["summary"][aspect], aspect=aspect)
+                    Example(id=f"{record['id']}/{aspect}", document=document, summary=record["summary"][aspect],
+                            aspect=aspect)
                 )
     return examples
-
-
-def load_aclsum_papers(split: str) -> list[dict]:
-    """The raw paper records of one split (full sentences by section, title), for recipes that need more text."""
-    with open(aclsum_dir() / SPLIT_FILES[split], encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines if line.strip()]

@@ -34,11 +34,13 @@ def load_pairs(
         summary_column: column holding the reference (`highlights` for CNN/DailyMail).
         limit: keep only the first `limit` rows.
     """
-    import datasets
+    import datasets  # lazy: `datasets` takes about 2 s to import (pyarrow, pandas) and only hub tasks need it
 
     path = Path(name)
     try:
-        if (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists() and (path / "state.json").exists():
+        if (path / "dataset_dict.json").exists() or (
+            (path / "dataset_info.json").exists() and (path / "state.json").exists()
+        ):
             loaded = datasets.load_from_disk(str(path))
             table = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
         else:

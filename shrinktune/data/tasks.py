@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shrinktune.data.aclsum import load_aclsum
 from shrinktune.data.examples import Example
+from shrinktune.data.hub import load_pairs
 from shrinktune.errors import UserError
 
 SPLITS = ("train", "validation", "test")
@@ -65,18 +67,16 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
-def load_task_splits(task: Task, splits: tuple[str, ...] = SPLITS, limit: int | None = None) -> dict[str, list[Example]]:
+def load_task_splits(
+    task: Task, splits: tuple[str, ...] = SPLITS, limit: int | None = None
+) -> dict[str, list[Example]]:
     """The task's pairs by split, each cut to its first `limit` pairs when given."""
     out = {}
     for split in splits:
         if task.dataset == "aclsum":
-            from shrinktune.data.aclsum import load_aclsum
-
             examples = load_aclsum(split)
             out[split] = examples[:limit] if limit else examples
         else:
-            from shrinktune.data.hub import load_pairs
-
             out[split] = load_pairs(
                 task.dataset,
                 split,

@@ -19,7 +19,7 @@ _ROUGE_NAMES = ("ROUGE_KEYS", "distinct_fraction", "rouge_scores", "split_senten
 
 def __getattr__(name: str):
     if name in _ROUGE_NAMES:
-        from shrinktune.measure import rouge
+        from shrinktune.measure import rouge  # lazy on purpose: rouge_score (and nltk) load on first ROUGE use
 
         return getattr(rouge, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -45,7 +45,8 @@ def model_device(model: torch.nn.Module) -> torch.device:
 def _inputs(tokenizer, examples: list[Example], max_source_tokens: int, device, start_id: int | None = None) -> dict:
     """Tokenised sources; with `decoder_input_ids` (start token + prompt) when the examples have decoder prompts,
     which must then be of one length in tokens (see `prompt_groups`)."""
-    batch = tokenizer([e.source for e in examples], max_length=max_source_tokens, truncation=True, padding=True, return_tensors="pt")
+    batch = tokenizer([e.source for e in examples], max_length=max_source_tokens, truncation=True, padding=True,
+                      return_tensors="pt")
     inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
     prompts = [prompt_token_ids(tokenizer, e.prompt) for e in examples]
     if any(prompts):
@@ -75,8 +76,8 @@ def new_token_counts(model, ids: torch.Tensor) -> list[int]:
     """Tokens each row of a generated part (`_new_text`) holds: up to and including its first end token, else the
     row without trailing padding."""
     config = model.generation_config
-    ends = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
-    ends = {int(e) for e in ends if e is not None}
+    eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+    ends = {int(e) for e in eos if e is not None}
     pad = config.pad_token_id
     counts = []
     for row in ids.tolist():
@@ -99,7 +100,7 @@ def generate_with_lengths(model, tokenizer, examples: list[Example], *, max_sour
     model.eval()
     device = model_device(model)
     start_id = decoder_start_id(model)
-    texts: list[str | None] = [None] * len(examples)
+    texts = [""] * len(examples)  # every example is in exactly one prompt group, so each is filled
     lengths = [0] * len(examples)
     for group in prompt_groups(tokenizer, examples):
         for start in range(0, len(group), batch_size):
@@ -111,7 +112,8 @@ def generate_with_lengths(model, tokenizer, examples: list[Example], *, max_sour
     return texts, lengths
 
 
-def generate_summaries(model, tokenizer, examples: list[Example], *, max_source_tokens: int, batch_size: int = 16) -> list[str]:
+def generate_summaries(model, tokenizer, examples: list[Example], *, max_source_tokens: int,
+                       batch_size: int = 16) -> list[str]:
     """Summaries of the examples' sources (see `generate_with_lengths`)."""
     return generate_with_lengths(model, tokenizer, examples, max_source_tokens=max_source_tokens,
                                  batch_size=batch_size)[0]
@@ -128,7 +130,8 @@ class Quality:
     groups: list[str]  # each pair's document, for the bootstrap
 
 
-def score_summaries(model, tokenizer, examples: list[Example], *, max_source_tokens: int, batch_size: int = 16) -> Quality:
+def score_summaries(model, tokenizer, examples: list[Example], *, max_source_tokens: int,
+                    batch_size: int = 16) -> Quality:
     """Generates summaries of `examples` (`batch_size` at a time) and scores them against the references, with 95 %
     intervals of R-1 and R-2 that resample whole documents."""
     predictions, lengths = generate_with_lengths(model, tokenizer, examples, max_source_tokens=max_source_tokens,

@@ -106,10 +106,12 @@ def heldout_comparison(checkpoint: str | Path, teacher_dir: str | Path, task_nam
     logger.info("scoring the pick and the teacher on %d test pairs", len(pairs))
     scored = {name: score_summaries(model, tokenizer, pairs, max_source_tokens=max_source, batch_size=50)
               for name, model in (("student", student), ("teacher", teacher))}
-    difference = paired_difference(scored["student"].pair_rouge1, scored["teacher"].pair_rouge1, scored["student"].groups)
+    difference = paired_difference(scored["student"].pair_rouge1, scored["teacher"].pair_rouge1,
+                                   scored["student"].groups)
     inputs = timing_inputs(student, tokenizer, pairs[:timed], max_source_tokens=max_source)
     rounds = compare_speed(teacher, student, inputs, new_tokens=fixed_length_default(teacher), time_cap_s=time_cap_s)
-    natural = rounds.speedup(scored["teacher"].metrics["tokens_per_summary"], scored["student"].metrics["tokens_per_summary"])
+    natural = rounds.speedup(scored["teacher"].metrics["tokens_per_summary"],
+                             scored["student"].metrics["tokens_per_summary"])
     return HeldOut(
         samples=len(pairs), student=scored["student"].metrics, teacher=scored["teacher"].metrics,
         difference=(difference.mean, difference.low, difference.high),

@@ -24,7 +24,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,8 +143,8 @@ def generation_record(model) -> dict:
     return {key: _GENERATE_DEFAULTS.get(key) if value is None else value for key, value in record.items()}
 
 
-def _as_batches(inputs: Batch | list[Batch], caller: str) -> list[Mapping[str, torch.Tensor]]:
-    batches = list(inputs) if isinstance(inputs, list) else [inputs]
+def _as_batches(inputs: Batch | Sequence[Batch], caller: str) -> list[Mapping[str, torch.Tensor]]:
+    batches = list(inputs) if isinstance(inputs, Sequence) else [inputs]
     if not batches:
         raise ConfigError(f"{caller}: inputs must hold at least one batch, got an empty list; pass tokenized inputs.")
     return [batch if isinstance(batch, Mapping) else {"input_ids": batch} for batch in batches]
@@ -170,7 +170,7 @@ def _new_token_count(model, batch: Mapping[str, torch.Tensor], output: torch.Ten
 
 def time_generation(
     model,
-    inputs: Batch | list[Batch],
+    inputs: Batch | Sequence[Batch],
     *,
     new_tokens: int | None = None,
     warmup: int = 1,
@@ -216,7 +216,8 @@ def time_generation(
         generate_all, items_per_run=_rows(batches), warmup=warmup, repeats=repeats, device=_device(model)
     )
     if new_tokens is not None:
-        produced = sorted({_new_token_count(model, batch, out) for batch, out in zip(batches, outputs)})
+        produced = sorted({_new_token_count(model, batch, out) for batch, out in zip(batches, outputs)
+                           if out is not None})  # all set: generate_all ran at least once
         if produced != [new_tokens]:
             raise RuntimeError(
                 f"time_generation asked for exactly {new_tokens} new tokens but generate produced {produced}; "
@@ -225,7 +226,7 @@ def time_generation(
     return result
 
 
-def time_encoder(model, inputs: Batch | list[Batch], *, warmup: int = 1, repeats: int = 5) -> LatencyResult:
+def time_encoder(model, inputs: Batch | Sequence[Batch], *, warmup: int = 1, repeats: int = 5) -> LatencyResult:
     """Times the encoder alone (`model.get_encoder()`, a student's bottleneck included) on `inputs`, per sequence.
 
     Generation time ÷ this time is the most a decoder-side compression can speed the model up: with a free decoder,

@@ -77,9 +77,12 @@ def _cpu_peak_bytes(fn: Callable[[], object]) -> int:
         finally:
             prof.stop()
     # Raw events keep every allocation apart; prof.events() folds those made inside an op into the op.
+    profiler = prof.profiler
+    if profiler is None or profiler.kineto_results is None:  # set by start() / stop() above
+        raise RuntimeError("the torch profiler kept no results; peak_memory_bytes cannot measure this call.")
     deltas = [
-        (event.start_ns(), event.nbytes())
-        for event in prof.profiler.kineto_results.events()
+        (event.start_ns(), event.nbytes())  # type: ignore[attr-defined]  # torch's stubs lack it
+        for event in profiler.kineto_results.events()
         if event.name() == "[memory]" and event.device_type() == torch.autograd.DeviceType.CPU
     ]
     deltas.sort(key=lambda pair: pair[0])  # stable: events sharing a timestamp keep their recorded order

@@ -31,7 +31,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -160,7 +160,7 @@ def _rounds(reference, candidate, batches, new_tokens, times: dict[str, list[flo
 def compare_speed(
     reference,
     candidate,
-    inputs: Batch | list[Batch],
+    inputs: Batch | Sequence[Batch],
     *,
     new_tokens: int,
     min_rounds: int = 5,
@@ -193,7 +193,7 @@ def compare_speed(
             f"compare_speed: need new_tokens ≥ 1, 1 ≤ min_rounds ≤ max_rounds, target > 0 and time_cap_s > 0; got "
             f"{new_tokens}, {min_rounds}, {max_rounds}, {target}, {time_cap_s}."
         )
-    batches = inputs if isinstance(inputs, list) else [inputs]
+    batches = list(inputs) if isinstance(inputs, Sequence) else [inputs]
     for model in (reference, candidate):  # caches, lazy init, kernels
         _pass_ms(model, batches, new_tokens)
     times: dict[str, list[float]] = {"reference": [], "candidate": [], "reference_short": [], "candidate_short": []}
@@ -216,14 +216,15 @@ def compare_speed(
     )
     fixed = rounds.speedup()
     logger.info("speed-up at %d tokens: %.2fx (IQR %.2f-%.2f, %d rounds, %s)", new_tokens, fixed.median, fixed.q25,
-                fixed.q75, rounds.rounds, "converged" if converged else f"±{100 * fixed.relative_half_iqr:.0f} % at cap")
+                fixed.q75, rounds.rounds,
+                "converged" if converged else f"±{100 * fixed.relative_half_iqr:.0f} % at cap")
     return rounds
 
 
-def time_alone(model, inputs: Batch | list[Batch], *, new_tokens: int, rounds: int = 5) -> SpeedRounds:
+def time_alone(model, inputs: Batch | Sequence[Batch], *, new_tokens: int, rounds: int = 5) -> SpeedRounds:
     """One model's fixed-length timing in the same record (it is both reference and candidate, timed once per
     round): the teacher's own latency, without spending time on comparing it with itself."""
-    batches = inputs if isinstance(inputs, list) else [inputs]
+    batches = list(inputs) if isinstance(inputs, Sequence) else [inputs]
     _pass_ms(model, batches, new_tokens)
     short_tokens = short_length(new_tokens)
     start = time.monotonic()

@@ -11,6 +11,8 @@ linear layer holding the principal directions of the encoder states, fitted rath
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -66,7 +68,7 @@ class Autoencoder(nn.Module):
     def __init__(self, width: int, latent: int, kind: str = "mlp", depth: int = 3):
         super().__init__()
         widths = autoencoder_widths(width, latent, depth) if kind == "mlp" else autoencoder_widths(width, latent, 1)
-        self.spec = {"kind": kind, "widths": widths}
+        self.spec: dict[str, Any] = {"kind": kind, "widths": widths}
         self.encoder = build_bottleneck(self.spec)
         self.decoder = nn.Sequential(nn.Linear(latent, width)) if kind in LINEAR_KINDS else _stack(widths[::-1], None)
 

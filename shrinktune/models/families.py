@@ -9,11 +9,15 @@ the family.
 from __future__ import annotations
 
 import copy
+import importlib
 from dataclasses import dataclass, replace
 
 from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, EncoderDecoderModel
+from transformers.models.t5.modeling_t5 import T5Stack
 
 from shrinktune.errors import ConfigError
+from shrinktune.models.t5_decoder import T5DecoderLM
 
 
 @dataclass(frozen=True)
@@ -30,9 +34,12 @@ class Family:
     head_size: str | None = None  # config key fixing the attention head size, where the family has one (T5 d_kv)
 
 
-_BART_LIKE = Family("d_model", "encoder_layers", "decoder_layers", "decoder_attention_heads", "decoder_ffn_dim", "layers", "layers")
-_T5_LIKE = Family("d_model", "num_layers", "num_decoder_layers", "num_heads", "d_ff", "block", "block", head_size="d_kv")
-_BERT = Family("hidden_size", "num_hidden_layers", "num_hidden_layers", "num_attention_heads", "intermediate_size", "encoder.layer", "bert.encoder.layer")
+_BART_LIKE = Family("d_model", "encoder_layers", "decoder_layers", "decoder_attention_heads", "decoder_ffn_dim",
+                    "layers", "layers")
+_T5_LIKE = Family("d_model", "num_layers", "num_decoder_layers", "num_heads", "d_ff", "block", "block",
+                  head_size="d_kv")
+_BERT = Family("hidden_size", "num_hidden_layers", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+               "encoder.layer", "bert.encoder.layer")
 
 FAMILIES: dict[str, Family] = {
     "bart": _BART_LIKE, "mbart": _BART_LIKE, "pegasus": _BART_LIKE,
@@ -56,23 +63,20 @@ def half_configs(model) -> tuple:
     """(encoder config, decoder config) of a seq2seq model: the two halves of an `EncoderDecoderModel`, or the one
     config of a BART / T5 / Pegasus model twice."""
     config = model.config
-    if config.model_type == "encoder-decoder" or hasattr(config, "encoder") and hasattr(config, "decoder"):  # students too
+    # students too: their config holds both halves
+    if config.model_type == "encoder-decoder" or hasattr(config, "encoder") and hasattr(config, "decoder"):
         return config.encoder, config.decoder
     return config, config
 
 
 def encoder_module(model) -> nn.Module:
     """The encoder itself: an `EncoderDecoderModel`'s `encoder` (never the bottlenecked view), else `get_encoder()`."""
-    from transformers import EncoderDecoderModel
-
     return model.encoder if isinstance(model, EncoderDecoderModel) else model.get_encoder()
 
 
 def decoder_module(model) -> nn.Module:
     """The module holding the decoder's layer stack: a BERT decoder's LM-head model (`BertLMHeadModel`), else the
     bare decoder (`BartDecoder`, T5's decoder `T5Stack`, also inside a latent student's `BartForCausalLM`)."""
-    from transformers import EncoderDecoderModel
-
     if not isinstance(model, EncoderDecoderModel):
         return model.get_decoder()
     if family_of(model.config.decoder) in (_BERT, FAMILIES["roberta"]):
@@ -139,7 +143,8 @@ def narrow_decoder_config(config, width: int, layers: int, ffn: str = "teacher")
     if family.head_size:
         head = getattr(config, family.head_size)
         if width % head:
-            raise ConfigError(f"latent_dim must be a multiple of the teacher's attention head size ({head}), got {width}.")
+            raise ConfigError(f"latent_dim must be a multiple of the teacher's attention head size ({head}), "
+                              f"got {width}.")
         heads = width // head
     else:
         heads = attention_heads(width, teacher_heads, teacher_width)
@@ -157,17 +162,11 @@ def narrow_decoder_config(config, width: int, layers: int, ffn: str = "teacher")
 
 def build_encoder(config) -> nn.Module:
     """An encoder alone, from a half config: BART's `BartEncoder`, T5's encoder `T5Stack`, BERT's `BertModel`."""
-    from transformers import AutoModel
-
     model_type = config.model_type
     if model_type in ("bart", "mbart", "pegasus"):
-        import importlib
-
         module = importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
         return getattr(module, f"{type(config).__name__.removesuffix('Config')}Encoder")(config)
     if family_of(config) is _T5_LIKE:
-        from transformers.models.t5.modeling_t5 import T5Stack
-
         encoder_config = copy.deepcopy(config)
         encoder_config.is_decoder, encoder_config.use_cache = False, False
         return T5Stack(encoder_config)
@@ -177,10 +176,6 @@ def build_encoder(config) -> nn.Module:
 def build_decoder(config) -> nn.Module:
     """A decoder alone with its LM head, reading encoder states through cross-attention: `BartForCausalLM`,
     `PegasusForCausalLM`, `BertLMHeadModel`, or Shrinktune's `T5DecoderLM` (transformers has no T5 causal LM)."""
-    from transformers import AutoModelForCausalLM
-
     if family_of(config) is _T5_LIKE:
-        from shrinktune.models.t5_decoder import T5DecoderLM
-
         return T5DecoderLM(config)
     return AutoModelForCausalLM.from_config(config)

@@ -9,6 +9,7 @@ checkpoint's `generation_config`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 import torch
@@ -59,9 +60,8 @@ class GenerationSettings:
 
 
 def decode_summaries(tokenizer, ids) -> list[str]:
-    """Generated ids → text, with WordPiece's spaced hyphens rejoined (`state - of - the - art` → `state-of-the-art`)."""
-    import re
-
+    """Generated ids → text, with WordPiece's spaced hyphens rejoined (`state - of - the - art` →
+    `state-of-the-art`)."""
     texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
     return [re.sub(r"(?<=\w) - (?=\w)", "-", text).strip() for text in texts]
 
@@ -99,7 +99,8 @@ class SourceCopyBias(LogitsProcessor):
         self.token_bias, self.continuation_bias = float(token_bias), float(continuation_bias)
         self.stop_ids = sorted({int(i) for i in stop_ids if i is not None})
         self.ignore_ids = sorted({int(i) for i in ignore_ids if i is not None} | set(self.stop_ids))
-        self._rows = None  # (source per score row, token bias per score row), built at the first step
+        # (source per score row, token bias per score row), built at the first step
+        self._rows: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _per_row(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rows = scores.shape[0]

@@ -13,7 +13,8 @@ from shrinktune.errors import ConfigError
 
 # Teacher depth → student depth → kept teacher layers (Shleifer & Rush 2020, Table 9 / distillation code).
 DISTILBART_MAPS: dict[int, dict[int, list[int]]] = {
-    12: {1: [0], 2: [0, 6], 3: [0, 6, 11], 4: [0, 4, 8, 11], 6: [0, 2, 4, 7, 9, 11], 9: [0, 1, 2, 4, 5, 7, 9, 10, 11], 12: list(range(12))},
+    12: {1: [0], 2: [0, 6], 3: [0, 6, 11], 4: [0, 4, 8, 11], 6: [0, 2, 4, 7, 9, 11], 9: [0, 1, 2, 4, 5, 7, 9, 10, 11],
+         12: list(range(12))},
     16: {4: [0, 5, 10, 15], 8: [0, 2, 4, 6, 8, 10, 12, 15], 16: list(range(16))},
 }
 # Campos & Zhai 2023 (asymmetric pruning of FLAN-T5-base, 12 decoder layers).
@@ -40,7 +41,8 @@ def layers_to_keep(student_layers: int, teacher_layers: int, scheme: str = "dist
     return [round(i * step) for i in range(student_layers)]
 
 
-def resolve_layers(layers: int | Sequence[int] | None, teacher_layers: int, scheme: str = "distilbart", side: str = "decoder") -> list[int]:
+def resolve_layers(layers: int | Sequence[int] | None, teacher_layers: int, scheme: str = "distilbart",
+                   side: str = "decoder") -> list[int]:
     """Kept teacher layers from a depth (mapped by `scheme`), an explicit increasing list, or None (all)."""
     if layers is None:
         return list(range(teacher_layers))

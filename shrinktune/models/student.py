@@ -28,8 +28,16 @@ from transformers.modeling_outputs import BaseModelOutput
 from shrinktune.errors import ConfigError
 from shrinktune.models.autoencoder import build_bottleneck
 from shrinktune.models.families import (
-    build_decoder, build_encoder, decoder_module, depth, encoder_module, family_of, half_configs, layer_prefixes,
-    narrow_decoder_config, with_depth,
+    build_decoder,
+    build_encoder,
+    decoder_module,
+    depth,
+    encoder_module,
+    family_of,
+    half_configs,
+    layer_prefixes,
+    narrow_decoder_config,
+    with_depth,
 )
 from shrinktune.models.layers import resolve_layers
 
@@ -157,6 +165,8 @@ def build_student(
         raise ConfigError(
             f"a bottleneck is needed exactly when latent_dim ({latent_dim}) is below the encoder width ({width})."
         )
+    if bottleneck is not None and bottleneck_spec is None:
+        raise TypeError("build_student: a bottleneck needs its bottleneck_spec (`Autoencoder.spec`).")
     enc_kept = resolve_layers(encoder_layers, depth(enc_cfg, "encoder"), layer_map, "encoder")
     dec_kept = resolve_layers(decoder_layers, depth(dec_cfg, "decoder"), layer_map, "decoder")
     info = {
@@ -168,14 +178,15 @@ def build_student(
         "kept_encoder_layers": enc_kept,
         "kept_decoder_layers": dec_kept if latent_dim == width else None,
         "decoder_init": "teacher-layers" if latent_dim == width else "fresh+pca-embeddings",
-        "bottleneck": bottleneck_spec["kind"] if bottleneck is not None else None,
+        "bottleneck": bottleneck_spec["kind"] if bottleneck is not None and bottleneck_spec is not None else None,
         "layer_map": layer_map,
         "decoder_ffn": decoder_ffn if latent_dim < width else "teacher",
     }
     if latent_dim == width:
         student = _shallow_student(teacher, enc_kept, dec_kept, info)
     else:
-        student = _latent_student(teacher, latent_dim, enc_kept, len(dec_kept), bottleneck, bottleneck_spec, info, decoder_ffn)
+        student = _latent_student(teacher, latent_dim, enc_kept, len(dec_kept), bottleneck, bottleneck_spec, info,
+                                  decoder_ffn)
     student.generation_config = copy.deepcopy(teacher.generation_config)
     return student.train(teacher.training)
 
@@ -251,7 +262,7 @@ def _init_decoder_embeddings(teacher, decoder: nn.Module, latent_dim: int) -> No
     """Projects the teacher decoder's embedding tables (words, positions, and an untied LM head) on the top
     `latent_dim` principal directions of its word vectors."""
     source = decoder_module(teacher)
-    words = source.get_input_embeddings().weight.float()  # (vocab, d_teacher)
+    words = source.get_input_embeddings().weight.float()  # type: ignore[operator]  # (vocab, d_teacher)
     _, _, v = torch.linalg.svd(words - words.mean(0), full_matrices=False)
     basis = v[:latent_dim].T  # (d_teacher, d_latent)
     targets = {name: m for name, m in decoder.named_modules() if isinstance(m, nn.Embedding)}
@@ -261,7 +272,10 @@ def _init_decoder_embeddings(teacher, decoder: nn.Module, latent_dim: int) -> No
         match = next((m for n, m in targets.items() if n == name or n.endswith("." + name)), None)
         if match is not None and match.weight.shape == (module.weight.shape[0], latent_dim):
             match.weight.copy_(module.weight.float() @ basis)  # (rows, d_teacher) @ (d_teacher, d_latent)
-    head, student_head = teacher.get_output_embeddings(), decoder.get_output_embeddings()
-    tied = head is not None and head.weight.data_ptr() == source.get_input_embeddings().weight.data_ptr()
-    if head is not None and not tied and student_head is not None and student_head.weight.shape == (head.weight.shape[0], latent_dim):
+    # get_*_embeddings are transformers methods that mypy, seeing an nn.Module, takes for attribute lookups
+    head, student_head = teacher.get_output_embeddings(), decoder.get_output_embeddings()  # type: ignore[operator]
+    source_words = source.get_input_embeddings().weight  # type: ignore[operator]
+    tied = head is not None and head.weight.data_ptr() == source_words.data_ptr()
+    if (head is not None and not tied and student_head is not None
+            and student_head.weight.shape == (head.weight.shape[0], latent_dim)):
         student_head.weight.copy_(head.weight.float() @ basis)

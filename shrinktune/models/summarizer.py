@@ -8,7 +8,9 @@ from pathlib import Path
 import torch
 
 from shrinktune.data.examples import decoder_prompt, format_source
+from shrinktune.data.tasks import TASKS
 from shrinktune.models.generation import decode_summaries, decoder_start_id, generate, prompt_token_ids
+from shrinktune.models.teacher import load_teacher, source_token_limit
 
 
 class Summarizer:
@@ -18,16 +20,12 @@ class Summarizer:
         self.model, self.tokenizer, self.max_source_tokens = model.eval(), tokenizer, max_source_tokens
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> "Summarizer":
+    def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> Summarizer:
         """Loads a teacher or student folder (or hub id) written by `save_pretrained`."""
-        from shrinktune.models.teacher import load_teacher, source_token_limit
-
         model, tokenizer = load_teacher(path, device=device)
         max_source_tokens = 256
         info = Path(path) / "shrinktune_trial.json"
         if info.exists():
-            from shrinktune.data.tasks import TASKS
-
             task = TASKS.get(json.loads(info.read_text()).get("task"))
             max_source_tokens = task.max_source_tokens if task else max_source_tokens
         return cls(model, tokenizer, source_token_limit(model, max_source_tokens))

@@ -21,7 +21,8 @@ class T5DecoderLM(T5PreTrainedModel, GenerationMixin):
 
     def __init__(self, config):
         config = copy.deepcopy(config)
-        config.is_decoder, config.is_encoder_decoder = True, True  # is_encoder_decoder: T5Stack then caches cross-attention too
+        # is_encoder_decoder: T5Stack then caches cross-attention too
+        config.is_decoder, config.is_encoder_decoder = True, True
         config.num_layers = config.num_decoder_layers or config.num_layers
         super().__init__(config)
         self.decoder = T5Stack(config)

@@ -12,7 +12,13 @@ import importlib.util
 import logging
 from pathlib import Path
 
+import transformers
+from safetensors.torch import load_file
+from transformers import AutoTokenizer, EncoderDecoderModel
+
+import shrinktune.models.student  # noqa: F401  registers the student classes with the auto classes
 from shrinktune.errors import UserError
+from shrinktune.models.weight_compression import apply_compression_structure
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +39,6 @@ def build_bert2bert(encoder_path: str | Path | None = None):
     Returns:
         (model, tokenizer), with the special tokens wired for generation: [CLS] starts, [SEP] ends, [PAD] pads.
     """
-    from transformers import AutoTokenizer, EncoderDecoderModel
-
     path = str(encoder_path or minilm_path())
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path)
@@ -64,11 +68,6 @@ def load_teacher(name_or_path: str | Path, device=None):
     Returns:
         (model, tokenizer), the model in eval mode.
     """
-    import transformers
-    from transformers import AutoTokenizer
-
-    import shrinktune.models.student  # noqa: F401  registers the student classes with the auto classes
-
     source = str(name_or_path)
     try:
         config = transformers.AutoConfig.from_pretrained(source)
@@ -93,11 +92,6 @@ def load_teacher(name_or_path: str | Path, device=None):
 def _load_weight_compressed(source: str, config, structure: dict):
     """A checkpoint whose linear layers were replaced by low-rank forms: build the model from its config, rebuild
     those forms (empty), then load the saved tensors strictly."""
-    import transformers
-    from safetensors.torch import load_file
-
-    from shrinktune.models.weight_compression import apply_compression_structure
-
     if config.model_type == "encoder-decoder":
         model = transformers.EncoderDecoderModel(config=config)
     else:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from shrinktune.errors import ConfigError
 from shrinktune.models.autoencoder import Autoencoder
@@ -89,10 +90,12 @@ def _fit_pca(ae: Autoencoder, train: torch.Tensor, heldout: torch.Tensor) -> Aut
     covariance = torch.cov((train - mean).T.double())  # (d, d)
     eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
     top = eigenvectors[:, -latent:].flip(-1).T.float()  # (latent, d), largest variance first
-    ae.encoder[0].weight.copy_(top)
-    ae.encoder[0].bias.copy_(-top @ mean)
-    ae.decoder[0].weight.copy_(top.T)
-    ae.decoder[0].bias.copy_(mean)
+    encoder, decoder = ae.encoder[0], ae.decoder[0]
+    assert isinstance(encoder, nn.Linear) and isinstance(decoder, nn.Linear)  # a linear kind: one Linear each way
+    encoder.weight.copy_(top)
+    encoder.bias.copy_(-top @ mean)
+    decoder.weight.copy_(top.T)
+    decoder.bias.copy_(mean)
     ae.eval()
     result = AutoencoderResult(ae, train_mse=[F.mse_loss(ae(train), train).item()])
     result.heldout_mse = F.mse_loss(ae(heldout), heldout).item()

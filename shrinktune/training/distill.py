@@ -27,9 +27,15 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from shrinktune.data.examples import Example
 from shrinktune.errors import ConfigError
+from shrinktune.measure.evaluate import generate_summaries  # the one way summaries are generated and decoded
 from shrinktune.models.families import depth, family_of, half_configs
+from shrinktune.training.cache import cached_dir, fingerprint
 from shrinktune.training.encode import (
-    TARGETS_FORMAT, EncodedPairs, examples_fingerprint, module_fingerprint, tokenize_targets,
+    TARGETS_FORMAT,
+    EncodedPairs,
+    examples_fingerprint,
+    module_fingerprint,
+    tokenize_targets,
 )
 
 logger = logging.getLogger(__name__)
@@ -55,7 +61,8 @@ class DistillSettings:
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
         if self.method == "kd" and self.alpha_ce == self.alpha_mlm == self.alpha_hid == 0:
-            raise ConfigError("kd needs at least one of alpha_ce, alpha_mlm, alpha_hid above 0, got all 0; raise alpha_ce.")
+            raise ConfigError("kd needs at least one of alpha_ce, alpha_mlm, alpha_hid above 0, got all 0; "
+                              "raise alpha_ce.")
 
 
 # ---------------------------------------------------------------------------------------------------- losses
@@ -256,7 +263,8 @@ def _kd_batch_loss(student, teacher, batch: Batch, settings: DistillSettings, pr
     student_out = forward_on_states(
         student, batch.states, batch.attention_mask, batch.decoder_input_ids, batch.labels, hidden_states=hidden
     )
-    return distillation_loss(student_out, teacher_out, batch.labels, settings, projection, label_smoothing=label_smoothing)
+    return distillation_loss(student_out, teacher_out, batch.labels, settings, projection,
+                             label_smoothing=label_smoothing)
 
 
 @dataclass(frozen=True)
@@ -287,7 +295,9 @@ def _decoder_shape(model) -> tuple[int, int]:
     return depth(config, "decoder"), getattr(config, family_of(config).width)
 
 
-def prepare_distillation(student, teacher, settings: DistillSettings, own_teacher_states: bool = False) -> HiddenProjection | None:
+def prepare_distillation(
+    student, teacher, settings: DistillSettings, own_teacher_states: bool = False
+) -> HiddenProjection | None:
     """Checks that `teacher` suits the method; returns the hidden-state projection to train, if the loss has one.
 
     `own_teacher_states`: the teacher gets its own encoder states, so the student's encoder may differ."""
@@ -309,7 +319,8 @@ def prepare_distillation(student, teacher, settings: DistillSettings, own_teache
         # One set of cached states feeds both; states of a pruned student encoder would mislead the teacher.
         raise ConfigError(
             f"KD reads the teacher's cached encoder states, so the student must keep the teacher's encoder "
-            f"(student {depth(student_encoder, 'encoder')} encoder layers, teacher {depth(teacher_encoder, 'encoder')}); "
+            f"(student {depth(student_encoder, 'encoder')} encoder layers, "
+            f"teacher {depth(teacher_encoder, 'encoder')}); "
             "keep all encoder layers, pass the teacher's states as teacher_pairs, or use method 'sft'."
         )
     teacher.eval()
@@ -328,18 +339,16 @@ def generate_pseudo_labels(
     teacher, tokenizer, examples: list[Example], *, max_source_tokens: int, batch_size: int = 16
 ) -> list[Example]:
     """The examples with their `summary` replaced by the teacher's generation (under its own `generation_config`)."""
-    from shrinktune.measure.evaluate import generate_summaries  # the one way summaries are generated and decoded
-
-    summaries = generate_summaries(teacher, tokenizer, examples, max_source_tokens=max_source_tokens, batch_size=batch_size)
+    summaries = generate_summaries(teacher, tokenizer, examples, max_source_tokens=max_source_tokens,
+                                   batch_size=batch_size)
     return [replace(e, summary=s) for e, s in zip(examples, summaries)]
 
 
 def cached_pseudo_labels(
-    teacher, tokenizer, examples: list[Example], *, max_source_tokens: int, batch_size: int = 16, root: Path | None = None
+    teacher, tokenizer, examples: list[Example], *, max_source_tokens: int, batch_size: int = 16,
+    root: Path | None = None,
 ) -> list[Example]:
     """`generate_pseudo_labels`, computed once per (teacher weights, examples, generation config, source length)."""
-    from shrinktune.training.cache import cached_dir, fingerprint
-
     generation = teacher.generation_config.to_dict()
     generation.pop("transformers_version", None)  # a library upgrade alone does not change the generations
     key = fingerprint(
@@ -364,14 +373,13 @@ def pseudo_labelled_pairs(
 ) -> EncodedPairs:
     """The same cached encoder states, with targets re-tokenised from `pseudo_examples` (row-aligned with `pairs`)."""
     if len(pseudo_examples) != len(pairs):
-        raise ValueError(f"{len(pseudo_examples)} pseudo-labelled examples for {len(pairs)} pairs; they must be row-aligned")
+        raise ValueError(f"{len(pseudo_examples)} pseudo-labelled examples for {len(pairs)} pairs; "
+                         "they must be row-aligned")
     summaries = [e.summary for e in pseudo_examples]
     prompts = [e.prompt for e in pseudo_examples]
     labels, decoder_input_ids = tokenize_targets(tokenizer, summaries, max_target_tokens, start_id, prompts)
     key = ""
     if pairs.key:
-        from shrinktune.training.cache import fingerprint
-
-        key = fingerprint(pairs.key, "pseudo-labels", TARGETS_FORMAT, examples_fingerprint(pseudo_examples), max_target_tokens,
-                          start_id)
+        key = fingerprint(pairs.key, "pseudo-labels", TARGETS_FORMAT, examples_fingerprint(pseudo_examples),
+                          max_target_tokens, start_id)
     return EncodedPairs(pairs.states, pairs.attention_mask, labels, decoder_input_ids, key=key)

@@ -6,6 +6,7 @@ computed once and reused: students then train only what sits after the encoder.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from shrinktune.data.examples import Example
 from shrinktune.models.generation import prompt_token_ids
+from shrinktune.training.cache import cached_dir, fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ class EncodedPairs:
         save_file({k: getattr(self, k).contiguous() for k in self.TENSORS}, str(path))
 
     @classmethod
-    def load(cls, path: Path, key: str = "") -> "EncodedPairs":
+    def load(cls, path: Path, key: str = "") -> EncodedPairs:
         return cls(**load_file(str(path)), key=key)
 
 
@@ -92,7 +94,8 @@ def encode_pairs(
     chunks = []
     for start in range(0, len(sources), batch_size):
         window = slice(start, start + batch_size)
-        out = encoder(input_ids=enc["input_ids"][window].to(device), attention_mask=enc["attention_mask"][window].to(device))
+        out = encoder(input_ids=enc["input_ids"][window].to(device),
+                      attention_mask=enc["attention_mask"][window].to(device))
         chunks.append(out.last_hidden_state.float().cpu())  # (batch, src_len, d_encoder)
         logger.debug("encoded %d/%d documents", min(start + batch_size, len(sources)), len(sources))
     labels, decoder_input_ids = tokenize_targets(
@@ -103,8 +106,6 @@ def encode_pairs(
 
 def module_fingerprint(module: torch.nn.Module) -> str:
     """Hash of a module's weights: two encoders with the same tensors share cached states."""
-    import hashlib
-
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())
@@ -113,8 +114,6 @@ def module_fingerprint(module: torch.nn.Module) -> str:
 
 
 def examples_fingerprint(examples: list[Example]) -> str:
-    import hashlib
-
     digest = hashlib.sha256()
     for e in examples:
         digest.update(f"{e.id}\x00{e.source}\x00{e.summary}\x01".encode())
@@ -132,8 +131,6 @@ def cached_encoded_pairs(
     root: Path | None = None,
 ) -> EncodedPairs:
     """`encode_pairs`, computed once per (encoder weights, examples, lengths) and then read from the cache."""
-    from shrinktune.training.cache import cached_dir, fingerprint
-
     key = fingerprint(
         "encoded-pairs", TARGETS_FORMAT, module_fingerprint(encoder), examples_fingerprint(examples), max_source_tokens,
         max_target_tokens, start_id, tokenizer.name_or_path and len(tokenizer),

@@ -9,6 +9,7 @@ failed trial.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable
@@ -18,7 +19,14 @@ import torch
 
 from shrinktune.errors import ConfigError
 from shrinktune.models.families import encoder_module
-from shrinktune.training.distill import METHODS, Batch, DistillSettings, cross_entropy, forward_on_states, prepare_distillation
+from shrinktune.training.distill import (
+    METHODS,
+    Batch,
+    DistillSettings,
+    cross_entropy,
+    forward_on_states,
+    prepare_distillation,
+)
 from shrinktune.training.encode import EncodedPairs
 
 logger = logging.getLogger(__name__)
@@ -56,9 +64,11 @@ def trainable_parameters(model: torch.nn.Module, train_bottleneck: bool) -> list
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def seq2seq_loss(model, states, attention_mask, decoder_input_ids, labels, label_smoothing: float = 0.0) -> torch.Tensor:
+def seq2seq_loss(model, states, attention_mask, decoder_input_ids, labels,
+                 label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean token cross-entropy of `model` reading decoder-width `states` (batch, src_len, d_decoder)."""
-    logits = forward_on_states(model, states, attention_mask, decoder_input_ids, labels).logits  # (batch, tgt_len, vocab)
+    # (batch, tgt_len, vocab)
+    logits = forward_on_states(model, states, attention_mask, decoder_input_ids, labels).logits
     return cross_entropy(logits, labels, label_smoothing)
 
 
@@ -122,10 +132,12 @@ def finetune_on_states(
     for epoch in range(1, settings.epochs + 1):
         model.train()
         encoder_module(model).eval()
-        if getattr(model, "bottleneck", None) is not None and not train_bottleneck:
-            model.bottleneck.eval()
+        bottleneck = getattr(model, "bottleneck", None)
+        if bottleneck is not None and not train_bottleneck:
+            bottleneck.eval()
         order = torch.randperm(len(pairs), generator=generator)
-        total, count, part_sums = 0.0, 0, {}
+        total, count = 0.0, 0
+        part_sums: dict[str, torch.Tensor] = {}
         for start in range(0, len(pairs), settings.batch_size):
             rows = order[start : start + settings.batch_size]
             batch = Batch(
@@ -137,7 +149,8 @@ def finetune_on_states(
             )
             loss, parts = method.batch_loss(model, teacher, batch, distill, projection, settings.label_smoothing)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}, step {start // settings.batch_size}")
+                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}, "
+                                         f"step {start // settings.batch_size}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
@@ -161,14 +174,14 @@ def latent_states(model, states: torch.Tensor, batch_size: int) -> torch.Tensor:
     if getattr(model, "bottleneck", None) is None:
         return states
     device = next(model.parameters()).device
-    return torch.cat([model.encode_latent(states[i : i + batch_size].to(device)).cpu() for i in range(0, len(states), batch_size)])
+    return torch.cat([model.encode_latent(states[i : i + batch_size].to(device)).cpu()
+                      for i in range(0, len(states), batch_size)])
 
 
-def training_step_fn(model: torch.nn.Module, pairs: EncodedPairs, settings: FinetuneSettings, batch_size: int | None = None):
+def training_step_fn(model: torch.nn.Module, pairs: EncodedPairs, settings: FinetuneSettings,
+                     batch_size: int | None = None):
     """A closure running one full fine-tuning step (forward, backward, optimiser) on the first batch: what a
     memory measurement wraps. Trains a deep copy, so `model` is left as it was."""
-    import copy
-
     clone = copy.deepcopy(model)
     params = trainable_parameters(clone, train_bottleneck=False)
     rows = slice(0, batch_size or settings.batch_size)

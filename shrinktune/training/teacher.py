@@ -19,13 +19,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from shrinktune.data.examples import Example
 from shrinktune.data.tasks import Task
 from shrinktune.errors import ConfigError, UserError
+from shrinktune.models.int8 import dequantize_int8, quantize_int8
+from shrinktune.models.teacher import build_bert2bert, minilm_path
 from shrinktune.training.cache import cached_dir, file_fingerprint, fingerprint
 from shrinktune.training.encode import (
-    TARGETS_FORMAT, EncodedPairs, cached_encoded_pairs, examples_fingerprint, tokenize_targets,
+    TARGETS_FORMAT,
+    EncodedPairs,
+    cached_encoded_pairs,
+    examples_fingerprint,
+    tokenize_targets,
 )
 from shrinktune.training.finetune import FinetuneSettings, finetune_on_states
 
@@ -70,18 +78,22 @@ def init_cross_attention_from_self(decoder) -> None:
     with torch.no_grad():
         for layer in decoder.bert.encoder.layer:
             for part in ("query", "key", "value"):
-                getattr(layer.crossattention.self, part).load_state_dict(getattr(layer.attention.self, part).state_dict())
+                source = getattr(layer.attention.self, part)
+                getattr(layer.crossattention.self, part).load_state_dict(source.state_dict())
             layer.crossattention.output.load_state_dict(layer.attention.output.state_dict())
 
 
-def copy_targets(pairs: EncodedPairs, examples: list[Example], tokenizer, task: Task, recipe: TeacherRecipe) -> EncodedPairs:
+def copy_targets(pairs: EncodedPairs, examples: list[Example], tokenizer, task: Task,
+                 recipe: TeacherRecipe) -> EncodedPairs:
     """Copy pre-training pairs: each document's encoder states, with one of its encoded sentences as the target."""
+    # Lazy: measure.rouge loads rouge_score and nltk (about 2 s), needed only when the teacher is trained here.
     from shrinktune.measure.rouge import split_sentences
 
     rng = random.Random(recipe.seed)
     rows, targets = [], []
     for row, example in enumerate(examples):
-        budget = int(pairs.attention_mask[row].sum()) - len(tokenizer.tokenize(example.source[: len(example.source) - len(example.document)])) - 2
+        prefix = example.source[: len(example.source) - len(example.document)]
+        budget = int(pairs.attention_mask[row].sum()) - len(tokenizer.tokenize(prefix)) - 2
         inside, used = [], 0
         for sentence in split_sentences(example.document):
             used += len(tokenizer.tokenize(sentence))
@@ -93,17 +105,16 @@ def copy_targets(pairs: EncodedPairs, examples: list[Example], tokenizer, task: 
             rows.append(row)
             targets.append(sentence)
     index = torch.tensor(rows)
-    labels, decoder_input_ids = tokenize_targets(tokenizer, targets, task.max_target_tokens, int(pairs.decoder_input_ids[0, 0]))
+    labels, decoder_input_ids = tokenize_targets(tokenizer, targets, task.max_target_tokens,
+                                                 int(pairs.decoder_input_ids[0, 0]))
     return EncodedPairs(pairs.states[index], pairs.attention_mask[index], labels, decoder_input_ids)
 
 
 def teacher_key(task: Task, train: list[Example], recipe: TeacherRecipe) -> str:
     """The fingerprint of what decides the embedded teacher: MiniLM's weights, the training pairs, the recipe."""
-    from shrinktune.models.teacher import minilm_path
-
     return fingerprint(
-        "embedded-teacher", RECIPE_VERSION, TARGETS_FORMAT, file_fingerprint(minilm_path()), examples_fingerprint(train),
-        task.max_source_tokens, task.max_target_tokens, asdict(recipe),
+        "embedded-teacher", RECIPE_VERSION, TARGETS_FORMAT, file_fingerprint(minilm_path()),
+        examples_fingerprint(train), task.max_source_tokens, task.max_target_tokens, asdict(recipe),
     )
 
 
@@ -114,8 +125,6 @@ def train_embedded_teacher(task: Task, train: list[Example], recipe: TeacherReci
     Returns:
         (model, tokenizer, per-epoch training losses), the model in eval mode.
     """
-    from shrinktune.models.teacher import build_bert2bert
-
     logger.info("training the embedded teacher: the MiniLM bert2bert on %d pairs (once; cached)", len(train))
     torch.manual_seed(recipe.seed)  # the new cross-attention and LM-head weights are drawn here
     model, tokenizer = build_bert2bert()
@@ -170,10 +179,6 @@ def export_embedded_teacher(task: Task, train: list[Example], recipe: TeacherRec
 
 def save_shipped_teacher(model, path: Path, metadata: dict[str, str]) -> Path:
     """Writes a MiniLM bert2bert's trained decoder tensors (all but the word embeddings) in int8 to `path`."""
-    from safetensors.torch import save_file
-
-    from shrinktune.models.int8 import quantize_int8
-
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(quantize_int8(_trained_tensors(model.cpu())), str(path), metadata=metadata)
     logger.info("wrote %s (%.1f MB)", path, path.stat().st_size / 2**20)
@@ -186,12 +191,6 @@ def load_shipped_teacher(path: Path = SHIPPED_TEACHER):
     Returns:
         (model, tokenizer, metadata) — metadata as written by `export_embedded_teacher`.
     """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from shrinktune.models.int8 import dequantize_int8
-    from shrinktune.models.teacher import build_bert2bert
-
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
     model, tokenizer = build_bert2bert()
@@ -200,21 +199,21 @@ def load_shipped_teacher(path: Path = SHIPPED_TEACHER):
     untouched = set(model.decoder.state_dict()) - set(_trained_tensors(model))
     if unexpected or set(missing) - untouched:
         raise UserError(f"{path} does not match the MiniLM decoder (missing {sorted(set(missing) - untouched)[:3]}, "
-                        f"unexpected {unexpected[:3]}); reinstall shrinktune or run python -m platform.prepare_teacher.")
+                        f"unexpected {unexpected[:3]}); reinstall shrinktune or run "
+                        f"python -m platform.prepare_teacher.")
     return model.eval(), tokenizer, metadata
 
 
 def shipped_matches(key: str, path: Path = SHIPPED_TEACHER) -> bool:
     """Whether the package ships the teacher that `key` describes."""
-    from safetensors import safe_open
-
     if not path.is_file():
         return False
     with safe_open(str(path), framework="pt") as handle:
         return (handle.metadata() or {}).get("key") == key
 
 
-def prepare_embedded_teacher(task: Task, train: list[Example], recipe: TeacherRecipe = TeacherRecipe(), root: Path | None = None) -> Path:
+def prepare_embedded_teacher(task: Task, train: list[Example], recipe: TeacherRecipe = TeacherRecipe(),
+                             root: Path | None = None) -> Path:
     """Returns the folder of the embedded teacher: the shipped one unpacked when it matches (seconds), else trained
     (minutes on 2 cores); cached either way."""
     key = teacher_key(task, train, recipe)

@@ -1,8 +1,7 @@
-from shrinktune.data.aclsum import ASPECTS, detokenize, load_aclsum
-from shrinktune.data.tasks import get_task, load_task_splits
-
 import pytest
 
+from shrinktune.data.aclsum import ASPECTS, detokenize, load_aclsum
+from shrinktune.data.tasks import get_task, load_task_splits
 from shrinktune.errors import UserError
 
 

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from shrinktune.errors import ConfigError
-from shrinktune.measure.evaluate import _inputs, fixed_length_default, generation_record, measure_summarizer
+from shrinktune.measure.evaluate import (
+    _inputs,
+    fixed_length_default,
+    generate_summaries,
+    generation_record,
+    measure_summarizer,
+)
+from shrinktune.measure.latency import time_generation
 from shrinktune.models.generation import decode_summaries
 
 QUICK = {"max_source_tokens": 32, "latency_examples": 2, "latency_repeats": 2}
@@ -82,8 +89,6 @@ def test_generation_record_is_what_the_teacher_generates_with(tiny_teacher):
 
 
 def test_the_aspect_prompt_reaches_the_decoder_and_leaves_the_summary(tiny_teacher, tokenizer, few_examples):
-    from shrinktune.measure.evaluate import generate_summaries
-
     calls, generate = [], tiny_teacher.generate
     tiny_teacher.generate = lambda **kwargs: calls.append(kwargs) or generate(**kwargs)
     mixed = few_examples[:3] + [replace(few_examples[3], aspect=None)]
@@ -99,8 +104,6 @@ def test_the_aspect_prompt_reaches_the_decoder_and_leaves_the_summary(tiny_teach
 
 
 def test_fixed_length_counts_tokens_after_the_prompt(tiny_teacher, tokenizer, few_examples):
-    from shrinktune.measure.latency import time_generation
-
     batch = _inputs(tokenizer, few_examples[:2], 48, "cpu", tiny_teacher.config.decoder_start_token_id)
     assert batch["decoder_input_ids"].shape[1] > 1
     time_generation(tiny_teacher, batch, new_tokens=5, warmup=0, repeats=1)  # raises if the count were off

@@ -3,10 +3,13 @@ generation at a forced length, the encoder alone, repeatability, and the generat
 
 import gc
 import time
+import types
 
 import pytest
 import torch
+from transformers import BartConfig, BartForConditionalGeneration
 
+import shrinktune.measure.latency as latency
 from shrinktune.errors import ConfigError
 from shrinktune.measure.latency import (
     LatencyResult,
@@ -15,6 +18,7 @@ from shrinktune.measure.latency import (
     time_encoder,
     time_generation,
 )
+from shrinktune.models.generation import GenerationSettings
 
 
 def _sleep_20ms() -> None:
@@ -81,8 +85,6 @@ def test_garbage_collector_is_paused_while_timing_and_restored():
 
 
 def _tiny_bart(seed: int = 0):
-    from transformers import BartConfig, BartForConditionalGeneration
-
     torch.manual_seed(seed)
     config = BartConfig(vocab_size=100, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                         decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128)
@@ -176,8 +178,6 @@ def test_same_model_measured_twice_agrees_within_ten_percent(one_thread):
 
 
 def test_generation_record_lists_the_settings_that_shape_latency():
-    from shrinktune.models.generation import GenerationSettings
-
     model = _tiny_bart()
     GenerationSettings(num_beams=4, max_new_tokens=144, min_new_tokens=55, no_repeat_ngram_size=3,
                        length_penalty=2.0).apply(model)
@@ -200,10 +200,6 @@ def _fake_clock(monkeypatch, run_seconds):
 
     Each timed run reads the clock twice (start, end); runs start on whole seconds so no run overlaps another.
     """
-    import types
-
-    import shrinktune.measure.latency as latency
-
     stamps = []
     for i, seconds in enumerate(run_seconds):
         stamps += [float(i), float(i) + seconds]

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from transformers import BertConfig, EncoderDecoderConfig, EncoderDecoderModel
 
 from shrinktune.errors import ConfigError
 from shrinktune.measure import speed
@@ -55,9 +56,10 @@ def test_a_model_timed_against_itself_is_as_fast_as_itself(tokenizer, timed_mode
     """Catches a bias between the slots: one timed differently (length, warm-up inside a round), a wrong ratio."""
     model, batches = timed_model, _batches(tokenizer, 1)
     cheap_gc()
-    # Passes of ~30-60 ms (and a short one each), so that 4 s hold 20+ rounds on a busy machine; a quiet one converges in ~7 (the tight
-    # target keeps a few lucky rounds from stopping it at 7). Another process taking a core now and then still moves
-    # the median of ~25 rounds by a few %, so a miss is retried: noise misses at random, a bias every time.
+    # Passes of ~30-60 ms (and a short one each), so that 4 s hold 20+ rounds on a busy machine; a quiet one converges
+    # in ~7 (the tight target keeps a few lucky rounds from stopping it at 7). Another process taking a core now and
+    # then still moves the median of ~25 rounds by a few %, so a miss is retried: noise misses at random, a bias
+    # every time.
     tries = []
     for _ in range(5):
         rounds = compare_speed(model, model, batches, new_tokens=8, min_rounds=7, target=0.02, time_cap_s=4.0)
@@ -275,8 +277,6 @@ def test_architecture_key_follows_costly_generation_settings_only(tokenizer, tin
 
 def test_architecture_key_follows_attention_heads(tokenizer):
     """Catches a key of tensor shapes alone (a head count changes the work, not any shape)."""
-    from transformers import BertConfig, EncoderDecoderConfig, EncoderDecoderModel
-
     def model(heads: int):
         torch.manual_seed(0)
         common = dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=heads,

@@ -17,20 +17,24 @@ FAMILIES = ["bart", "pegasus", "t5", "bert2bert"]
 
 def make_tiny(kind: str, vocab: int = 120, layers: int = 3):
     torch.manual_seed(0)
-    bart_like = dict(vocab_size=vocab, d_model=32, encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=4,
-                     decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64)
+    bart_like = dict(vocab_size=vocab, d_model=32, encoder_layers=layers, decoder_layers=layers,
+                     encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                     max_position_embeddings=64)
     if kind == "bart":
         model = tf.BartForConditionalGeneration(tf.BartConfig(**bart_like))
     elif kind == "pegasus":
-        model = tf.PegasusForConditionalGeneration(tf.PegasusConfig(**bart_like, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+        model = tf.PegasusForConditionalGeneration(
+            tf.PegasusConfig(**bart_like, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
     elif kind == "t5":
         model = tf.T5ForConditionalGeneration(tf.T5Config(
             vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=layers, num_decoder_layers=layers, num_heads=4,
-            feed_forward_proj="gated-gelu", tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))
+            feed_forward_proj="gated-gelu", tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0,
+            eos_token_id=1))
     else:
         half = tf.BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
                              intermediate_size=64, max_position_embeddings=64)
-        model = tf.EncoderDecoderModel(config=tf.EncoderDecoderConfig.from_encoder_decoder_configs(half, copy.deepcopy(half)))
+        config = tf.EncoderDecoderConfig.from_encoder_decoder_configs(half, copy.deepcopy(half))
+        model = tf.EncoderDecoderModel(config=config)
         model.config.decoder_start_token_id, model.config.pad_token_id = 2, 0
         model.generation_config.decoder_start_token_id, model.generation_config.pad_token_id = 2, 0
         model.generation_config.eos_token_id = 3
@@ -63,7 +67,8 @@ def test_shallow_student_copies_the_mapped_layers(kind):
     teacher = make_tiny(kind)
     student = build_student(teacher, encoder_layers=2, decoder_layers=[0, 2])
     assert type(student) is type(teacher)
-    assert student.config.student["kept_encoder_layers"] == [0, 2] and student.config.student["kept_decoder_layers"] == [0, 2]
+    assert student.config.student["kept_encoder_layers"] == [0, 2]
+    assert student.config.student["kept_decoder_layers"] == [0, 2]
     t_enc, t_dec = layer_prefixes(teacher)
     s_enc, s_dec = layer_prefixes(student)
     t_state, s_state = teacher.state_dict(), student.state_dict()
@@ -144,7 +149,8 @@ def test_impossible_students_are_refused_for_any_family():
     teacher = make_tiny("bart")
     with pytest.raises(ConfigError, match=r"between 1 and 3 layers \(the teacher's depth\), got 4"):
         build_student(teacher, decoder_layers=4)
-    with pytest.raises(ConfigError, match=r"kept encoder layers must be increasing, distinct indices in 0..2, got \[2, 1\]"):
+    with pytest.raises(ConfigError,
+                       match=r"kept encoder layers must be increasing, distinct indices in 0..2, got \[2, 1\]"):
         build_student(teacher, encoder_layers=[2, 1])
     with pytest.raises(ConfigError, match="layer map must be one of distilbart, asymmetric"):
         build_student(teacher, decoder_layers=2, layer_map="random")

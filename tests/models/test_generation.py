@@ -1,15 +1,16 @@
 import pytest
-
-from shrinktune.errors import ConfigError
 import torch
 
+from shrinktune.errors import ConfigError
 from shrinktune.models.generation import GenerationSettings, SourceCopyBias, decode_summaries, generate
+from shrinktune.models.summarizer import Summarizer
 
 
 def test_settings_land_in_generation_config(tiny_teacher):
     GenerationSettings(num_beams=2, max_new_tokens=5, no_repeat_ngram_size=2, length_penalty=2.0).apply(tiny_teacher)
     config = tiny_teacher.generation_config
-    assert (config.num_beams, config.max_new_tokens, config.no_repeat_ngram_size, config.length_penalty) == (2, 5, 2, 2.0)
+    settings = (config.num_beams, config.max_new_tokens, config.no_repeat_ngram_size, config.length_penalty)
+    assert settings == (2, 5, 2, 2.0)
 
 
 def test_impossible_lengths_are_refused():
@@ -25,7 +26,8 @@ def test_negative_source_biases_are_refused():
 def test_source_copy_bias_favours_the_sources_tokens_and_what_follows_the_last_one():
     source = torch.tensor([[5, 7, 9, 7, 11, 0], [3, 4, 0, 0, 0, 0]])  # 0 = padding
     bias = SourceCopyBias(source, token_bias=1.0, continuation_bias=10.0, ignore_ids=[0, None])
-    last = torch.tensor([[1, 7], [1, 7], [1, 3], [1, 3]])  # 2 beams per source: rows 0-1 read source 0, rows 2-3 source 1
+    # 2 beams per source: rows 0-1 read source 0, rows 2-3 source 1
+    last = torch.tensor([[1, 7], [1, 7], [1, 3], [1, 3]])
     gain = bias(last, torch.zeros(4, 13)) - torch.log_softmax(torch.zeros(4, 13), -1)
     gain = gain - gain[:, 1:2]  # relative to token 1, in no source: what the bias added
     assert gain[0].nonzero().flatten().tolist() == [5, 7, 9, 11]
@@ -48,8 +50,6 @@ def test_source_copy_bias_keeps_the_models_chance_of_stopping():
 
 
 def test_generation_under_a_strong_source_bias_writes_only_source_tokens(tiny_teacher, tokenizer, tmp_path):
-    from shrinktune.models.summarizer import Summarizer
-
     batch = tokenizer(["graph parsing with neural networks", "a corpus of dialogue"], padding=True, return_tensors="pt")
     special = set(tokenizer.all_special_ids)
     GenerationSettings(max_new_tokens=6, no_repeat_ngram_size=0).apply(tiny_teacher)

@@ -1,10 +1,11 @@
 import pytest
 
 from shrinktune.errors import ConfigError
-from shrinktune.models.layers import layers_to_keep
+from shrinktune.models.layers import layers_to_keep, resolve_layers
 
 
-@pytest.mark.parametrize("student,kept", [(1, [0]), (2, [0, 6]), (3, [0, 6, 11]), (4, [0, 4, 8, 11]), (6, [0, 2, 4, 7, 9, 11])])
+@pytest.mark.parametrize("student,kept", [(1, [0]), (2, [0, 6]), (3, [0, 6, 11]), (4, [0, 4, 8, 11]),
+                                          (6, [0, 2, 4, 7, 9, 11])])
 def test_distilbart_maps_for_a_12_layer_teacher(student, kept):
     assert layers_to_keep(student, 12) == kept
 
@@ -26,12 +27,11 @@ def test_asymmetric_pruning_maps_for_a_12_layer_teacher(student, kept):
 
 
 def test_explicit_kept_layers_and_defaults():
-    from shrinktune.models.layers import resolve_layers
-
     assert resolve_layers(None, 4) == [0, 1, 2, 3]
     assert resolve_layers([0, 1], 6) == [0, 1]  # a prefix
     assert resolve_layers(2, 12, "asymmetric") == [0, 11]
-    with pytest.raises(ConfigError, match=r"kept decoder layers must be increasing, distinct indices in 0..5, got \[0, 6\]"):
+    with pytest.raises(ConfigError,
+                       match=r"kept decoder layers must be increasing, distinct indices in 0..5, got \[0, 6\]"):
         resolve_layers([0, 6], 6)
 
 
@@ -60,8 +60,6 @@ def test_every_published_map_is_kept_exactly(scheme, teacher, student, kept):
 @pytest.mark.parametrize("scheme,teacher,student,kept", REFERENCE_MAPS)
 def test_published_maps_are_increasing_distinct_teacher_layers(scheme, teacher, student, kept):
     """Catches a map entry of the wrong length, out of range, or unsorted (also checked via resolve_layers)."""
-    from shrinktune.models.layers import resolve_layers
-
     result = resolve_layers(student, teacher, scheme)
     assert len(result) == student
     assert result == sorted(set(result)) and 0 <= result[0] and result[-1] < teacher

@@ -1,9 +1,14 @@
 import pytest
 import torch
+from transformers import AutoModelForSeq2SeqLM
+from transformers.modeling_outputs import BaseModelOutput
 
+from shrinktune import load_summarizer
 from shrinktune.errors import ConfigError
+from shrinktune.measure.evaluate import generate_summaries
 from shrinktune.models.autoencoder import Autoencoder
 from shrinktune.models.student import LatentEncoderDecoderModel, build_student
+from shrinktune.models.teacher import load_teacher
 
 
 def _inputs(tokenizer):
@@ -18,13 +23,15 @@ def test_same_width_student_copies_the_mapped_teacher_layers(tiny_teacher):
     t_layer, s_layer = tiny_teacher.decoder.bert.encoder.layer[0], student.decoder.bert.encoder.layer[0]
     for (name, a), (_, b) in zip(t_layer.state_dict().items(), s_layer.state_dict().items()):
         assert torch.equal(a, b), name
-    assert torch.equal(student.encoder.embeddings.word_embeddings.weight, tiny_teacher.encoder.embeddings.word_embeddings.weight)
+    assert torch.equal(student.encoder.embeddings.word_embeddings.weight,
+                       tiny_teacher.encoder.embeddings.word_embeddings.weight)
     assert len(student.decoder.bert.encoder.layer) == 1
 
 
 def test_narrow_student_runs_the_bottleneck_once_per_generation(tiny_teacher, tokenizer):
     ae = Autoencoder(32, 16).eval()
-    student = build_student(tiny_teacher, latent_dim=16, decoder_layers=2, bottleneck=ae.encoder, bottleneck_spec=ae.spec).eval()
+    student = build_student(tiny_teacher, latent_dim=16, decoder_layers=2, bottleneck=ae.encoder,
+                            bottleneck_spec=ae.spec).eval()
     assert student.config.decoder.hidden_size == 16
     calls = []
     student.bottleneck.register_forward_hook(lambda *args: calls.append(1))
@@ -36,25 +43,22 @@ def test_narrow_student_runs_the_bottleneck_once_per_generation(tiny_teacher, to
 
 def test_forward_from_ids_equals_forward_from_latent_states(tiny_teacher, tokenizer):
     ae = Autoencoder(32, 16).eval()
-    student = build_student(tiny_teacher, latent_dim=16, decoder_layers=1, bottleneck=ae.encoder, bottleneck_spec=ae.spec).eval()
+    student = build_student(tiny_teacher, latent_dim=16, decoder_layers=1, bottleneck=ae.encoder,
+                            bottleneck_spec=ae.spec).eval()
     batch = _inputs(tokenizer)
     decoder_input_ids = torch.full((2, 3), tokenizer.cls_token_id)
     with torch.no_grad():
         direct = student(**batch, decoder_input_ids=decoder_input_ids).logits
         states = student.encoder(**batch).last_hidden_state
-        from transformers.modeling_outputs import BaseModelOutput
-
-        cached = student(encoder_outputs=BaseModelOutput(student.encode_latent(states)), attention_mask=batch["attention_mask"],
-                         decoder_input_ids=decoder_input_ids).logits
+        cached = student(encoder_outputs=BaseModelOutput(student.encode_latent(states)),
+                         attention_mask=batch["attention_mask"], decoder_input_ids=decoder_input_ids).logits
     assert torch.allclose(direct, cached, atol=1e-6)
 
 
 def test_save_load_generate_identical(tmp_path, tiny_teacher, tokenizer):
-    from transformers import AutoModelForSeq2SeqLM
-
     ae = Autoencoder(32, 16).eval()
-    student = build_student(tiny_teacher, latent_dim=16, decoder_layers=2, bottleneck=ae.encoder, bottleneck_spec=ae.spec,
-                            teacher_name="tiny").eval()
+    student = build_student(tiny_teacher, latent_dim=16, decoder_layers=2, bottleneck=ae.encoder,
+                            bottleneck_spec=ae.spec, teacher_name="tiny").eval()
     student.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists() and not list(tmp_path.glob("*.bin"))
     loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
@@ -74,8 +78,6 @@ def test_impossible_students_are_refused(tiny_teacher):
 
 
 def test_summarizer_loads_a_checkpoint_in_one_call(tmp_path, tiny_teacher, tokenizer):
-    from shrinktune import load_summarizer
-
     student = build_student(tiny_teacher, latent_dim=32, decoder_layers=1)
     student.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
@@ -86,9 +88,6 @@ def test_summarizer_loads_a_checkpoint_in_one_call(tmp_path, tiny_teacher, token
 
 def test_summarizer_writes_what_was_measured(tmp_path, tiny_teacher, tokenizer, few_examples):
     """The user's call with an aspect gives the decoder the same prompt as the search's measurement did."""
-    from shrinktune import load_summarizer
-    from shrinktune.measure.evaluate import generate_summaries
-
     student = build_student(tiny_teacher, latent_dim=32, decoder_layers=1)
     student.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
@@ -113,8 +112,6 @@ def _randomize(module: torch.nn.Module, seed: int = 7) -> None:
 
 def test_saved_student_reloads_its_bottleneck_and_every_tensor_exactly(tmp_path, tiny_teacher, tokenizer):
     """Catches a save or load path that drops or re-initialises `bottleneck.*` (random models' text can't show it)."""
-    from shrinktune.models.teacher import load_teacher
-
     ae = Autoencoder(32, 16, kind="mlp")
     _randomize(ae.encoder)
     student = build_student(tiny_teacher, latent_dim=16, decoder_layers=2, bottleneck=ae.encoder,

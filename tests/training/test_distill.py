@@ -5,8 +5,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import BartConfig, BartForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
+import shrinktune.training.distill as distill_module
 from shrinktune.errors import ConfigError
 from shrinktune.models.autoencoder import Autoencoder
 from shrinktune.models.student import build_student
@@ -132,7 +134,8 @@ def test_hidden_loss_is_zero_for_equal_states_and_ignores_padding():
     padded[1][0, 3:] = 1e3
     for normalize in (False, True):
         base = hidden_state_loss(shifted, teacher, mask, [0, 1], normalize=normalize)
-        assert hidden_state_loss(padded, teacher, mask, [0, 1], normalize=normalize).item() == pytest.approx(base.item())
+        loss = hidden_state_loss(padded, teacher, mask, [0, 1], normalize=normalize)
+        assert loss.item() == pytest.approx(base.item())
     padded[1][0, 2] += 1.0
     assert hidden_state_loss(padded, teacher, mask, [0, 1]).item() > 2.0
     # student layer i is compared with teacher layer layers[i]: pairing 0 → 2 differs from 0 → 0
@@ -185,8 +188,6 @@ def test_kd_training_lowers_kd_loss_and_leaves_the_teacher_alone(pairs, tiny_tea
 
 
 def test_narrow_student_learns_from_logits_and_projected_hidden_states(pairs, tiny_teacher, monkeypatch):
-    import shrinktune.training.distill as distill_module
-
     made = []
 
     class SpiedProjection(HiddenProjection):
@@ -211,8 +212,6 @@ def test_narrow_student_learns_from_logits_and_projected_hidden_states(pairs, ti
 
 
 def test_kd_from_a_bart_teacher_with_the_same_vocabulary(pairs, tiny_teacher, tokenizer):
-    from transformers import BartConfig, BartForConditionalGeneration
-
     torch.manual_seed(0)
     bart = BartForConditionalGeneration(BartConfig(
         vocab_size=len(tokenizer), d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
@@ -225,15 +224,14 @@ def test_kd_from_a_bart_teacher_with_the_same_vocabulary(pairs, tiny_teacher, to
 
 
 def test_kd_needs_a_teacher_with_the_students_vocabulary(pairs, tiny_teacher):
-    from transformers import BartConfig, BartForConditionalGeneration
-
     student = build_student(tiny_teacher, latent_dim=32, decoder_layers=1)
     bart = BartForConditionalGeneration(BartConfig(
         vocab_size=100, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
         decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128,
     ))
     vocab = tiny_teacher.config.decoder.vocab_size
-    with pytest.raises(ConfigError, match=rf"KD needs a teacher with the student's vocabulary \(student {vocab}, teacher 100\)"):
+    with pytest.raises(ConfigError,
+                       match=rf"KD needs a teacher with the student's vocabulary \(student {vocab}, teacher 100\)"):
         finetune_on_states(student, pairs, FinetuneSettings(epochs=1), teacher=bart, distill=KD)
     with pytest.raises(ConfigError, match="method 'kd' needs a teacher, got none"):
         finetune_on_states(student, pairs, FinetuneSettings(epochs=1), distill=KD)
@@ -255,7 +253,8 @@ def test_sft_and_pseudo_label_methods_train_with_plain_cross_entropy(pairs, tiny
 # ---------------------------------------------------------------------------------------------------- pseudo-labels
 
 
-def test_pseudo_labels_are_generated_once_and_relabel_cached_pairs(tmp_path, tiny_teacher, tokenizer, few_examples, pairs, monkeypatch):
+def test_pseudo_labels_are_generated_once_and_relabel_cached_pairs(tmp_path, tiny_teacher, tokenizer, few_examples,
+                                                                   pairs, monkeypatch):
     direct = generate_pseudo_labels(tiny_teacher, tokenizer, few_examples, max_source_tokens=48)
     calls = []
     real = tiny_teacher.generate

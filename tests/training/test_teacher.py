@@ -2,14 +2,19 @@
 
 import torch
 
+from shrinktune.data.tasks import get_task, load_task_splits
+from shrinktune.models.teacher import build_bert2bert
 from shrinktune.training.teacher import (
-    SHIPPED_TEACHER, TeacherRecipe, load_shipped_teacher, save_shipped_teacher, shipped_matches, teacher_key,
+    SHIPPED_TEACHER,
+    TeacherRecipe,
+    load_shipped_teacher,
+    save_shipped_teacher,
+    shipped_matches,
+    teacher_key,
 )
 
 
 def test_shipped_decoder_round_trips_and_fits_in_20_mb(tmp_path):
-    from shrinktune.models.teacher import build_bert2bert
-
     model, _ = build_bert2bert()
     torch.manual_seed(1)
     with torch.no_grad():  # stand-in for training: every decoder tensor but the word embeddings moves
@@ -32,8 +37,6 @@ def test_shipped_decoder_round_trips_and_fits_in_20_mb(tmp_path):
 def test_the_shipped_file_is_the_default_recipe_on_todays_data():
     """Changing the recipe, the data or the task lengths without `python -m platform.prepare_teacher` would make
     every fresh machine train the teacher for minutes."""
-    from shrinktune.data.tasks import get_task, load_task_splits
-
     task = get_task("summarization")
     train = load_task_splits(task, ("train",))["train"]
     assert SHIPPED_TEACHER.is_file(), "run python -m platform.prepare_teacher"

@@ -1,6 +1,9 @@
 import pytest
 import torch
 
+import shrinktune.training.encode as encode
+from shrinktune.data.examples import decoder_prompt
+from shrinktune.errors import ConfigError
 from shrinktune.models.autoencoder import Autoencoder
 from shrinktune.models.student import build_student
 from shrinktune.training.autoencoder import pretrain_autoencoder
@@ -15,7 +18,8 @@ def pairs(tiny_teacher, tokenizer, few_examples):
 
 
 def test_targets_are_shifted_teacher_forcing_pairs(tokenizer):
-    labels, decoder_inputs = tokenize_targets(tokenizer, ["a summary", "longer summary here"], 16, tokenizer.cls_token_id)
+    labels, decoder_inputs = tokenize_targets(tokenizer, ["a summary", "longer summary here"], 16,
+                                              tokenizer.cls_token_id)
     assert decoder_inputs[:, 0].tolist() == [tokenizer.cls_token_id] * 2
     # decoder input at t+1 is the label at t (where the label is not padding)
     mask = labels[:, :-1] != -100
@@ -24,8 +28,6 @@ def test_targets_are_shifted_teacher_forcing_pairs(tokenizer):
 
 
 def test_prompts_are_given_to_the_decoder_not_predicted(tokenizer):
-    from shrinktune.data.examples import decoder_prompt
-
     summaries, prompts = ["a summary", "longer summary here"], [decoder_prompt("challenge"), None]
     labels, decoder_inputs = tokenize_targets(tokenizer, summaries, 16, tokenizer.cls_token_id, prompts)
     plain_labels, plain_inputs = tokenize_targets(tokenizer, summaries, 16, tokenizer.cls_token_id)
@@ -57,8 +59,6 @@ def test_encoded_states_match_the_encoder(pairs, tiny_teacher, tokenizer, few_ex
 
 
 def test_cached_pairs_are_computed_once(tmp_path, tiny_teacher, tokenizer, few_examples, monkeypatch):
-    import shrinktune.training.encode as encode
-
     calls = []
     real = encode.encode_pairs
     monkeypatch.setattr(encode, "encode_pairs", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -70,7 +70,8 @@ def test_cached_pairs_are_computed_once(tmp_path, tiny_teacher, tokenizer, few_e
 
 def test_finetuning_lowers_loss_and_leaves_encoder_and_bottleneck_frozen(pairs, tiny_teacher):
     ae = Autoencoder(32, 16).eval()
-    student = build_student(tiny_teacher, latent_dim=16, decoder_layers=1, bottleneck=ae.encoder, bottleneck_spec=ae.spec)
+    student = build_student(tiny_teacher, latent_dim=16, decoder_layers=1, bottleneck=ae.encoder,
+                            bottleneck_spec=ae.spec)
     encoder_before = {k: v.clone() for k, v in student.encoder.state_dict().items()}
     bottleneck_before = {k: v.clone() for k, v in student.bottleneck.state_dict().items()}
     history = finetune_on_states(student, pairs, FinetuneSettings(epochs=6, learning_rate=3e-3, batch_size=4))
@@ -102,8 +103,6 @@ def test_autoencoder_mse_falls_with_training_and_with_width():
 
 
 def test_pca_is_the_best_linear_autoencoder_and_refuses_too_few_vectors():
-    from shrinktune.errors import ConfigError
-
     torch.manual_seed(0)
     states = torch.randn(10, 20, 6) @ torch.randn(6, 32) + 0.1 * torch.randn(10, 20, 32)  # (n, src_len, d), rank ≈ 6
     mask = torch.ones(10, 20, dtype=torch.long)

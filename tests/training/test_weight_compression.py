@@ -10,18 +10,26 @@ import pytest
 import safetensors.torch
 import torch
 from torch import nn
-from transformers import BartConfig, BartForConditionalGeneration, GenerationConfig
+from transformers import (
+    BartConfig,
+    BartForConditionalGeneration,
+    GenerationConfig,
+    T5Config,
+    T5ForConditionalGeneration,
+)
 
 from shrinktune.errors import ConfigError
 from shrinktune.measure.params import count_parameters
 from shrinktune.models.weight_compression import (
-    DECODER_FFN_PATTERN,
     AECompressedLinear,
     LowRankLinear,
-    WeightCompression,
     apply_compression_structure,
-    compress_weights,
     compression_structure,
+)
+from shrinktune.training.weight_compression import (
+    DECODER_FFN_PATTERN,
+    WeightCompression,
+    compress_weights,
     train_row_autoencoder,
 )
 
@@ -104,8 +112,6 @@ def test_default_pattern_on_other_families(name, chosen):
 @pytest.mark.parametrize("method", ["svd", "ae"])
 @pytest.mark.parametrize("feed_forward", ["relu", "gated-gelu"])
 def test_t5_decoder_feed_forward_is_compressed_and_still_generates(feed_forward, method):
-    from transformers import T5Config, T5ForConditionalGeneration
-
     torch.manual_seed(0)
     config = T5Config(vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                       feed_forward_proj=feed_forward, decoder_start_token_id=0)
