@@ -14,7 +14,8 @@ def fail(error: Exception) -> None:
     sys.exit(2)
 
 
-def run_parts(parts: tuple[str, ...], runners: dict[str, tuple[Callable, ...]], context, elapsed: dict[str, float]) -> dict:
+def run_parts(parts: tuple[str, ...], runners: dict[str, tuple[Callable, ...]], context,
+              elapsed: dict[str, float]) -> dict:
     """Runs `runners[part][0](context)` for each part in order, printing and recording each one's wall time in
     `elapsed`; returns the results by part."""
     results = {}

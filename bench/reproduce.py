@@ -17,7 +17,8 @@ run read from MLflow:
   teacher pass time / member pass time; the median across rounds is compared with the reported `speedup`
   (within 10 %?), and the rounds' min–max are shown.
 
-It is independent of the search: it does not use `shrinktune.measure` or `shrinktune.search.trial`. It loads each
+It is independent of the search: it does not use `shrinktune.measure` or `shrinktune.search.trial`, only the
+names the search writes into MLflow (`shrinktune.tracking.schema`). It loads each
 checkpoint with `shrinktune.load_summarizer`, scores with `rouge_score` directly and times with
 `time.perf_counter`. The teacher folder does not carry the search's decoding, so the search's `generation` param is
 applied to it; students carry it in their own `generation_config`.
@@ -40,6 +41,21 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing it
+
+from shrinktune.tracking.schema import (  # noqa: E402
+    CHECKPOINT_TAG,
+    KIND_TAG,
+    PARENT_TAG,
+    PARETO_TAG,
+    SEARCH_KIND,
+    TEACHER_DIR_TAG,
+    TEACHER_PREFIX,
+    TRIAL_KIND,
+    TRIAL_TAG,
+    unprefixed,
+)
 
 SPLITS = ("train", "validation", "test")
 SMOKE = {"samples": 6, "timed": 2, "rounds": 2}
@@ -158,7 +174,7 @@ def find_search(client, experiment: str, search: str | None):
         raise BadInput(f"cannot read the MLflow store: {str(error).splitlines()[0]}") from error
     if found is None:
         raise BadInput(f"no experiment {experiment!r} in the store (pass --experiment)")
-    searches = all_runs(client, found.experiment_id, "tags.`shrinktune.kind` = 'search'")
+    searches = all_runs(client, found.experiment_id, f"tags.`{KIND_TAG}` = '{SEARCH_KIND}'")
     if search:
         searches = [r for r in searches if search in (r.info.run_name, r.info.run_id)]
     if not searches:
@@ -179,33 +195,33 @@ def search_generation(search_run) -> dict | None:
 
 
 def front_members(client, search_run) -> list:
-    query = (f"tags.mlflow.parentRunId = '{search_run.info.run_id}' and tags.`shrinktune.kind` = 'trial' "
-             "and tags.`shrinktune.pareto` = 'true' and attributes.status = 'FINISHED'")
+    query = (f"tags.`{PARENT_TAG}` = '{search_run.info.run_id}' and tags.`{KIND_TAG}` = '{TRIAL_KIND}' "
+             f"and tags.`{PARETO_TAG}` = 'true' and attributes.status = 'FINISHED'")
     runs = all_runs(client, search_run.info.experiment_id, query)
     if not runs:
         raise BadInput(f"search {search_run.info.run_name!r} has no finished Pareto-front trial "
-                       "(tag shrinktune.pareto=true)")
+                       f"(tag {PARETO_TAG}=true)")
     return runs
 
 
 def teacher_model(search_run) -> Model:
-    tags, metrics = search_run.data.tags, search_run.data.metrics
-    path = tags.get("shrinktune.teacher_dir")
+    tags, teacher = search_run.data.tags, unprefixed(TEACHER_PREFIX, search_run.data.metrics)
+    path = tags.get(TEACHER_DIR_TAG)
     if not path:
-        raise BadInput(f"search {search_run.info.run_name!r} has no shrinktune.teacher_dir tag")
+        raise BadInput(f"search {search_run.info.run_name!r} has no {TEACHER_DIR_TAG} tag")
     looks_local = Path(path).is_absolute() or path.startswith(".") or Path(path).exists()
     if looks_local and not Path(path).is_dir():
         raise BadInput(f"teacher checkpoint folder {path} is missing")
-    return Model("teacher", "", path, metrics.get("teacher_rouge1"), metrics.get("teacher_rouge1_low"),
-                 metrics.get("teacher_rouge1_high"), 1.0)
+    return Model("teacher", "", path, teacher.get("rouge1"), teacher.get("rouge1_low"), teacher.get("rouge1_high"),
+                 1.0)
 
 
 def member_model(run) -> Model:
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-    path = tags.get("shrinktune.checkpoint")
-    name = f"trial {tags.get('shrinktune.trial') or run.info.run_name}"
+    path = tags.get(CHECKPOINT_TAG)
+    name = f"trial {tags.get(TRIAL_TAG) or run.info.run_name}"
     if not path or not Path(path).is_dir():
-        raise BadInput(f"{name}: checkpoint folder {path or '(no shrinktune.checkpoint tag)'} is missing")
+        raise BadInput(f"{name}: checkpoint folder {path or f'(no {CHECKPOINT_TAG} tag)'} is missing")
     iqr = None
     if "speedup_q25" in metrics and "speedup_q75" in metrics:
         iqr = (metrics["speedup_q25"], metrics["speedup_q75"])
@@ -337,7 +353,7 @@ def machine_lines(args) -> list[str]:
     return [
         f"- Command: `{shlex.join(['python', *sys.argv])}`",
         f"- Machine: {platform.platform()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
-        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
     ]
 
 
@@ -374,7 +390,7 @@ def report(args, search_run, task: str, generation: dict | None, models: list[Mo
         ms = 1000 * statistics.median(model.pass_seconds) / args.timed
         lines.append(f"| {model.name} | {fmt(model.rouge1)} [{fmt(low)}, {fmt(high)}] | {fmt(model.rouge2)} "
                      f"| {ms:.1f} |")
-    reported_ms = search_run.data.metrics.get("teacher_latency_ms")
+    reported_ms = unprefixed(TEACHER_PREFIX, search_run.data.metrics).get("latency_ms")
     if reported_ms is not None:
         lines += ["", f"Teacher latency reported by the search: {reported_ms:.1f} ms/summary."]
     inside = sum(bool(m.inside) for m in members)

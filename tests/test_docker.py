@@ -231,7 +231,8 @@ def test_every_named_volume_is_declared():
     declared = set(compose.get("volumes") or {})
     for name, service in compose["services"].items():
         for target, volume in named_mounts(service).items():
-            assert volume in declared, f"compose.yaml: {name} mounts volume {volume} at {target}; declare it under volumes"
+            assert volume in declared, \
+                f"compose.yaml: {name} mounts volume {volume} at {target}; declare it under volumes"
 
 
 def test_ray_nodes_share_storage_cache_and_tracking():

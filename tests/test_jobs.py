@@ -97,7 +97,7 @@ def test_readme_job_command_on_two_nodes(cluster, tmp_path):
 def test_submit_checks_name_the_fix(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     port = _free_port()
-    out = subprocess.run([sys.executable, "-m", "platform.submit", "--address", f"http://127.0.0.1:{port}", "summarization"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "platform.submit", "--address", f"http://127.0.0.1:{port}",
+                          "summarization"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("error: no Ray cluster at") or "job server" in out.stderr

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from shrinktune.errors import ConfigError, UserError
-from shrinktune.pick import main
-from shrinktune.search.pareto import Constraint, parse_constraint, parse_objectives, parse_pick
+from shrinktune.pick.cli import main
+from shrinktune.pick.rules import Constraint, parse_constraint, parse_objectives, parse_pick
 from shrinktune.tracking.mlflow_tracking import SearchTracker, default_tracking_uri
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -125,7 +125,8 @@ def test_front_of_the_latest_search_is_printed_and_tagged(capsys, store, client)
     for trial in ("t1", "t2", "t3"):
         assert client.get_run(runs[trial]).data.tags["shrinktune.pareto"] == "true"
     assert "shrinktune.pareto" not in client.get_run(runs["t4"]).data.tags
-    assert client.get_run(store["parent"]).data.tags["shrinktune.pareto_selection"] == "objectives rouge1:max,latency_ms:min"
+    selection = client.get_run(store["parent"]).data.tags["shrinktune.pareto_selection"]
+    assert selection == "objectives rouge1:max,latency_ms:min"
 
 
 def test_constraints_and_objectives_change_the_front(capsys, store, client):
@@ -161,7 +162,8 @@ def test_pick_registers_with_alias_and_exports_a_loadable_checkpoint(capsys, mon
     assert "* fastest-within-2pct: trial t2" in out and "version 1 (alias @fastest-within-2pct)" in out
     version = client.get_model_version_by_alias("tiny-sum", "fastest-within-2pct")
     assert int(version.version) == 1 and version.run_id == store["runs"]["t2"]
-    assert version.source == f"runs:/{store['runs']['t2']}/model" and version.tags["shrinktune.pick"] == "fastest-within-2pct"
+    assert version.source == f"runs:/{store['runs']['t2']}/model"
+    assert version.tags["shrinktune.pick"] == "fastest-within-2pct"
 
     inputs = tokenizer(["a short document about compression"], return_tensors="pt")
     original = EncoderDecoderModel.from_pretrained(store["checkpoints"]["t2"]).eval()
@@ -220,7 +222,8 @@ def test_missing_store_and_unreachable_server(capsys, monkeypatch, tmp_path):
 
 def test_entry_point_runs_as_a_module(store):
     out = subprocess.run(
-        [sys.executable, "-m", "platform.pareto", "exp", "--tracking-uri", store["uri"], "--pick", "best-rouge", "--no-tag"],
+        [sys.executable, "-m", "platform.pareto", "exp", "--tracking-uri", store["uri"], "--pick", "best-rouge",
+         "--no-tag"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr[-2000:]
@@ -243,7 +246,8 @@ def test_export_falls_back_to_the_runs_model_artifacts(capsys, store, client, tm
     tracker.start_search("moved", {"objectives": json.dumps(OBJ)})
     run = tracker.log_trial("gone", {}, TRIALS["t1"], checkpoint=str(tmp_path / "deleted"))
     client.log_artifacts(run, str(store["checkpoints"]["t1"]), artifact_path="model")
-    code = main(["exp-moved", "--tracking-uri", store["uri"], "--pick", "best-rouge", "--export", str(tmp_path / "out")])
+    code = main(["exp-moved", "--tracking-uri", store["uri"], "--pick", "best-rouge",
+                 "--export", str(tmp_path / "out")])
     assert code == 0, capsys.readouterr().err
     model, _ = load_teacher(tmp_path / "out")
     assert model.config.model_type == "encoder-decoder"

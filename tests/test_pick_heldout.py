@@ -5,7 +5,7 @@ import json
 import pytest
 
 from shrinktune.errors import UserError
-from shrinktune.pick import main
+from shrinktune.pick.cli import main
 from shrinktune.tracking.mlflow_tracking import SearchTracker, default_tracking_uri
 
 OBJ = {"rouge1": "max", "latency_ms": "min"}

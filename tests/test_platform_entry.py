@@ -2,6 +2,7 @@
 
 import importlib.util
 import pathlib
+import re
 import subprocess
 import sys
 import sysconfig
@@ -12,7 +13,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _stdlib_platform():
-    spec = importlib.util.spec_from_file_location("stdlib_platform_copy", pathlib.Path(sysconfig.get_paths()["stdlib"]) / "platform.py")
+    path = pathlib.Path(sysconfig.get_paths()["stdlib"]) / "platform.py"
+    spec = importlib.util.spec_from_file_location("stdlib_platform_copy", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -52,7 +54,8 @@ def test_libraries_that_import_platform_work_under_the_entry_layer():
 
 
 def test_entry_point_help_runs_as_module():
-    out = subprocess.run([sys.executable, "-m", "platform.search", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "platform.search", "--help"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stderr
     assert "--tracking-uri" in out.stdout
 
@@ -69,3 +72,28 @@ def test_model_rooms_do_not_import_orchestration(room):
         text = path.read_text()
         for banned in ("import ray", "from ray", "import optuna", "from optuna", "import mlflow", "from mlflow"):
             assert banned not in text, f"{path} imports {banned.split()[-1]}"
+
+
+def test_pareto_help_is_fast_and_imports_neither_mlflow_nor_torch():
+    out = subprocess.run([sys.executable, "-m", "platform.pareto", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "--pick" in out.stdout and "--register" in out.stdout
+    code = "import sys, shrinktune.pick; print(sorted({'mlflow', 'torch', 'ray'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_pick_package_keeps_its_entry_point():
+    import shrinktune.pick
+    import shrinktune.pick.cli
+
+    assert shrinktune.pick.main is shrinktune.pick.cli.main  # [project.scripts] and older `shrinktune.pick:main`
+
+
+@pytest.mark.parametrize("room, banned", [("tracking", ("search", "pick")), ("search", ("pick",))])
+def test_tracking_and_search_do_not_import_the_picker(room, banned):
+    imports = re.compile(r"^\s*(?:from|import)\s+shrinktune\.(\w+)", re.MULTILINE)
+    for path in (ROOT / "shrinktune" / room).rglob("*.py"):
+        found = set(imports.findall(path.read_text())) & set(banned)
+        assert not found, f"{path.relative_to(ROOT)} imports shrinktune.{found.pop()}"

@@ -1,0 +1,216 @@
+"""Picking from a finished search: `python -m platform.pareto EXPERIMENT [flags]` (see `--help`).
+
+    python -m platform.pareto summarization                      # the latest search's Pareto front, as a table
+    python -m platform.pareto summarization --constraint "latency_ms<=300" --pick fastest-within-2pct \\
+        --register shrinktune-summarizer --export ./picked       # one checkpoint: registered, aliased, copied
+
+Reads the FINISHED trial runs of the latest search in the experiment (`--search` names another, `--all` takes
+every search), keeps those meeting every `--constraint`, computes the non-dominated set over the objectives (the
+search's own, from its run's `objectives` param, unless `--objectives` says otherwise) and prints it.
+
+Tagging: the runs on the printed front get `shrinktune.pareto=true` and the other runs read lose that tag, so the
+tag always means "on the front of the latest selection"; the selection itself (objectives and constraints) is
+written on the search run as `shrinktune.pareto_selection`. `--no-tag` leaves MLflow untouched.
+
+Registering: `--register NAME` logs the checkpoint folder as the trial run's `model` artifacts and registers
+`runs:/<run>/model` as a version of NAME, with `--pick` only the picked trial (alias: the pick's name unless
+`--alias` is given), without it every trial on the front. Load a version, with `MLFLOW_TRACKING_URI` set to the
+store (MLflow 3.17 resolves `models:/` URIs through it), by `mlflow.artifacts.download_artifacts("models:/NAME@ALIAS")`
+and `load_teacher` / `load_summarizer` on the folder it returns.
+
+This module holds the flags, the checks made before anything is written, and the output; what is read from and
+written to MLflow is in `shrinktune.pick.runs`, the objectives, constraints and picks in `shrinktune.pick.rules`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shrinktune.errors import ConfigError, UserError
+from shrinktune.pick.rules import QUALITY, parse_constraint, parse_objectives, parse_pick
+from shrinktune.pick.runs import (
+    Candidate,
+    Selection,
+    export,
+    missing_checkpoint,
+    register,
+    select,
+    tag_front,
+    test_pick,
+    version_tags,
+)
+from shrinktune.tracking.schema import PARETO_TAG
+
+if TYPE_CHECKING:  # the held-out test's module loads torch; only --test imports it (in runs.test_pick)
+    from shrinktune.measure.heldout import HeldOut
+
+_ALIAS = re.compile(r"^[\w\-]+$")  # MLflow's alias rule
+
+
+def format_selection(selection: Selection) -> str:
+    """The table people read: the teacher, then the front (best on the first objective first), then the pick."""
+    metrics = list(selection.objectives)
+    header = ["", "trial", *metrics, "search", "checkpoint"]
+    ref = selection.reference
+    rows = [["", "teacher", *(_fmt(ref.get(m)) for m in metrics), "-", "(reference)"]]
+    first, direction = next(iter(selection.objectives.items()))
+    order = sorted(selection.front,
+                   key=lambda i: selection.kept[i].metrics[first] * (-1 if direction == "max" else 1))
+    if selection.picked is not None and selection.picked not in order:
+        order.append(selection.picked)
+    for i in order:
+        c = selection.kept[i]
+        mark = ("*" if i == selection.picked else "") + ("" if i in selection.front else "(off-front)")
+        rows.append([mark, c.trial, *(_fmt(c.metrics.get(m)) for m in metrics), c.search[:8], c.checkpoint or "-"])
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header] + rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_heldout(chosen: Candidate, held: HeldOut) -> str:
+    """The lines `--test` prints: the teacher and the pick on the test split, and their R-1 difference."""
+    s, t = held.student, held.teacher
+    low, high = held.difference[1], held.difference[2]
+    verdict = ("not told apart from the teacher's" if low <= 0 <= high
+               else "above the teacher's" if low > 0 else "below the teacher's")
+    return "\n".join([
+        f"\nHeld-out test of trial {chosen.trial} ({held.samples} test pairs, never seen by the search; logged to run "
+        f"{chosen.run_id} as test_*):",
+        f"  teacher  R-1 {t['rouge1']:.3f} [{t['rouge1_low']:.3f}, {t['rouge1_high']:.3f}]  R-2 {t['rouge2']:.3f}",
+        f"  pick     R-1 {s['rouge1']:.3f} [{s['rouge1_low']:.3f}, {s['rouge1_high']:.3f}]  R-2 {s['rouge2']:.3f}  "
+        f"speed-up {held.speedup[0]:.2f}x (IQR {held.speedup[1]:.2f}-{held.speedup[2]:.2f}"
+        f"{'' if held.converged else ', not within ±5 % at the time cap'})",
+        f"  R-1 difference {held.difference[0]:+.3f}, 95 % interval {low:+.3f} to {high:+.3f}: {verdict}; in the "
+        f"search: R-1 {chosen.metrics.get('rouge1', float('nan')):.3f}, speed-up "
+        f"{chosen.metrics.get('speedup', float('nan')):.2f}x.",
+    ])
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) and not float(value).is_integer() else f"{value:.0f}"
+
+
+def _check_outputs(args, selection: Selection, client) -> None:
+    """Everything --register / --export need, checked before anything is written."""
+    targets = selection.targets()
+    if args.alias and len(targets) > 1:
+        raise UserError(f"--alias names one version, but {len(targets)} trials are on the front; add --pick "
+                        "(e.g. --pick fastest-within-2pct) or a --constraint that leaves one.")
+    if args.export and len(targets) > 1:
+        raise UserError(f"--export copies one checkpoint, but {len(targets)} trials are on the front; add --pick.")
+    if args.export:
+        destination = Path(args.export)
+        if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
+            raise UserError(f"--export {destination} exists and is not an empty folder; pass a new folder.")
+    if args.register or args.export:
+        for target in targets:
+            if missing_checkpoint(client, target):
+                raise UserError(f"trial {target.trial}'s checkpoint {target.checkpoint or '(none logged)'} is missing "
+                                "and its run holds no model artifacts; rerun the search, or pick another trial.")
+
+
+def pick_command(args) -> int:
+    objectives = parse_objectives(args.objectives) if args.objectives else None
+    constraints = [parse_constraint(text) for text in args.constraint]
+    pick = parse_pick(args.pick) if args.pick else None
+    for alias in args.alias:
+        if not _ALIAS.match(alias) or alias.lower() == "latest" or re.match(r"^[vV]\d+$", alias):
+            raise ConfigError(f"--alias must be letters, digits, '_' or '-' and not 'latest' or v<N> (MLflow's "
+                              f"rule), got {alias!r}; e.g. --alias production.")
+    if args.alias and not args.register:
+        raise ConfigError(f"--alias {args.alias[0]} names a registered version; add --register NAME.")
+    if args.search and args.all:
+        raise ConfigError("--search and --all exclude each other; pass one.")
+    if args.test and not pick:
+        raise ConfigError("--test scores one checkpoint on the test split; add --pick "
+                          "(e.g. --pick fastest-within-5pct).")
+    # Imported here: it loads mlflow (seconds); `--help` and bad flags answer without it.
+    from shrinktune.tracking.mlflow_tracking import default_tracking_uri, open_store
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(
+        os.environ.get("SHRINKTUNE_HOME") or Path.cwd())
+    client = open_store(uri)
+    selection = select(client, args.experiment, objectives, constraints, pick, args.search, args.all)
+    _check_outputs(args, selection, client)
+
+    names = ", ".join(p.info.run_name or p.info.run_id for p in selection.searches)
+    print(f"Pareto front of {args.experiment!r} ({names}): {len(selection.front)} of {len(selection.kept)} trial(s)"
+          + (f" meeting {', '.join(map(str, constraints))}" if constraints else "")
+          + f" ({len(selection.candidates)} finished); objectives "
+          + ", ".join(f"{k} ({'higher' if v == 'max' else 'lower'} is better)"
+                      for k, v in selection.objectives.items()))
+    print(format_selection(selection))
+    if pick:
+        chosen = selection.chosen
+        print(f"\n* {pick.name}: trial {chosen.trial} ({pick.metric} {_fmt(chosen.metrics.get(pick.metric))}, "
+              f"{QUALITY} {_fmt(chosen.metrics.get(QUALITY))}), run {chosen.run_id}")
+    if not args.no_tag:
+        tag_front(client, selection, constraints)
+    if args.register:
+        aliases = list(args.alias) or ([pick.name.replace(".", "_")] if pick else [])
+        for target in selection.targets():
+            version = register(client, args.register, target, aliases,
+                               version_tags(target, selection.objectives, pick))
+            print(f"registered trial {target.trial} as {args.register} version {version}"
+                  + (f" (alias {', '.join('@' + a for a in aliases)})" if aliases else ""))
+        if aliases:
+            print(f"  load it: with MLFLOW_TRACKING_URI={uri}, folder = mlflow.artifacts.download_artifacts("
+                  f"'models:/{args.register}@{aliases[0]}'), then shrinktune.load_summarizer(folder)")
+    if args.export:
+        target = selection.targets()[0]
+        destination = export(target, Path(args.export), uri)
+        print(f"exported trial {target.trial} to {destination}; "
+              f"load it with shrinktune.load_summarizer('{destination}')")
+    if args.test:
+        print(format_heldout(selection.chosen, test_pick(client, selection, args.test_samples)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m platform.pareto",
+        description="Show, tag, register and export the Pareto-optimal trials of a finished search.")
+    parser.add_argument("experiment", help="MLflow experiment: the search space's name (e.g. summarization)")
+    parser.add_argument("--objectives", default=None,
+                        help="metric:min|max list, e.g. rouge1:max,latency_ms:min (default: the search's own)")
+    parser.add_argument("--constraint", action="append", default=[],
+                        help='a rule each trial must meet, e.g. "rouge1>=0.2", "latency_ms<=300", '
+                        '"rouge1>=0.98*teacher"; repeatable')
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
+                        "sqlite:///<$SHRINKTUNE_HOME or the cwd>/mlflow.db)")
+    parser.add_argument("--search", default=None, help="a search run's name or id (default: the latest search)")
+    parser.add_argument("--all", action="store_true", help="read the trials of every search in the experiment")
+    parser.add_argument("--pick", default=None, help="pick one trial by a named rule: best-rouge, fastest, smallest, "
+                        "fastest-within-<N>pct, smallest-within-<N>pct (ROUGE-1 at most N %% below the teacher's)")
+    parser.add_argument("--register", default=None, metavar="NAME",
+                        help="register the picked trial (or the whole front) in the MLflow model registry as NAME")
+    parser.add_argument("--alias", action="append", default=[],
+                        help="alias for the registered version (default: the pick's name); repeatable")
+    parser.add_argument("--export", default=None, metavar="DIR", help="copy the picked checkpoint to DIR")
+    parser.add_argument("--test", action="store_true", help="score the pick and the teacher on the task's test split "
+                        "(never seen by the search), with intervals and an interleaved speed-up; logged as test_*")
+    parser.add_argument("--test-samples", type=int, default=500, metavar="N",
+                        help="test pairs scored by --test (default 500; the whole split when smaller)")
+    parser.add_argument("--no-tag", action="store_true", help=f"leave the runs' {PARETO_TAG} tags as they are")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m platform.pareto EXPERIMENT [flags]`; expected problems: one line on stderr, exit code 2."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("shrinktune").setLevel(logging.INFO)
+    try:
+        return pick_command(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

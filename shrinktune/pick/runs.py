@@ -1,0 +1,289 @@
+"""A finished search as MLflow holds it, and what the picker does to it: no argparse, no printing.
+
+`select` reads the FINISHED trial runs of one search (or all), keeps those meeting the constraints and computes
+their front and the pick; `tag_front`, `register`, `export` and `test_pick` write the outcome back or out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shrinktune.errors import UserError
+from shrinktune.front import pareto_front
+from shrinktune.pick.rules import Constraint, Pick
+from shrinktune.tracking.schema import (
+    CHECKPOINT_TAG,
+    DEGENERATE_TAG,
+    KIND_TAG,
+    PARENT_TAG,
+    PARETO_TAG,
+    PICK_TAG,
+    RECHECKED_TAG,
+    SEARCH_KIND,
+    SEARCH_TAG,
+    SELECTION_TAG,
+    TEACHER_DIR_TAG,
+    TEACHER_PREFIX,
+    TRIAL_KIND,
+    TRIAL_TAG,
+    unprefixed,
+)
+
+if TYPE_CHECKING:  # the held-out test's module loads torch; see test_pick
+    from shrinktune.measure.heldout import HeldOut
+
+logger = logging.getLogger(__name__)
+
+MODEL_ARTIFACTS = "model"  # where a registered checkpoint lives among its trial run's artifacts
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One finished trial as the picker sees it."""
+
+    run_id: str  # the trial's MLflow run
+    trial: str  # Tune's trial id
+    search: str  # the parent (search) run id
+    metrics: dict  # its latest metrics
+    config: dict  # its params (the sampled configuration), without `checkpoint`
+    checkpoint: str | None  # the checkpoint folder the trial saved
+    tagged: bool = False  # carries PARETO_TAG=true from an earlier selection
+    rechecked: bool = False  # re-measured at high fidelity at the end of its search (RECHECKED_TAG)
+    degenerate: bool = False  # below its search's quality floor (DEGENERATE_TAG)
+
+
+@dataclass
+class Selection:
+    """What one invocation decided: the runs read, those kept, the front and the pick."""
+
+    searches: list  # parent runs (mlflow Run objects)
+    objectives: dict[str, str]
+    reference: dict  # the teacher's metrics, unprefixed
+    candidates: list[Candidate]  # every finished trial read
+    kept: list[Candidate]  # those meeting the constraints
+    front: list[int]  # indices into `kept`
+    picked: int | None = None  # index into `kept`
+
+    @property
+    def chosen(self) -> Candidate:
+        """The picked trial; only for a selection made with a pick."""
+        if self.picked is None:
+            raise ValueError("this selection was made without a pick")
+        return self.kept[self.picked]
+
+    def targets(self) -> list[Candidate]:
+        """What --register / --export act on: the pick, else the whole front."""
+        if self.picked is not None:
+            return [self.kept[self.picked]]
+        return [self.kept[i] for i in self.front]
+
+
+def _all_runs(client, experiment_id: str, filter_string: str, order_by: list[str] | None = None) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000,
+                                  order_by=order_by, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def find_experiment(client, name: str):
+    """The experiment called `name`; a UserError naming the known ones otherwise."""
+    found = client.get_experiment_by_name(name)
+    if found is None or found.lifecycle_stage == "deleted":
+        known = sorted(e.name for e in client.search_experiments() if e.name != "Default")
+        raise UserError(f"no experiment {name!r} in this MLflow store; known: {', '.join(known) or 'none'}. "
+                        "The experiment is the search space's name; check --tracking-uri.")
+    return found
+
+
+def find_searches(client, experiment, search: str | None, every: bool) -> list:
+    """The parent runs to read: all (`every`), the one named or id'd by `search`, or the latest."""
+    parents = _all_runs(client, experiment.experiment_id, f"tags.`{KIND_TAG}` = '{SEARCH_KIND}'",
+                        order_by=["attributes.start_time DESC"])
+    if not parents:
+        raise UserError(f"experiment {experiment.name!r} holds no search runs (tag {KIND_TAG}={SEARCH_KIND}); "
+                        "run `python -m platform.search` first.")
+    if every:
+        return parents
+    if search is None:
+        return parents[:1]
+    chosen = [p for p in parents if search in (p.info.run_id, p.info.run_name)]
+    if not chosen:
+        recent = ", ".join(p.info.run_name or p.info.run_id for p in parents[:5])
+        raise UserError(f"no search {search!r} in experiment {experiment.name!r}; recent searches: {recent}. "
+                        "Pass a search run's name or id to --search, or --all.")
+    return chosen[:1]  # the latest of that name
+
+
+def search_objectives(searches: list) -> dict[str, str]:
+    """The objectives the searches optimised (their `objectives` param, JSON); all must agree."""
+    found: dict[str, dict | None] = {}
+    for parent in searches:
+        text = parent.data.params.get("objectives")
+        try:
+            parsed = json.loads(text) if text else None
+        except ValueError:
+            parsed = None
+        found[parent.info.run_name or parent.info.run_id] = parsed if isinstance(parsed, dict) else None
+    missing = [k for k, v in found.items() if v is None]
+    if missing:
+        raise UserError(f"search {missing[0]} has no readable `objectives` param; "
+                        "pass --objectives rouge1:max,latency_ms:min.")
+    readable = [v for v in found.values() if v is not None]
+    distinct = {json.dumps(v, sort_keys=True) for v in readable}
+    if len(distinct) > 1:
+        raise UserError(f"the searches read optimised different objectives ({'; '.join(sorted(distinct))}); "
+                        "pass --objectives to compare them on one set.")
+    return readable[0]
+
+
+def _candidate(run) -> Candidate:
+    params = dict(run.data.params)
+    checkpoint = run.data.tags.get(CHECKPOINT_TAG) or params.pop("checkpoint", None)
+    params.pop("checkpoint", None)
+    return Candidate(run_id=run.info.run_id, trial=run.data.tags.get(TRIAL_TAG, run.info.run_name or "?"),
+                     search=run.data.tags.get(PARENT_TAG, ""), metrics=dict(run.data.metrics),
+                     config=params, checkpoint=checkpoint, tagged=run.data.tags.get(PARETO_TAG) == "true",
+                     rechecked=RECHECKED_TAG in run.data.tags,
+                     degenerate=DEGENERATE_TAG in run.data.tags)
+
+
+def select(client, experiment: str, objectives: dict[str, str] | None, constraints: list[Constraint],
+           pick: Pick | None = None, search: str | None = None, every: bool = False) -> Selection:
+    """Reads the trials, applies the constraints, computes the front and applies the pick; changes nothing."""
+    found = find_experiment(client, experiment)
+    searches = find_searches(client, found, search, every)
+    objectives = objectives or search_objectives(searches)
+    latest = searches[0]  # the reference teacher; with --all, that of the latest search
+    reference = unprefixed(TEACHER_PREFIX, latest.data.metrics)
+    ids = {p.info.run_id for p in searches}
+    runs = _all_runs(client, found.experiment_id,
+                     f"tags.`{KIND_TAG}` = '{TRIAL_KIND}' and attributes.status = 'FINISHED'")
+    candidates = [_candidate(r) for r in runs if r.data.tags.get(PARENT_TAG) in ids]
+    if not candidates:
+        raise UserError(f"search {latest.info.run_name or latest.info.run_id} has no FINISHED trial runs; "
+                        "wait for trials to end, or pick another with --search / --all.")
+    # A search that re-checked its front measured those trials on more pairs and rounds than the rest: mixing the
+    # two fidelities would let a cheaply measured trial displace a re-checked one. Degenerate trials are no choice.
+    if any(c.rechecked for c in candidates):
+        candidates = [c for c in candidates if c.rechecked]
+    candidates = [c for c in candidates if not c.degenerate] or candidates
+    kept = [c for c in candidates if all(rule.holds(c.metrics, reference) for rule in constraints)]
+    if not kept:
+        rules = ", ".join(map(str, constraints))
+        raise UserError(f"none of the {len(candidates)} finished trial(s) meets {rules}; relax a --constraint.")
+    front = pareto_front([c.metrics for c in kept], objectives)
+    if not front:
+        raise UserError(f"no trial reports every objective ({', '.join(objectives)}); check --objectives "
+                        f"against the trials' metrics, e.g. {', '.join(sorted(kept[0].metrics)[:8])}.")
+    picked = pick.choose([c.metrics for c in kept], reference) if pick else None
+    return Selection(searches, objectives, reference, candidates, kept, front, picked)
+
+
+def tag_front(client, selection: Selection, constraints: list[Constraint]) -> None:
+    """PARETO_TAG=true on the front, removed from the other runs read; the selection (SELECTION_TAG) on the
+    searches."""
+    on_front = {selection.kept[i].run_id for i in selection.front}
+    for candidate in selection.candidates:
+        if candidate.run_id in on_front and not candidate.tagged:
+            client.set_tag(candidate.run_id, PARETO_TAG, "true")
+        elif candidate.run_id not in on_front and candidate.tagged:
+            client.delete_tag(candidate.run_id, PARETO_TAG)
+    described = "objectives " + ",".join(f"{k}:{v}" for k, v in selection.objectives.items())
+    if constraints:
+        described += "; constraints " + ", ".join(map(str, constraints))
+    for parent in selection.searches:
+        client.set_tag(parent.info.run_id, SELECTION_TAG, described)
+
+
+def has_model_artifacts(client, run_id: str) -> bool:
+    """Whether the run holds a checkpoint among its MODEL_ARTIFACTS."""
+    return bool(client.list_artifacts(run_id, MODEL_ARTIFACTS))
+
+
+def missing_checkpoint(client, candidate: Candidate) -> bool:
+    """Neither the trial's checkpoint folder nor its run's model artifacts are there to register or export."""
+    present = bool(candidate.checkpoint) and Path(str(candidate.checkpoint)).is_dir()
+    return not present and not has_model_artifacts(client, candidate.run_id)
+
+
+def version_tags(candidate: Candidate, objectives: dict[str, str], pick: Pick | None) -> dict[str, str]:
+    """The tags of a registered version: its trial, its search, the pick that chose it and its objectives."""
+    return {TRIAL_TAG: candidate.trial, SEARCH_TAG: candidate.search, **({PICK_TAG: pick.name} if pick else {}),
+            **{m: str(candidate.metrics.get(m)) for m in objectives}}
+
+
+def register(client, name: str, candidate: Candidate, aliases: list[str], tags: dict) -> int:
+    """Registers a trial's checkpoint as a version of `name` (reusing the version of the same run if there is
+    one) and points `aliases` at it; returns the version number."""
+    # Imported here: mlflow takes seconds to import, and only writing to the registry needs this name.
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if not has_model_artifacts(client, candidate.run_id):
+            logger.info("uploading %s to run %s as its %r artifacts", candidate.checkpoint, candidate.run_id,
+                        MODEL_ARTIFACTS)
+            client.log_artifacts(candidate.run_id, candidate.checkpoint, artifact_path=MODEL_ARTIFACTS)
+        try:
+            client.get_registered_model(name)
+        except MlflowException:
+            client.create_registered_model(name, description="Compressed summarizers picked by Shrinktune.")
+        source = f"runs:/{candidate.run_id}/{MODEL_ARTIFACTS}"
+        existing = [v for v in client.search_model_versions(f"name = '{name}' and run_id = '{candidate.run_id}'")
+                    if v.source == source]
+        version = existing[0] if existing else client.create_model_version(
+            name, source=source, run_id=candidate.run_id, tags=tags)
+        for alias in aliases:
+            client.set_registered_model_alias(name, alias, version.version)
+    except MlflowException as error:
+        raise UserError(f"registering trial {candidate.trial} as {name!r} failed: "
+                        f"{str(error).strip().splitlines()[0][:200]}; check the model name and the store.") from None
+    return int(version.version)
+
+
+def export(candidate: Candidate, destination: Path, tracking_uri: str) -> Path:
+    """Copies the trial's checkpoint folder to `destination` (from its run's artifacts if the folder is gone)."""
+    if candidate.checkpoint and Path(candidate.checkpoint).is_dir():
+        shutil.copytree(candidate.checkpoint, destination, dirs_exist_ok=True)
+    else:
+        # Imported here: mlflow takes seconds to import, and only a checkpoint moved away needs it.
+        import mlflow.artifacts
+
+        fetched = mlflow.artifacts.download_artifacts(run_id=candidate.run_id, artifact_path=MODEL_ARTIFACTS,
+                                                      tracking_uri=tracking_uri)
+        shutil.copytree(fetched, destination, dirs_exist_ok=True)
+    return destination
+
+
+def test_pick(client, selection: Selection, samples: int) -> HeldOut:
+    """Scores the pick and the teacher on the task's test split (`heldout_comparison`), logs its `test_*` metrics
+    to the pick's run and returns the `HeldOut` result."""
+    # Imported here: the held-out test loads torch, transformers and the data; the rest of the picker needs none.
+    from mlflow.entities import Metric
+
+    from shrinktune.measure.heldout import heldout_comparison
+
+    chosen, search = selection.chosen, selection.searches[0]
+    if not chosen.checkpoint or not Path(chosen.checkpoint).is_dir():
+        raise UserError(f"trial {chosen.trial} has no checkpoint folder here ({chosen.checkpoint or 'none logged'}); "
+                        "--test needs it: run it where the search's storage is, or pick another trial.")
+    teacher_dir = search.data.tags.get(TEACHER_DIR_TAG)
+    task = search.data.params.get("task")
+    if not teacher_dir or not task:
+        raise UserError(f"search {search.info.run_name} logged no teacher folder or task; --test needs both: "
+                        "rerun the search with this version.")
+    generation = json.loads(search.data.params["generation"]) if search.data.params.get("generation") else None
+    held = heldout_comparison(chosen.checkpoint, teacher_dir, task, generation=generation, samples=samples)
+    now = int(time.time() * 1000)
+    client.log_batch(chosen.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in held.metrics().items()])
+    return held
+
