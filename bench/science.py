@@ -55,10 +55,16 @@ from shrinktune.models.families import depth, encoder_module, family_of, half_co
 from shrinktune.models.generation import GenerationSettings  # noqa: E402
 from shrinktune.models.student import build_student  # noqa: E402
 from shrinktune.models.teacher import load_teacher, minilm_path, source_token_limit  # noqa: E402
-from shrinktune.models.weight_compression import (  # noqa: E402
-    DECODER_FFN_PATTERN, WeightCompression, choose_linears, compress_weights,
+from shrinktune.search.trial import quiet_libraries  # noqa: E402
+from shrinktune.settings import TrialSettings  # noqa: E402
+from shrinktune.training.weight_compression import (  # noqa: E402
+    DECODER_FFN_PATTERN,
+    WeightCompression,
+    choose_linears,
+    compress_weights,
 )
-from shrinktune.search.trial import DEFAULT_TRIAL, quiet_libraries  # noqa: E402
+
+DEFAULT_TRIAL = TrialSettings()  # the settings a search's trial starts from
 from shrinktune.training.autoencoder import pretrain_autoencoder, token_vectors  # noqa: E402
 from shrinktune.training.cache import cache_root  # noqa: E402
 from shrinktune.training.distill import DistillSettings, cached_pseudo_labels, pseudo_labelled_pairs  # noqa: E402
@@ -83,12 +89,12 @@ class Settings:
     new_tokens: int = 32  # forced summary length of the latency figure
     latency_samples: int = 5  # documents per timed pass, batch 1
     latency_repeats: int = 3  # timed passes; the median is reported
-    epochs: int = DEFAULT_TRIAL["epochs"]  # training epochs of every student (depth and methods)
-    learning_rate: float = DEFAULT_TRIAL["learning_rate"]  # AdamW peak
-    batch_size: int = DEFAULT_TRIAL["batch_size"]  # pairs per step
+    epochs: int = DEFAULT_TRIAL.epochs  # training epochs of every student (depth and methods)
+    learning_rate: float = DEFAULT_TRIAL.learning_rate  # AdamW peak
+    batch_size: int = DEFAULT_TRIAL.batch_size  # pairs per step
     ae_widths: tuple[int, ...] = (32, 64, 96, 192, 288)  # latent widths of the ae part
     ae_kinds: tuple[str, ...] = AE_KINDS  # autoencoder kinds of the ae part
-    ae_epochs: int = DEFAULT_TRIAL["ae_epochs"]  # training epochs of the linear and mlp autoencoders
+    ae_epochs: int = DEFAULT_TRIAL.ae_epochs  # training epochs of the linear and mlp autoencoders
     encoder_depths: tuple[int, ...] = (6, 4, 2)  # depth part: encoder depths, decoder kept whole
     decoder_depths: tuple[int, ...] = (6, 3, 1)  # depth part: decoder depths, encoder kept whole
     methods_decoder_layers: int = 2  # methods part: decoder depth of both students
@@ -335,7 +341,7 @@ def run_depth(setup: Setup) -> dict:
         shapes.insert(0, (full_enc, full_dec))  # the fair reference: the teacher's shape, trained the same
     for enc, dec in dict.fromkeys(shapes):
         seed_everything(s.seed)
-        student = build_student(teacher, encoder_layers=enc, decoder_layers=dec, layer_map=DEFAULT_TRIAL["layer_map"])
+        student = build_student(teacher, encoder_layers=enc, decoder_layers=dec, layer_map=DEFAULT_TRIAL.layer_map)
         # a shallower encoder gives other states: the decoder learns on those (cached per encoder, like a search)
         pairs = setup.pairs
         if enc != full_enc:
@@ -369,7 +375,7 @@ def depth_section(result: dict, setup: Setup) -> list[str]:
     drift = (result["teacher_again_ms"] - teacher["ms"]) / teacher["ms"]
     lines = [
         "## depth: quality follows the encoder, latency the decoder (Campos & Zhai)", "",
-        f"Students at the teacher's width, kept layers copied ({DEFAULT_TRIAL['layer_map']} map), frozen encoder, "
+        f"Students at the teacher's width, kept layers copied ({DEFAULT_TRIAL.layer_map} map), frozen encoder, "
         f"each trained for {s.epochs} epoch(s) (lr {s.learning_rate:g}, batch {s.batch_size}) with cross-entropy on "
         f"{len(setup.train)} training pairs; a shallower encoder's states re-encoded for its decoder (the encoder "
         "stays frozen, as in a search: unlike the paper's, its remaining layers do not adapt). ROUGE F1 on "
@@ -435,7 +441,7 @@ def run_methods(setup: Setup) -> dict:
         for method in METHODS:
             seed_everything(s.seed)
             student = build_student(teacher, latent_dim=latent, decoder_layers=s.methods_decoder_layers,
-                                    layer_map=DEFAULT_TRIAL["layer_map"], **bottleneck)
+                                    layer_map=DEFAULT_TRIAL.layer_map, **bottleneck)
             pairs = pseudo if method == "pseudo_labels" else setup.pairs
             seconds = train_student(student, pairs, setup, DistillSettings(method=method), **schedule)
             counts = parameter_counts(student)

@@ -48,16 +48,24 @@ import torch  # noqa: E402
 
 from bench.compression import machine_lines  # noqa: E402
 from bench.parts import fail, run_parts  # noqa: E402
-from shrinktune.cli import teacher_shape  # noqa: E402
 from shrinktune.errors import ConfigError, UserError  # noqa: E402
 from shrinktune.front import running_hypervolume  # noqa: E402
+from shrinktune.search.plan import teacher_shape  # noqa: E402
 from shrinktune.search.samplers import make_sampler  # noqa: E402
 from shrinktune.search.space import (  # noqa: E402
-    SAMPLERS, SearchSpace, constraint_names, constraint_violations, is_feasible, resolve_space_path,
+    SearchSpace,
+    constraint_names,
+    constraint_violations,
+    is_feasible,
+    resolve_space_path,
 )
 from shrinktune.search.trial import (  # noqa: E402
-    DEFAULT_TRIAL, TrialContext, prepare_reference, quiet_libraries, run_configuration,
+    TrialContext,
+    prepare_reference,
+    quiet_libraries,
+    run_configuration,
 )
+from shrinktune.settings import SAMPLERS, TrialSettings, as_params  # noqa: E402
 from shrinktune.training.cache import cache_root  # noqa: E402
 
 PARTS = ("samplers", "shared")
@@ -173,26 +181,22 @@ def load_run(settings: Settings, cache: Path, scratch: Path) -> Run:
     """Loads the space against its teacher's shape, builds the trials' context as the runner does, and prepares and
     measures the teacher (`prepare_reference`)."""
     path = smoke_space(scratch) if settings.smoke else resolve_space_path(settings.space)
-    shape = teacher_shape(SearchSpace.load(path).teacher)
-    space = SearchSpace.load(path, encoder_width=shape[0], teacher_depth=shape[1], encoder_depth=shape[2])
-    ctx = TrialContext(  # as shrinktune.search.runner.run_search builds it
+    space = SearchSpace.load(path, shape_of=teacher_shape)
+    shape = teacher_shape(space.teacher)
+    ctx = TrialContext(  # as shrinktune.search.plan.SearchPlan.context builds it
         task=space.task, teacher_dir=space.teacher, cache_root=str(cache), generation=space.generation,
-        eval_samples=settings.eval_samples or space.evaluation.get("samples", 45),
-        latency_samples=space.evaluation.get("latency_samples", 5),
-        latency_repeats=space.evaluation.get("latency_repeats", 3),
-        latency_batch_size=space.evaluation.get("latency_batch_size", 8),
-        fixed_new_tokens=space.evaluation.get("fixed_new_tokens"), threads=settings.threads, seed=space.seed,
-        fixed=space.fixed,
+        evaluation=replace(space.evaluation, samples=settings.eval_samples or space.evaluation.samples),
+        defaults=space.defaults, threads=settings.threads, seed=space.search.seed,
     )
     teacher_dir, reference = prepare_reference(ctx)
     return Run(settings, space, replace(ctx, teacher_dir=teacher_dir, reference=reference), shape, scratch)
 
 
-def trial_config(chosen: dict, fixed: dict, epochs_cap: int | None) -> dict:
+def trial_config(chosen: dict, defaults: TrialSettings, epochs_cap: int | None) -> dict:
     """The whole configuration a trial trains (`run_configuration` merges the same way), epochs capped."""
-    config = {**DEFAULT_TRIAL, **fixed, **chosen}
+    config = as_params(replace(defaults, **chosen))
     if epochs_cap is not None:
-        config["epochs"] = min(int(config["epochs"]), epochs_cap)
+        config["epochs"] = min(config["epochs"], epochs_cap)
     return config
 
 
@@ -226,7 +230,7 @@ def run_study(run: Run, sampler: str, seed: int, memo: dict) -> Study:
         optuna_study.enqueue_trial(dict(point))
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
-        config = trial_config(space.suggest(trial), space.fixed, run.settings.epochs_cap)
+        config = trial_config(space.suggest(trial), space.defaults, run.settings.epochs_cap)
         key = json.dumps(config, sort_keys=True, default=str)
         started = time.perf_counter()
         hit = key in memo
@@ -368,7 +372,7 @@ def cache_entries(root: Path) -> set[str]:
 
 
 def run_shared(run: Run) -> dict:
-    epochs = min(DEFAULT_TRIAL["epochs"], run.settings.epochs_cap or DEFAULT_TRIAL["epochs"])
+    epochs = min(TrialSettings().epochs, run.settings.epochs_cap or TrialSettings().epochs)
     configs = shared_configs(run.shape[0], run.shape[1], epochs)
     rows = [{"config": config} for config in configs]
     shared_root = run.scratch / "shared-cache"
@@ -427,7 +431,7 @@ def write_results(path: Path, run: Run, results: dict, elapsed: dict, command: s
     objectives = ", ".join(f"{metric} ({direction})" for metric, direction in space.objectives.items())
     overrides = []
     if s.eval_samples is not None:
-        overrides.append(f"--eval-samples {s.eval_samples} (the space scores {space.evaluation.get('samples', 45)})")
+        overrides.append(f"--eval-samples {s.eval_samples} (the space scores {space.evaluation.samples})")
     if s.epochs_cap is not None:
         overrides.append(f"--epochs-cap {s.epochs_cap} (no trial trains more epochs, whatever the sampler chose)")
     where = space.path
@@ -440,8 +444,9 @@ def write_results(path: Path, run: Run, results: dict, elapsed: dict, command: s
         *machine_lines(types.SimpleNamespace(device=torch.device("cpu"))),
         f"- Space: {where}; teacher {teacher} (encoder width {run.shape[0]}, {run.shape[2]}+{run.shape[1]} layers); "
         f"objectives {objectives}; training seed {ctx.seed}",
-        f"- Trials: {ctx.eval_samples} validation pairs scored; latency timed on {ctx.latency_samples} summaries, "
-        f"{ctx.latency_repeats} pass(es); overrides: {'; '.join(overrides) or 'none'}",
+        f"- Trials: {ctx.evaluation.samples} validation pairs scored; latency timed on "
+        f"{ctx.evaluation.latency_samples} summaries, {ctx.evaluation.latency_repeats} pass(es); "
+        f"overrides: {'; '.join(overrides) or 'none'}",
         "- Teacher: " + ", ".join(f"{metric} {ref[metric]:.4g}" for metric in space.objectives if metric in ref), "",
     ]
     for part in s.parts:

@@ -34,7 +34,9 @@ from shrinktune.measure.evaluate import generate_summaries  # noqa: E402
 from shrinktune.measure.rouge import distinct_fraction, rouge_scores  # noqa: E402
 from shrinktune.models.generation import GenerationSettings  # noqa: E402
 from shrinktune.models.teacher import load_teacher  # noqa: E402
+from shrinktune.search.space import SearchSpace  # noqa: E402
 from shrinktune.search.trial import TrialContext, prepare_reference, quiet_libraries, run_configuration  # noqa: E402
+from shrinktune.settings import EvaluationSettings, TrialSettings  # noqa: E402
 from shrinktune.training.teacher import SHIPPED_TEACHER, TeacherRecipe, prepare_embedded_teacher  # noqa: E402
 
 LEAD_WORDS = 25
@@ -44,9 +46,7 @@ SEARCH_DECODING = "teacher, the search's decoding"
 
 def search_generation() -> GenerationSettings:
     """The decoding every trial of the embedded default uses (the `generation` block of its search space)."""
-    from shrinktune.search.space import SearchSpace
-
-    return GenerationSettings(**SearchSpace.load(SPACE).generation)
+    return SearchSpace.load(SPACE).generation
 
 
 def lead(document: str, words: int = LEAD_WORDS) -> str:
@@ -76,7 +76,8 @@ def quality_rows(teacher_dir: str, task, splits, samples: int, beams: int, split
         (f"lead-{LEAD_WORDS} words", [lead(e.document) for e in examples]),
         ("best constant summary", [best_constant(splits["train"])] * len(examples)),
     ):
-        rows.append({"system": name, **rouge_scores(predictions, references), "distinct": distinct_fraction(predictions)})
+        rows.append({"system": name, **rouge_scores(predictions, references),
+                     "distinct": distinct_fraction(predictions)})
     model, tokenizer = load_teacher(teacher_dir)
     search = search_generation()
     bias = f"source bias {search.source_token_bias:g} / continuation {search.source_continuation_bias:g}"
@@ -88,7 +89,8 @@ def quality_rows(teacher_dir: str, task, splits, samples: int, beams: int, split
         settings.apply(model)
         started = time.perf_counter()
         predictions = generate_summaries(model, tokenizer, examples, max_source_tokens=task.max_source_tokens)
-        rows.append({"system": label, **rouge_scores(predictions, references), "distinct": distinct_fraction(predictions),
+        rows.append({"system": label, **rouge_scores(predictions, references),
+                     "distinct": distinct_fraction(predictions),
                      "seconds": time.perf_counter() - started, "example": predictions[0]})
     return rows
 
@@ -102,8 +104,8 @@ def grid_rows(ctx: TrialContext, latents: list[int], layers: list[int], epochs: 
             started = time.perf_counter()
             metrics = run_configuration(config, ctx, work / f"l{latent}-d{depth}")
             rows.append({**config, **metrics, "seconds": time.perf_counter() - started})
-            print(f"latent {latent} depth {depth}: R-1 {metrics['rouge1']:.3f} fixed {metrics['latency_fixed_ms']:.1f} ms",
-                  flush=True)
+            print(f"latent {latent} depth {depth}: R-1 {metrics['rouge1']:.3f} "
+                  f"fixed {metrics['latency_fixed_ms']:.1f} ms", flush=True)
     return rows
 
 
@@ -124,7 +126,8 @@ def input_reliance(teacher_dir: str, task, examples) -> dict:
         total = 0.0
         for start in range(0, len(pairs), 30):
             rows = slice(start, start + 30)
-            logits = forward_on_states(model, states[rows], mask[rows], pairs.decoder_input_ids[rows], pairs.labels[rows]).logits
+            logits = forward_on_states(model, states[rows], mask[rows], pairs.decoder_input_ids[rows],
+                                       pairs.labels[rows]).logits
             total += cross_entropy(logits, pairs.labels[rows]).item() * (pairs.labels[rows] != -100).sum().item()
         return total / (pairs.labels != -100).sum().item()
 
@@ -134,7 +137,8 @@ def input_reliance(teacher_dir: str, task, examples) -> dict:
 
 
 def quality_table(rows: list[dict]) -> list[str]:
-    lines = ["| system | R-1 | R-2 | R-L | R-Lsum | distinct | time (s) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| system | R-1 | R-2 | R-L | R-Lsum | distinct | time (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         seconds = f"{row['seconds']:.0f}" if "seconds" in row else "-"
         lines.append(f"| {row['system']} | {row['rouge1']:.3f} | {row['rouge2']:.3f} | {row['rougeL']:.3f} | "
@@ -148,13 +152,15 @@ def report(args, quality, held_out, reliance, grid, reference, prep, command) ->
     lines += ["", f"## Quality on ACLSum validation ({args.samples} pairs)", ""] + quality_table(quality)
     lead_row = quality[0]
     search = next(row for row in quality if row["system"].startswith(SEARCH_DECODING))
-    verdict = "above" if search["rouge1"] > lead_row["rouge1"] and search["rouge2"] > lead_row["rouge2"] else "NOT above"
-    lines += ["", f"Reading: the teacher, decoded as the search decodes, is {verdict} the lead baseline on both ROUGE-1 "
-              f"and ROUGE-2, with {search['distinct']:.0%} distinct summaries. First validation summary: "
+    above = search["rouge1"] > lead_row["rouge1"] and search["rouge2"] > lead_row["rouge2"]
+    verdict = "above" if above else "NOT above"
+    lines += ["", f"Reading: the teacher, decoded as the search decodes, is {verdict} the lead baseline on both "
+              f"ROUGE-1 and ROUGE-2, with {search['distinct']:.0%} distinct summaries. First validation summary: "
               f"\"{search['example']}\"", ""]
     lines += [f"Input reliance (cross-entropy per reference token, nats): {reliance['own']:.3f} given the paper's own "
-              f"encoder states, {reliance['other']:.3f} given another paper's (same aspect), {reliance['zero']:.3f} given "
-              "all-zero states. The gap between the first two is what the teacher takes from reading its input.", ""]
+              f"encoder states, {reliance['other']:.3f} given another paper's (same aspect), "
+              f"{reliance['zero']:.3f} given all-zero states. The gap between the first two is what the teacher "
+              "takes from reading its input.", ""]
     if held_out:
         lines += [f"## Quality on ACLSum test ({args.samples_test} pairs; the recipe was chosen on "
                   "validation, so this split is the unbiased reading)", ""] + quality_table(held_out) + [""]
@@ -162,19 +168,22 @@ def report(args, quality, held_out, reliance, grid, reference, prep, command) ->
               f"- Shipped file: `{SHIPPED_TEACHER.relative_to(SHIPPED_TEACHER.parents[2])}`, "
               f"{prep['shipped_mb']:.1f} MB; training it from scratch took {prep['train_minutes']} "
               "(`python -m platform.prepare_teacher`, recorded in the file's metadata)",
-              f"- Preparing the teacher into an empty cache (unpack the shipped file, save): {prep['unpack_s']:.1f} s", ""]
+              f"- Preparing the teacher into an empty cache (unpack the shipped file, save): "
+              f"{prep['unpack_s']:.1f} s", ""]
     if grid:
-        lines += [f"## Frontier: latent width × decoder depth ({args.samples_grid} validation pairs, {args.epochs} epochs "
-                  "each, trained and measured as search trials)", "",
+        lines += [f"## Frontier: latent width × decoder depth ({args.samples_grid} validation pairs, "
+                  f"{args.epochs} epochs each, trained and measured as search trials)", "",
                   f"Teacher: R-1 {reference['rouge1']:.3f}, R-2 {reference['rouge2']:.3f}, "
                   f"{reference['latency_fixed_ms']:.1f} ms per fixed-length summary, decoder "
                   f"{reference['params_decoder'] / 1e6:.1f}M parameters.", "",
-                  "| latent | decoder layers | R-1 | R-2 | R-L | ms (fixed length) | speed-up (fixed) | decoder params | ΔR-1 |",
+                  "| latent | decoder layers | R-1 | R-2 | R-L | ms (fixed length) | speed-up (fixed) "
+                  "| decoder params | ΔR-1 |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for row in grid:
             speedup = reference["latency_fixed_ms"] / row["latency_fixed_ms"]
             delta = (row["rouge1"] - reference["rouge1"]) / reference["rouge1"]
-            lines.append(f"| {row['latent_dim']} | {row['decoder_layers']} | {row['rouge1']:.3f} | {row['rouge2']:.3f} | "
+            lines.append(f"| {row['latent_dim']} | {row['decoder_layers']} | {row['rouge1']:.3f} "
+                         f"| {row['rouge2']:.3f} | "
                          f"{row['rougeL']:.3f} | {row['latency_fixed_ms']:.1f} | {speedup:.2f}x | "
                          f"{row['params_decoder'] / 1e6:.1f}M | {delta:+.1%} |")
         lines += ["", _monotone_reading(grid), ""]
@@ -232,22 +241,24 @@ def main(argv=None) -> int:
 
     quality = quality_rows(teacher_dir, task, splits, args.samples, args.beams)
     for row in quality:
-        print(f"{row['system']}: R-1 {row['rouge1']:.3f} R-2 {row['rouge2']:.3f} distinct {row['distinct']:.0%}", flush=True)
+        print(f"{row['system']}: R-1 {row['rouge1']:.3f} R-2 {row['rouge2']:.3f} distinct {row['distinct']:.0%}",
+              flush=True)
     reliance = input_reliance(teacher_dir, task, splits["validation"][: args.samples])
     print("input reliance:", {k: round(v, 3) for k, v in reliance.items()}, flush=True)
     held_out = []
     if args.samples_test:
         held_out = quality_rows(teacher_dir, task, splits, args.samples_test, args.beams, split="test")
         for row in held_out:
-            print(f"test: {row['system']}: R-1 {row['rouge1']:.3f} R-2 {row['rouge2']:.3f} distinct {row['distinct']:.0%}",
-                  flush=True)
+            print(f"test: {row['system']}: R-1 {row['rouge1']:.3f} R-2 {row['rouge2']:.3f} "
+                  f"distinct {row['distinct']:.0%}", flush=True)
     grid, reference = [], {}
     if not args.no_grid:
         ctx = TrialContext(task="summarization", teacher_dir=teacher_dir,
                            cache_root=str(cache or Path(tempfile.gettempdir()) / "shrinktune-bench-cache"),
-                           generation=search_generation().as_dict(), eval_samples=args.samples_grid, latency_samples=4,
-                           latency_repeats=2, latency_batch_size=1, fixed_new_tokens=24, threads=args.threads,
-                           fixed={"decoder_ffn": "scaled", "ae_epochs": 4, "batch_size": 16})
+                           generation=search_generation(), threads=args.threads,
+                           evaluation=EvaluationSettings(samples=args.samples_grid, latency_samples=4,
+                                                         latency_repeats=2, latency_batch_size=1, fixed_new_tokens=24),
+                           defaults=TrialSettings(decoder_ffn="scaled", ae_epochs=4, batch_size=16))
         _, reference = prepare_reference(ctx)
         ctx = replace(ctx, reference=reference)
         with tempfile.TemporaryDirectory() as work:

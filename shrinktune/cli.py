@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 from shrinktune.errors import UserError
+from shrinktune.search.cluster import check_job_server, job_server_url, submitted_working_dir
 
 logger = logging.getLogger("shrinktune")
 
@@ -23,15 +25,20 @@ def _search_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
                         "sqlite:///<home>/mlflow.db; home = $SHRINKTUNE_HOME, ~/shrinktune in a Ray job, else the cwd)")
     parser.add_argument("--storage", default=None,
-                        help="Ray Tune results and checkpoints (default: <home>/shrinktune_runs; shared storage on a cluster)")
+                        help="Ray Tune results and checkpoints (default: <home>/shrinktune_runs; shared storage on "
+                        "a cluster)")
     parser.add_argument("--cache-dir", default=None, help="cache for the teacher, encoder states and autoencoders "
                         "(default: $SHRINKTUNE_CACHE or ~/.cache/shrinktune)")
-    parser.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, a running local one, or a new one)")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster to join (default: RAY_ADDRESS, a running local one, or a new one)")
     parser.add_argument("--trials", type=int, default=None, help="number of trials (overrides the space file)")
     parser.add_argument("--max-concurrent", type=int, default=None, help="trials at once (overrides the space file)")
-    parser.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default: all / concurrency)")
-    parser.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per trial, fractions allowed (default: 1 if the cluster has GPUs)")
-    parser.add_argument("--sampler", choices=("tpe", "nsga2", "random"), default=None, help="Optuna sampler (overrides the space file)")
+    parser.add_argument("--cpus-per-trial", type=float, default=None,
+                        help="CPUs per trial (default: all / concurrency)")
+    parser.add_argument("--gpus-per-trial", type=float, default=None,
+                        help="GPUs per trial, fractions allowed (default: 1 if the cluster has GPUs)")
+    parser.add_argument("--sampler", choices=("tpe", "nsga2", "random"), default=None,
+                        help="Optuna sampler (overrides the space file)")
     parser.add_argument("--name", default=None, help="name of this search's run (default: <space>-<timestamp>)")
     parser.add_argument("--retries", type=int, default=None,
                         help="extra attempts for a failed trial before it is recorded as failed "
@@ -39,42 +46,6 @@ def _search_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--resume", default=None, metavar="NAME",
                         help="continue the interrupted search NAME (a folder of the storage path), with the same space")
     return parser
-
-
-def _check_flags(args) -> None:
-    for flag in ("trials", "max_concurrent"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be ≥ 1, got {value}.")
-    for flag in ("cpus_per_trial", "gpus_per_trial", "retries"):
-        value = getattr(args, flag)
-        if value is not None and value < 0:
-            raise UserError(f"--{flag.replace('_', '-')} must be ≥ 0, got {value}.")
-    if args.resume is not None and args.name is not None:
-        raise UserError(f"--resume {args.resume} continues a search under its own name; drop --name {args.name}.")
-
-
-def teacher_shape(teacher: str) -> tuple[int, int, int]:
-    """(encoder width, decoder depth, encoder depth) of a teacher, read from its config only."""
-    from transformers import AutoConfig
-
-    from shrinktune.errors import ConfigError
-    from shrinktune.models.families import depth, family_of
-    from shrinktune.models.teacher import EMBEDDED_TEACHER, minilm_path
-
-    if teacher == EMBEDDED_TEACHER:
-        config = AutoConfig.from_pretrained(minilm_path())
-        return config.hidden_size, config.num_hidden_layers, config.num_hidden_layers
-    try:
-        config = AutoConfig.from_pretrained(teacher)
-    except OSError as error:
-        raise UserError(f"teacher {teacher!r} has no readable config ({str(error).splitlines()[0]}); "
-                        "pass a local folder or a reachable hub id.") from None
-    encoder, decoder = (config.encoder, config.decoder) if hasattr(config, "encoder") else (config, config)
-    try:
-        return getattr(encoder, family_of(encoder).width), depth(decoder, "decoder"), depth(encoder, "encoder")
-    except ConfigError as error:
-        raise UserError(f"teacher {teacher!r}: {error}") from None
 
 
 def output_home() -> Path:
@@ -88,10 +59,9 @@ def output_home() -> Path:
         try:
             home.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise UserError(f"SHRINKTUNE_HOME={home} cannot be created ({error.strerror}); point it at a writable folder.") from None
+            raise UserError(f"SHRINKTUNE_HOME={home} cannot be created ({error.strerror}); point it at a writable "
+                            "folder.") from None
         return home
-    from shrinktune.search.cluster import submitted_working_dir
-
     if submitted_working_dir():
         home = Path.home() / "shrinktune"
         home.mkdir(parents=True, exist_ok=True)
@@ -128,7 +98,8 @@ def format_front(outcome) -> str:
     header = ["trial", "latent", "layers", "lr", "epochs", "R-1 [95 % interval]", "R-2", "speed-up (IQR)",
               "ms/summary", "train MB", "mem ratio", "ΔR-1", "note", "checkpoint"]
     rows = [["teacher", "-", "-", "-", "-", _interval(ref), _fmt(ref.get("rouge2"), ".3f"), "1.00x",
-             _fmt(ref.get("latency_ms"), ".1f"), _fmt(ref.get("train_peak_mb"), ".0f"), "1.00", "-", "-", "(reference)"]]
+             _fmt(ref.get("latency_ms"), ".1f"), _fmt(ref.get("train_peak_mb"), ".0f"), "1.00", "-", "-",
+             "(reference)"]]
     finished = outcome.finished
     for index in sorted(outcome.front, key=lambda i: -finished[i].metrics.get("rouge1", 0)):
         row = finished[index]
@@ -165,52 +136,26 @@ def format_front(outcome) -> str:
 
 
 def run_search_command(args) -> int:
-    _check_flags(args)
-    from shrinktune.search.faults import FAULTS_ENV, parse_faults
-    from shrinktune.search.runner import RunOptions, check_new_search, check_resumable, run_search
-    from shrinktune.search.space import SearchSpace, resolve_space_path
-    from shrinktune.tracking.mlflow_tracking import SearchTracker, default_tracking_uri, ui_command
+    # Lazy: `--help` and `submit` should not wait for Ray, torch, transformers and MLflow to import.
+    from shrinktune.search.plan import RunOptions, prepare_search
+    from shrinktune.search.runner import run_search
+    from shrinktune.tracking.mlflow_tracking import default_tracking_uri, ui_command
     from shrinktune.training.cache import cache_root
 
     home = output_home()
-    storage_path = str(Path(args.storage or home / "shrinktune_runs").expanduser().resolve())
-    # A search to resume that does not exist, a new one that would reuse a name, a malformed fault plan: one line,
-    # nothing read or run.
-    parse_faults(os.environ.get(FAULTS_ENV, ""))
-    if args.resume:
-        check_resumable(storage_path, args.resume)
-    elif args.name:
-        check_new_search(storage_path, args.name)
-    path = resolve_space_path(args.space)
-    import yaml
-
-    try:
-        teacher = (yaml.safe_load(path.read_text()) or {}).get("teacher", "embedded")
-    except (yaml.YAMLError, AttributeError):
-        teacher = "embedded"  # SearchSpace.load reports the file's problems below
-    width, depth, encoder_depth = teacher_shape(teacher) if isinstance(teacher, str) else (None, None, None)
-    space = SearchSpace.load(path, encoder_width=width, teacher_depth=depth, encoder_depth=encoder_depth)
-    cache = Path(args.cache_dir).expanduser().resolve() if args.cache_dir else cache_root()
-    os.environ["SHRINKTUNE_CACHE"] = str(cache)  # trial workers started from here inherit it
     options = RunOptions(
-        tracking_uri=args.tracking_uri or (os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(home)),
-        storage_path=storage_path,
-        cache_root=str(cache), address=args.address, trials=args.trials, max_concurrent=args.max_concurrent,
+        tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(home),
+        storage_path=str(Path(args.storage or home / "shrinktune_runs").expanduser().resolve()),
+        cache_root=str(Path(args.cache_dir).expanduser().resolve() if args.cache_dir else cache_root()),
+        address=args.address, trials=args.trials, max_concurrent=args.max_concurrent,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, sampler=args.sampler, name=args.name,
         retries=args.retries, resume=args.resume,
     )
-    SearchTracker(options.tracking_uri, space.name).check()  # before anything runs or is printed
-    from shrinktune.search.cluster import submitted_working_dir
-
-    if submitted_working_dir():
-        # The driver of a submitted job runs inside Ray's unpacked copy of the working directory. Another node on
-        # the same machine may unpack that copy again, replacing the folder under the running driver; work from
-        # the results folder instead (imports keep resolving: the copy's path stays on sys.path).
-        sys.path[:] = [os.path.abspath(p) if p in ("", ".") else p for p in sys.path]
-        os.chdir(home)
+    plan = prepare_search(args.space, options)  # every check, before anything runs or is printed
+    space = plan.space
     logger.info("search space %s: task %s, teacher %s, %d dimension(s); MLflow %s",
-                path, space.task, space.teacher, len(space.dimensions), options.tracking_uri)
-    outcome = run_search(space, options)
+                space.path, space.task, space.teacher, len(space.dimensions), options.tracking_uri)
+    outcome = run_search(plan)
     if outcome.interrupted:
         print(f"\nsearch {outcome.name} interrupted: {len(outcome.rows)} trial(s) ended, in MLflow and under "
               f"{options.storage_path}. Continue it (with the same --storage and --tracking-uri, if given) with:\n"
@@ -226,7 +171,8 @@ def run_search_command(args) -> int:
         for row in outcome.rows:
             if row.error:
                 print(f"  {row.trial_id}: {row.error}")
-    print(f"\nMLflow: experiment {space.name!r}, search run {outcome.parent_run_id}. Open the UI with:\n  {ui_command(outcome.tracking_uri)}")
+    print(f"\nMLflow: experiment {space.name!r}, search run {outcome.parent_run_id}. Open the UI with:\n  "
+          f"{ui_command(outcome.tracking_uri)}")
     print(f"Pick, register and export a checkpoint:\n  python -m platform.pareto {space.name} --tracking-uri "
           f"{outcome.tracking_uri} --pick fastest-within-2pct --register NAME --export DIR")
     print("Load a checkpoint: python -c \"from shrinktune import load_summarizer; "
@@ -255,10 +201,6 @@ def _run(handler, args) -> int:
 
 def submit_command(args, search_args: list[str]) -> int:
     """Checks the cluster, then hands the search to `ray job submit` with the project as the working directory."""
-    import subprocess
-
-    from shrinktune.search.cluster import check_job_server, job_server_url
-
     url = job_server_url(args.address or os.environ.get("RAY_ADDRESS"))
     version = check_job_server(url)
     logger.info("Ray %s job server at %s: submitting the search", version, url)
@@ -276,7 +218,8 @@ def submit_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m platform.submit", description="Submit a search to a Ray cluster as a Ray job "
         "(checks the job server and the token first). Other arguments go to `python -m platform.search`.")
-    parser.add_argument("--address", default=None, help="job server, http://<head>:8265 (default: RAY_ADDRESS, else local)")
+    parser.add_argument("--address", default=None,
+                        help="job server, http://<head>:8265 (default: RAY_ADDRESS, else local)")
     args, rest = parser.parse_known_args(argv)
     _setup_logging()
     try:
@@ -288,6 +231,7 @@ def submit_main(argv: list[str] | None = None) -> int:
 
 def prepare_teacher_command(args) -> int:
     """Retrains the embedded teacher with the default recipe and rewrites the file the package ships."""
+    # Lazy, as in run_search_command.
     from shrinktune.data.tasks import get_task, load_task_splits
     from shrinktune.training.teacher import SHIPPED_TEACHER, export_embedded_teacher
 
@@ -300,15 +244,17 @@ def prepare_teacher_command(args) -> int:
 
 def prepare_teacher_main(argv: list[str] | None = None) -> int:
     """`python -m platform.prepare_teacher [--out PATH]`."""
-    parser = argparse.ArgumentParser(prog="python -m platform.prepare_teacher", description="Retrain the embedded "
-                                     "teacher (about 7 minutes on 2 CPU cores) and write the int8 file the package ships.")
+    parser = argparse.ArgumentParser(
+        prog="python -m platform.prepare_teacher", description="Retrain the embedded teacher (about 7 minutes on 2 CPU "
+        "cores) and write the int8 file the package ships.")
     parser.add_argument("--out", default=None, help="where to write it (default: the package's assets folder)")
     return _run(prepare_teacher_command, parser.parse_args(argv))
 
 
 def search_main(argv: list[str] | None = None) -> int:
     """`python -m platform.search [SPACE] [flags]`."""
-    parser = _search_parser(argparse.ArgumentParser(prog="python -m platform.search", description="Search for compressed summarizers."))
+    parser = _search_parser(argparse.ArgumentParser(prog="python -m platform.search",
+                                                    description="Search for compressed summarizers."))
     return _run(run_search_command, parser.parse_args(argv))
 
 

@@ -27,7 +27,6 @@ import math
 import numpy as np
 
 
-
 class ObjectiveError(ValueError):
     """Objectives that cannot be compared: a direction other than min/max, or a teacher value that cannot scale."""
 

@@ -55,8 +55,8 @@ def test_malformed_yaml(tmp_path):
 
 @pytest.mark.parametrize("low,high,layers,needle", [
     (96, 512, 1, "latent_dim must be ≤ the encoder width (384), got up to 512"),
-    (0, 192, 1, "latent_dim must be an integer ≥ 1, got 0"),
-    (96, 192, 0, "decoder_layers must be an integer ≥ 1, got 0"),
+    (0, 192, 1, "latent_dim.low must be an integer ≥ 1, got 0"),
+    (96, 192, 0, "decoder_layers.low must be an integer ≥ 1, got 0"),
 ])
 def test_impossible_dimensions(tmp_path, low, high, layers, needle):
     _assert_one_line_error(_search(_space(tmp_path, low, high, layers)), needle, "space.yaml")
@@ -97,6 +97,7 @@ def test_bad_fault_tolerance_flags(tmp_path, flags, needle):
 
 def test_a_bad_fault_plan(tmp_path):
     out = subprocess.run([sys.executable, "-m", "platform.search", str(_space(tmp_path))], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "SHRINKTUNE_FAIL_TRIALS": "nan"})
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "SHRINKTUNE_FAIL_TRIALS": "nan"})
     _assert_one_line_error(out, "SHRINKTUNE_FAIL_TRIALS: entries are KIND:TRIAL[:ATTEMPTS] (e.g. nan:2,raise:3:1), "
                            "got 'nan'; fix it or unset SHRINKTUNE_FAIL_TRIALS.")

@@ -72,7 +72,8 @@ dimensions:
     front = [r for r in rows if r["trial"] != "teacher"]
     for row in front:
         child = by_trial[row["trial"]]
-        assert row["R-1 [95 % interval]"] == (f"{child.data.metrics['rouge1']:.3f} [{child.data.metrics['rouge1_low']:.3f}, "
+        assert row["R-1 [95 % interval]"] == (f"{child.data.metrics['rouge1']:.3f} "
+                                              f"[{child.data.metrics['rouge1_low']:.3f}, "
                                               f"{child.data.metrics['rouge1_high']:.3f}]")
         # re-checked on 12 pairs at the end; what the search measured stays as search_*
         assert child.data.tags["shrinktune.rechecked"] == "12" and "search_rouge1" in child.data.metrics

@@ -6,8 +6,7 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from shrinktune.front import ObjectiveError
-from shrinktune.front import exact_hypervolume, hypervolume, normalised_losses, running_hypervolume
+from shrinktune.front import ObjectiveError, exact_hypervolume, hypervolume, normalised_losses, running_hypervolume
 
 TEACHER = {"rouge1": 0.40, "latency_ms": 100.0, "params_total": 1000.0}
 TWO = {"rouge1": "max", "latency_ms": "min"}
@@ -78,7 +77,8 @@ def test_exact_hypervolume_matches_inclusion_exclusion_on_random_fronts():
 
 
 def test_teacher_value_missing_or_zero_is_one_clear_line():
-    with pytest.raises(ObjectiveError, match=r"positive number; 'params_total' is None in the reference; log the teacher"):
+    with pytest.raises(ObjectiveError,
+                       match=r"positive number; 'params_total' is None in the reference; log the teacher"):
         hypervolume([A], THREE, {"rouge1": 0.4, "latency_ms": 100.0})
     with pytest.raises(ObjectiveError, match=r"'latency_ms' is 0"):
         hypervolume([A], TWO, {"rouge1": 0.4, "latency_ms": 0})

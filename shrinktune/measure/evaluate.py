@@ -197,6 +197,18 @@ def fixed_length_default(model) -> int:
     return int(getattr(model.generation_config, "max_new_tokens", None) or DEFAULT_FIXED_NEW_TOKENS)
 
 
+def batched_latency(model, tokenizer, examples: list[Example], *, max_source_tokens: int, batch_size: int,
+                    repeats: int) -> dict:
+    """ms per batch of `batch_size` summaries at natural length, the model alone (not interleaved): the first
+    examples that share one decoder prompt. {} when `batch_size` is 1 or there are fewer such examples."""
+    batchable = [examples[i] for i in max(prompt_groups(tokenizer, examples), key=len)]  # one prompt length
+    if not 1 < batch_size <= len(batchable):
+        return {}
+    batch = _inputs(tokenizer, batchable[:batch_size], max_source_tokens, model_device(model), decoder_start_id(model))
+    result = time_generation(model, batch, warmup=1, repeats=repeats)
+    return {"latency_batch_ms": result.median_ms, "latency_batch_size": batch_size}
+
+
 def measure_summarizer(
     model,
     tokenizer,
@@ -241,7 +253,6 @@ def measure_summarizer(
             raise ConfigError(f"measure_summarizer: {name} must be ≥ 1, got {value}; pass a positive count.")
     quality = score_summaries(model, tokenizer, examples, max_source_tokens=max_source_tokens)
     metrics = dict(quality.metrics)
-    device, start_id = model_device(model), decoder_start_id(model)
     timed = timing_inputs(model, tokenizer, examples[:latency_examples], max_source_tokens=max_source_tokens)
     natural = time_generation(model, timed, warmup=1, repeats=latency_repeats)
     # the natural pass above has just warmed the same model on the same inputs: no second warm-up needed
@@ -250,11 +261,8 @@ def measure_summarizer(
         latency_ms=natural.median_ms, latency_p90_ms=natural.p90_ms, threads=natural.threads,
         latency_fixed_ms=forced.median_ms, latency_fixed_p90_ms=forced.p90_ms, fixed_new_tokens=fixed,
     )
-    batchable = [examples[i] for i in max(prompt_groups(tokenizer, examples), key=len)]  # one prompt length
-    if 1 < latency_batch_size <= len(batchable):
-        batch = _inputs(tokenizer, batchable[:latency_batch_size], max_source_tokens, device, start_id)
-        batched = time_generation(model, batch, warmup=1, repeats=latency_repeats)
-        metrics.update(latency_batch_ms=batched.median_ms, latency_batch_size=latency_batch_size)
+    metrics.update(batched_latency(model, tokenizer, examples, max_source_tokens=max_source_tokens,
+                                   batch_size=latency_batch_size, repeats=latency_repeats))
     logger.info("latency per summary: natural %.1f ms, %d tokens %.1f ms, settings %s",
                 natural.median_ms, fixed, forced.median_ms, generation_record(model))
     metrics.update(cost_metrics(model, tokenizer, examples, max_source_tokens=max_source_tokens,

@@ -16,34 +16,29 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from shrinktune.errors import ConfigError
+from shrinktune.settings import check, integer, number
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
     """Decoding settings shared by the teacher and every student of a search, so their ROUGE compares."""
 
-    num_beams: int = 1  # 1 = greedy
-    max_new_tokens: int = 48  # longest summary, in tokens
-    min_new_tokens: int = 0  # shortest summary, in tokens
-    no_repeat_ngram_size: int = 3  # 0 turns repetition blocking off
-    length_penalty: float = 1.0  # > 1 favours longer beams (beam search only)
-    source_token_bias: float = 0.0  # added to the log-probability of every word the source holds (0 = off)
-    source_continuation_bias: float = 0.0  # added to that of each word that follows, somewhere in the source, the
-    # word just generated: copying a run of source words gets easier (0 = off). See `SourceCopyBias`
+    num_beams: int = integer(1, "beams of beam search (1 = greedy)", low=1)
+    max_new_tokens: int = integer(48, "longest summary, in tokens", low=1)
+    min_new_tokens: int = integer(0, "shortest summary, in tokens", low=0)
+    no_repeat_ngram_size: int = integer(3, "no n-gram of this size twice in a summary (0 = off)", low=0)
+    length_penalty: float = number(1.0, "> 1 favours longer beams (beam search only)")
+    source_token_bias: float = number(
+        0.0, "added to the log-probability of every word of the source (0 = off; see `SourceCopyBias`)", low=0)
+    source_continuation_bias: float = number(
+        0.0, "added to that of each word that follows the last generated one somewhere in the source (0 = off)",
+        low=0)
 
     def __post_init__(self):
-        if self.num_beams < 1:
-            raise ConfigError(f"generation num_beams must be ≥ 1, got {self.num_beams}.")
-        if not 0 <= self.min_new_tokens <= self.max_new_tokens or self.max_new_tokens < 1:
-            raise ConfigError(
-                f"generation lengths need 0 ≤ min_new_tokens ≤ max_new_tokens and max_new_tokens ≥ 1, got "
-                f"{self.min_new_tokens} and {self.max_new_tokens}."
-            )
-        if self.source_token_bias < 0 or self.source_continuation_bias < 0:
-            raise ConfigError(
-                f"generation source biases must be ≥ 0 (0 = off), got source_token_bias={self.source_token_bias} and "
-                f"source_continuation_bias={self.source_continuation_bias}."
-            )
+        check(self)
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ConfigError(f"generation min_new_tokens ({self.min_new_tokens}) must be ≤ max_new_tokens "
+                              f"({self.max_new_tokens}).")
 
     def apply(self, model) -> None:
         """Writes these settings into `model.generation_config` (transformers 5 keeps them there, not in config)."""

@@ -11,9 +11,12 @@ import json
 import logging
 import os
 import re
+from dataclasses import replace
 
+import ray.cloudpickle as cloudpickle
 from ray import tune
 
+from shrinktune.settings import TrialSettings, as_params
 from shrinktune.tracking.mlflow_tracking import SearchTracker
 
 logger = logging.getLogger(__name__)
@@ -31,11 +34,6 @@ def error_summary(error: BaseException | None) -> str | None:
     cause = cause if isinstance(cause, BaseException) else error
     lines = [line for line in str(cause).strip().splitlines() if line.strip()]
     return f"{type(cause).__name__}: {lines[0].strip() if lines else '(no message)'}"
-
-
-def trial_runs(tracker: SearchTracker) -> dict[str, str]:
-    """The search's child runs already in MLflow: Tune trial id → MLflow run id."""
-    return tracker.trial_runs()
 
 
 def _loss_curve(checkpoint: str | None) -> list[float]:
@@ -62,8 +60,6 @@ def _error_text(trial) -> str:
     summary = None
     if trial.pickled_error_file:
         try:
-            import ray.cloudpickle as cloudpickle
-
             with open(trial.pickled_error_file, "rb") as handle:
                 summary = error_summary(cloudpickle.load(handle))
         except Exception:  # an exception that cannot be unpickled here: the text record still says it
@@ -80,8 +76,10 @@ class MlflowTrialLogger(tune.Callback):
     """On each trial's end — success or final error — logs one child run with its config, metrics and checkpoint,
     and, given the objectives and the teacher's metrics, the search's hypervolume so far on the search's run."""
 
-    def __init__(self, tracker: SearchTracker, objectives: dict[str, str] | None = None, reference: dict | None = None):
+    def __init__(self, tracker: SearchTracker, objectives: dict[str, str] | None = None, reference: dict | None = None,
+                 defaults: TrialSettings | None = None):
         self.tracker = tracker
+        self.defaults = defaults  # the settings a trial starts from: its params are these with its own choices
         self.objectives = dict(objectives or {})
         self.reference = reference
         self.logged: dict[str, str] = {}  # Tune trial id → MLflow run id
@@ -91,7 +89,7 @@ class MlflowTrialLogger(tune.Callback):
         # Called at the start of every run, a resumed one included (after Tune restored this callback's state):
         # MLflow is the record of what was logged, even in the seconds before an interruption that Tune's last
         # saved state does not cover.
-        self.logged.update(trial_runs(self.tracker))
+        self.logged.update(self.tracker.trial_runs())
         if self.logged:
             logger.info("%d trial(s) already in MLflow: not logged again", len(self.logged))
 
@@ -106,12 +104,22 @@ class MlflowTrialLogger(tune.Callback):
                                  "iterations_since_restore", "done")}
         checkpoint = trial.checkpoint.path if trial.checkpoint is not None else None
         run_id = self.tracker.log_trial(
-            trial.trial_id, dict(trial.config), metrics, status=status, checkpoint=checkpoint, error=error,
+            trial.trial_id, self._params(dict(trial.config)), metrics, status=status, checkpoint=checkpoint,
+            error=error,
             history=_loss_curve(checkpoint),
         )
         self.logged[trial.trial_id] = run_id
         reason = f" ({error.splitlines()[0]})" if error else ""
         logger.info("trial %s %s%s → MLflow run %s", trial.trial_id, status.lower(), reason, run_id)
+
+    def _params(self, config: dict) -> dict:
+        """The trial's effective settings: the search's defaults and fixed settings with the sampler's choices."""
+        if self.defaults is None:
+            return config
+        try:
+            return as_params(replace(self.defaults, **config))
+        except (TypeError, ValueError):  # a configuration the settings refuse (the trial failed on it): as sampled
+            return {**as_params(self.defaults), **config}
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if trial.trial_id in self.logged:

@@ -7,8 +7,10 @@ without the dashboard, a missing or wrong token — into one line that says what
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,8 +27,6 @@ def submitted_working_dir() -> str | None:
 
     Ray hands a job's driver its job config (runtime environment included) in RAY_JOB_CONFIG_JSON_ENV_VAR.
     """
-    import json
-
     raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
     if not raw:
         return None
@@ -34,6 +34,18 @@ def submitted_working_dir() -> str | None:
         return (json.loads(raw).get("runtime_env") or {}).get("working_dir")
     except (ValueError, AttributeError):
         return None
+
+
+def leave_uploaded_copy(folder: Path) -> None:
+    """Moves a submitted job's driver out of Ray's unpacked copy of the working directory, into `folder`.
+
+    Another node on the same machine may unpack that copy again, replacing the folder under the running driver.
+    This changes process-wide state on purpose, once, in the driver of a submitted job only: the working directory,
+    and `sys.path`'s relative entries made absolute so that imports keep resolving from the copy.
+    """
+    sys.path[:] = [os.path.abspath(p) if p in ("", ".") else p for p in sys.path]
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chdir(folder)
 
 
 def job_server_url(address: str | None) -> str:
@@ -76,7 +88,6 @@ def check_job_server(url: str, timeout: float = 10.0) -> str:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            import json
 
             return json.loads(response.read()).get("ray_version", "?")
     except urllib.error.HTTPError as error:
@@ -87,7 +98,8 @@ def check_job_server(url: str, timeout: float = 10.0) -> str:
                     "RAY_AUTH_TOKEN or ~/.ray/auth_token; copy the head's ~/.ray/auth_token when not on the head)."
                 ) from None
             raise UserError(
-                f"the Ray cluster at {url} refused this machine's token ({'none found' if not token else 'wrong token'}); "
+                f"the Ray cluster at {url} refused this machine's token "
+                f"({'none found' if not token else 'wrong token'}); "
                 "set RAY_AUTH_TOKEN to the content of the head's ~/.ray/auth_token."
             ) from None
         raise UserError(f"the Ray job server at {url} answered HTTP {error.code}; check the address.") from None

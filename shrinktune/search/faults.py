@@ -10,6 +10,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from ray import tune
+
 from shrinktune.errors import ConfigError
 
 FAULTS_ENV = "SHRINKTUNE_FAIL_TRIALS"
@@ -33,8 +36,6 @@ class Fault:
                               f"attempts {self.attempts}; fix it or unset {FAULTS_ENV}.")
 
     def error(self, attempt: int) -> BaseException:
-        import torch
-
         where = f"(injected by {FAULTS_ENV} into trial {self.trial}, attempt {attempt})"
         if self.kind == "nan":
             return FloatingPointError(f"training loss became nan {where}")
@@ -63,8 +64,6 @@ def parse_faults(text: str) -> tuple[Fault, ...]:
 
 def inject_fault(faults: tuple[Fault, ...]) -> None:
     """Raises this trial's planned fault, if any, counting attempts in the trial's folder (which a retry keeps)."""
-    from ray import tune
-
     context = tune.get_context()
     folder = Path(context.get_trial_dir())
     number = re.match(re.escape(context.get_trial_name()) + r"_(\d+)", folder.name)

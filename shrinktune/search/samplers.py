@@ -15,7 +15,8 @@ import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from shrinktune.errors import ConfigError
-from shrinktune.search.space import SAMPLERS, constraint_names, constraint_violations
+from shrinktune.search.space import SearchSpace, constraint_names, constraint_violations
+from shrinktune.settings import SAMPLERS
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +67,16 @@ class ConstrainedOptunaSearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Records the trial's constraint values on its Optuna trial, then lets `OptunaSearch` tell Optuna."""
-        missing = [m for m in self.metric if result.get(m) is None] if result and isinstance(self.metric, list) else []
+        missing: list[str] = []
+        if result and isinstance(self.metric, list):
+            missing = [m for m in self.metric if result.get(m) is None]
         if missing:
             # OptunaSearch would tell Optuna a None objective, which it refuses, leaving the trial RUNNING for good
             # (and counted as running by TPE's constant liar): tell it as failed instead.
             logger.warning("trial %s reported no %s; it is recorded as failed", trial_id, ", ".join(missing))
             result, error = None, True
-        ot_trial = self._ot_trials.get(trial_id)
-        if self.constraints and result and ot_trial is not None and trial_id not in self._completed_trials:
+        ot_trial = open_optuna_trial(self, trial_id)
+        if self.constraints and result and ot_trial is not None:
             names = constraint_names(self.constraints)
             violations = constraint_violations(self.constraints, result)
             for name, value in zip(names, violations):
@@ -82,3 +85,24 @@ class ConstrainedOptunaSearch(OptunaSearch):
             if broken:
                 logger.info("trial %s is infeasible: %s", trial_id, ", ".join(broken))
         super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def open_optuna_trial(searcher: OptunaSearch, trial_id: str) -> optuna.Trial | None:
+    """The Optuna trial behind Ray's trial `trial_id`, while Optuna has not been told its result; else None.
+
+    Ray's `OptunaSearch` has no public way to reach it, so this is the one place that reads its private state
+    (`_ot_trials`, `_completed_trials`); tests/search/test_samplers.py fails loudly if Ray renames them.
+    """
+    if trial_id in searcher._completed_trials:
+        return None
+    return searcher._ot_trials.get(trial_id)
+
+
+def make_searcher(space: SearchSpace, sampler: str) -> ConstrainedOptunaSearch:
+    """The searcher of a new search over `space`: Optuna's `sampler` (seeded by the space), the space's
+    configurations tried first in order, its constraints recorded on every trial."""
+    return ConstrainedOptunaSearch(
+        space=space.suggest, metric=list(space.objectives), mode=list(space.objectives.values()),
+        sampler=make_sampler(sampler, space.search.seed),
+        points_to_evaluate=[dict(point) for point in space.enqueue] or None, constraints=space.constraints,
+    )

@@ -15,61 +15,29 @@ import math
 import numbers
 import operator
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, TypeGuard
 
 import yaml
 
+from shrinktune.data.tasks import TASKS
 from shrinktune.errors import ConfigError, UserError
+from shrinktune.models.generation import GenerationSettings
+from shrinktune.settings import EvaluationSettings, SearchSettings, TrialSettings, names, rule_of
+from shrinktune.settings import problems as _problems
 
 logger = logging.getLogger(__name__)
 
-SAMPLERS = ("tpe", "nsga2", "random")
-DIMENSION_TYPES = ("int", "float", "categorical")
-# Settings the sampler may choose, or that a space may fix for all trials, with their rules.
-TRIAL_KEYS = {
-    "latent_dim": "decoder width after the bottleneck; ≤ the encoder width (= the width: no bottleneck)",
-    "decoder_layers": "student decoder depth; 1 ≤ layers ≤ the teacher's",
-    "encoder_layers": "student encoder depth (asymmetric pruning); 1 ≤ layers ≤ the teacher's",
-    "layer_map": "which teacher layers a shallower student keeps: distilbart | asymmetric",
-    "decoder_ffn": "a narrow decoder's feed-forward width: teacher (kept, as the paper) | scaled",
-    "learning_rate": "fine-tuning learning rate; > 0",
-    "epochs": "fine-tuning epochs; ≥ 1",
-    "batch_size": "pairs per fine-tuning step; ≥ 1",
-    "ae_kind": "bottleneck kind: mlp | linear | pca",
-    "ae_mode": "bottleneck training: frozen (pre-trained) | finetune (pre-trained, then trained) | joint (from scratch)",
-    "ae_epochs": "autoencoder pre-training epochs; ≥ 1",
-    "method": "how the student learns: sft | kd | pseudo_labels",
-    "kd_alpha_ce": "KD weight of the KL to the teacher's logits; ≥ 0",
-    "kd_alpha_mlm": "KD weight of the cross-entropy on the labels; ≥ 0",
-    "kd_alpha_hid": "KD weight of the decoder hidden-state MSE; ≥ 0",
-    "kd_temperature": "KD softmax temperature; > 0",
-    "weight_compression": "offline low-rank weights after training: none | svd | ae",
-    "weight_ratio": "parameters of the compressed layers ÷ after; > 1",
-}
-# Rules per trial setting: a tuple of allowed values, or (type, lowest allowed, whether the lowest is excluded).
-_CHOICES = {
-    "layer_map": ("distilbart", "asymmetric"), "decoder_ffn": ("teacher", "scaled"), "ae_kind": ("mlp", "linear", "pca"),
-    "ae_mode": ("frozen", "finetune", "joint"), "method": ("sft", "kd", "pseudo_labels"),
-    "weight_compression": ("none", "svd", "ae"),
-}
-_NUMBERS = {
-    "learning_rate": (float, 0, True), "kd_temperature": (float, 0, True), "weight_ratio": (float, 1, True),
-    "kd_alpha_ce": (float, 0, False), "kd_alpha_mlm": (float, 0, False), "kd_alpha_hid": (float, 0, False),
-}
 METRICS = (
     "rouge1", "rouge2", "rougeL", "rougeLsum", "latency_ms", "latency_fixed_ms", "latency_batch_ms",
     "train_peak_mb", "generate_peak_mb",
     "params_total", "params_decoder", "speedup", "speedup_fixed", "train_memory_ratio",
 )
-EVALUATION_KEYS = ("samples", "latency_samples", "latency_repeats", "latency_batch_size", "fixed_new_tokens",
-                   "latency_target_pct", "latency_cap_s", "recheck_samples")
-# Evaluation settings that may be 0: recheck_samples 0 turns the final re-check off.
-_EVALUATION_ZERO_OK = ("recheck_samples",)
-QUALITY_FLOOR = 0.5  # default search.quality_floor: trials below this fraction of the teacher's R-1 are degenerate
+DIMENSION_TYPES = ("int", "float", "categorical")
+TRIAL_SETTINGS = names(TrialSettings)  # what `fixed:` and `dimensions:` may name
 TOP_KEYS = ("task", "teacher", "objectives", "constraints", "search", "evaluation", "generation", "fixed", "dimensions")
-SEARCH_KEYS = ("sampler", "trials", "max_concurrent", "seed", "time_budget_s", "retries", "enqueue_teacher", "enqueue",
-               "quality_floor")
 # Comparisons a `when:` condition may write as {op: operand}; a plain value means equal to, a list one of.
 OPERATORS = ("lt", "le", "gt", "ge", "ne")
 _ORDERS = ("lt", "le", "gt", "ge")  # numbers only
@@ -91,7 +59,7 @@ class Dimension:
     step: float | None = None  # int/float grid step
     log: bool = False  # sample on a log scale
     choices: tuple = ()
-    when: tuple[tuple[str, str, object], ...] = ()  # (setting, eq|in|lt|le|gt|ge|ne, operand), all must hold
+    when: tuple[tuple[str, str, Any], ...] = ()  # (setting, eq|in|lt|le|gt|ge|ne, operand), all must hold
 
     def active(self, values: dict) -> bool:
         """Whether this dimension is sampled, given the settings fixed or chosen before it.
@@ -113,10 +81,11 @@ class Dimension:
         """Whether the sampler could choose `value` for this dimension."""
         if self.type == "categorical":
             return value in self.choices
-        if not _number(value) or not self.low <= value <= self.high:
+        low, high = self.low, self.high  # set for int and float dimensions
+        if low is None or high is None or not _number(value) or not low <= value <= high:
             return False
         if self.type == "int":
-            return float(value).is_integer() and (value - self.low) % int(self.step or 1) == 0
+            return float(value).is_integer() and (value - low) % int(self.step or 1) == 0
         return True
 
     def values_bound(self) -> tuple:
@@ -145,25 +114,19 @@ class SearchSpace:
     teacher: str
     objectives: dict[str, str]  # metric → "max" | "min"
     constraints: dict[str, dict[str, float]] = field(default_factory=dict)  # metric → {"min": x, "max": y} (either)
-    sampler: str = "tpe"
-    trials: int = 6
-    max_concurrent: int = 1
-    seed: int = 0
-    time_budget_s: float | None = None  # stop starting trials after this many seconds (None: no limit)
-    retries: int = 0  # times a failed trial is restarted
-    enqueue_teacher: bool = True  # try the teacher-shaped student first, when `load` knows the teacher's shape
+    search: SearchSettings = field(default_factory=SearchSettings)  # sampler and budget
     enqueue: tuple[dict, ...] = ()  # tried first, in order: the teacher-shaped student, then the file's configurations
-    quality_floor: float = QUALITY_FLOOR  # trials with R-1 below this × the teacher's are kept off the front
-    evaluation: dict = field(default_factory=dict)  # EVALUATION_KEYS
-    generation: dict = field(default_factory=dict)  # GenerationSettings fields
-    fixed: dict = field(default_factory=dict)  # trial settings shared by all trials
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    fixed: dict = field(default_factory=dict)  # trial settings the file fixes for all trials (as written)
+    defaults: TrialSettings = field(default_factory=TrialSettings)  # every trial's settings before the sampler's
     dimensions: tuple[Dimension, ...] = ()
 
     @classmethod
     def load(
         cls, path: str | Path, encoder_width: int | None = None, teacher_depth: int | None = None,
-        encoder_depth: int | None = None,
-    ) -> "SearchSpace":
+        encoder_depth: int | None = None, *, shape_of: Callable[[str], tuple[int, int, int]] | None = None,
+    ) -> SearchSpace:
         """Reads and validates a space file.
 
         Args:
@@ -171,6 +134,8 @@ class SearchSpace:
             encoder_width: the teacher's encoder width; enables the latent ≤ width rule.
             teacher_depth: the teacher's decoder depth; enables the decoder-depth rule.
             encoder_depth: the teacher's encoder depth; enables the encoder-depth rule.
+            shape_of: reads (encoder width, decoder depth, encoder depth) from the file's teacher, in place of
+                the three figures above (`shrinktune.search.plan.teacher_shape`).
 
         When `search.enqueue_teacher` is on (the default), the figures given here also make the first point to
         evaluate: the teacher-shaped student (latent_dim = width, decoder_layers and encoder_layers = the teacher's
@@ -190,23 +155,23 @@ class SearchSpace:
         except yaml.YAMLError as error:
             where = getattr(error, "problem_mark", None)
             at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-            raise ConfigError(f"{path}: not valid YAML{at} ({getattr(error, 'problem', error)}); fix the syntax.") from None
+            raise ConfigError(f"{path}: not valid YAML{at} ({getattr(error, 'problem', error)}); "
+                              "fix the syntax.") from None
         problems: list[str] = []
         space = _parse(path, raw, problems)
+        if space is not None and shape_of is not None:
+            encoder_width, teacher_depth, encoder_depth = shape_of(space.teacher)
         if space is not None:
             _check_against_teacher(space, encoder_width, teacher_depth, encoder_depth, problems)
-        if problems:
+        if problems or space is None:
             raise ConfigError("; ".join(f"{path}: {p}" for p in problems) if len(problems) == 1 else
                               f"{path} has {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
-        if space.enqueue_teacher:
+        if space.search.enqueue_teacher:
             teacher = _teacher_point(space, {"latent_dim": encoder_width, "decoder_layers": teacher_depth,
                                              "encoder_layers": encoder_depth})
             if teacher and not any(all(p.get(k) == v for k, v in teacher.items()) for p in space.enqueue):
                 space = replace(space, enqueue=(teacher, *space.enqueue))
         return space
-
-    def trial_defaults(self) -> dict:
-        return dict(self.fixed)
 
     def suggest(self, trial) -> dict:
         """Define-by-run space for Optuna (and Ray's `OptunaSearch`): asks `trial` for each dimension in file order,
@@ -222,8 +187,17 @@ class SearchSpace:
         return chosen
 
 
-def _number(value) -> bool:
+def _number(value) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _section(raw: dict, key: str, what: str, problems: list[str]) -> dict:
+    """A mapping section of the file ({} when left out)."""
+    section = raw.get(key) or {}
+    if not isinstance(section, dict):
+        problems.append(f"{key} must be a mapping of {what}, got {section!r}")
+        return {}
+    return section
 
 
 def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
@@ -236,18 +210,16 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
     task = raw.get("task")
     if not isinstance(task, str):
         problems.append(f"task must name a task (e.g. summarization), got {task!r}")
-    else:
-        from shrinktune.data.tasks import TASKS
-
-        if task not in TASKS:
-            problems.append(f"task {task!r} is unknown; known tasks: {', '.join(sorted(TASKS))}")
+    elif task not in TASKS:
+        problems.append(f"task {task!r} is unknown; known tasks: {', '.join(sorted(TASKS))}")
     teacher = raw.get("teacher", "embedded")
     if not isinstance(teacher, str) or not teacher:
         problems.append(f"teacher must be 'embedded', a hub id or a local folder, got {teacher!r}")
 
     objectives = raw.get("objectives")
     if not isinstance(objectives, dict) or len(objectives) < 2:
-        problems.append(f"objectives must map at least two metrics to max or min (e.g. rouge1: max, latency_ms: min), got {objectives!r}")
+        problems.append("objectives must map at least two metrics to max or min (e.g. rouge1: max, latency_ms: min), "
+                        f"got {objectives!r}")
         objectives = {}
     for metric, direction in objectives.items():
         if metric not in METRICS:
@@ -257,73 +229,32 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
 
     constraints = _parse_constraints(raw.get("constraints") or {}, problems)
 
-    search = raw.get("search") or {}
-    if not isinstance(search, dict):
-        problems.append(f"search must be a mapping ({', '.join(SEARCH_KEYS)}), got {search!r}")
-        search = {}
-    for key in search:
-        if key not in SEARCH_KEYS:
-            problems.append(f"search.{key} is unknown; allowed: {', '.join(SEARCH_KEYS)}")
-    sampler = search.get("sampler", "tpe")
-    if sampler not in SAMPLERS:
-        problems.append(f"search.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    for key, default in (("trials", 6), ("max_concurrent", 1)):
-        value = search.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            problems.append(f"search.{key} must be an integer ≥ 1, got {value!r}")
-    seed = search.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        problems.append(f"search.seed must be an integer, got {seed!r}")
-    time_budget_s = search.get("time_budget_s")
-    if time_budget_s is not None and (not _number(time_budget_s) or time_budget_s <= 0):
-        problems.append(f"search.time_budget_s must be a number of seconds > 0 (or left out: no limit), "
-                        f"got {time_budget_s!r}")
-    retries = search.get("retries", 0)
-    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-        problems.append(f"search.retries must be an integer ≥ 0 (restarts of a failed trial), got {retries!r}")
-    quality_floor = search.get("quality_floor", QUALITY_FLOOR)
-    if not _number(quality_floor) or not 0 <= quality_floor < 1:
-        problems.append(f"search.quality_floor must be a fraction of the teacher's ROUGE-1 in [0, 1) (0 turns it "
-                        f"off), got {quality_floor!r}")
-    enqueue_teacher = search.get("enqueue_teacher", True)
-    if not isinstance(enqueue_teacher, bool):
-        problems.append(f"search.enqueue_teacher must be true or false, got {enqueue_teacher!r}")
-
-    evaluation = raw.get("evaluation") or {}
-    for key, value in (evaluation.items() if isinstance(evaluation, dict) else [("", evaluation)]):
-        if key not in EVALUATION_KEYS:
-            problems.append(f"evaluation.{key} is unknown; allowed: {', '.join(EVALUATION_KEYS)}")
-        elif not isinstance(value, int) or isinstance(value, bool) or value < (0 if key in _EVALUATION_ZERO_OK else 1):
-            lowest = 0 if key in _EVALUATION_ZERO_OK else 1
-            problems.append(f"evaluation.{key} must be an integer ≥ {lowest}, got {value!r}")
-    generation = raw.get("generation") or {}
-    if not isinstance(generation, dict):
-        problems.append(f"generation must be a mapping of decoding settings, got {generation!r}")
-        generation = {}
-    else:
-        from shrinktune.models.generation import GenerationSettings
-
+    search = _section(raw, "search", "the sampler and budget", problems)
+    problems.extend(_problems(SearchSettings, search, "search", extra=("enqueue",)))
+    evaluation = _section(raw, "evaluation", "measurement settings", problems)
+    problems.extend(_problems(EvaluationSettings, evaluation, "evaluation"))
+    generation = _section(raw, "generation", "decoding settings", problems)
+    found = _problems(GenerationSettings, generation, "generation")
+    problems.extend(found)
+    decoding = None
+    if not found:
         try:
-            GenerationSettings(**generation)
-        except TypeError as error:
-            problems.append(f"generation: {error}; allowed: {', '.join(GenerationSettings.__dataclass_fields__)}")
-        except ConfigError as error:
-            problems.append(f"generation: {error}")
+            decoding = GenerationSettings(**generation)
+        except ConfigError as error:  # a rule between settings (min ≤ max length)
+            problems.append(str(error).rstrip("."))
 
-    fixed = raw.get("fixed") or {}
-    if not isinstance(fixed, dict):
-        problems.append(f"fixed must be a mapping of trial settings, got {fixed!r}")
-        fixed = {}
+    fixed = _section(raw, "fixed", "trial settings", problems)
     for key, value in fixed.items():
-        if key not in TRIAL_KEYS:
-            problems.append(f"fixed.{key} is not a trial setting; settings: {', '.join(TRIAL_KEYS)}")
+        if key not in TRIAL_SETTINGS:
+            problems.append(f"fixed.{key} is not a trial setting; settings: {', '.join(TRIAL_SETTINGS)}")
         else:
             _check_value(f"fixed.{key}", key, value, problems)
 
     dims_raw = raw.get("dimensions")
-    dimensions = []
+    dimensions: list[Dimension] = []
     if not isinstance(dims_raw, dict) or not dims_raw:
-        problems.append("dimensions must map at least one trial setting to a range, e.g. latent_dim: {type: int, low: 96, high: 384, step: 96}")
+        problems.append("dimensions must map at least one trial setting to a range, e.g. latent_dim: {type: int, "
+                        "low: 96, high: 384, step: 96}")
         dims_raw = {}
     for name, spec in dims_raw.items():
         variants = _range_variants(name, spec, problems) if isinstance(spec, list) else [(f"dimensions.{name}", spec)]
@@ -347,9 +278,9 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
         enqueue = []
     for i, point in enumerate(enqueue):
         _check_point(f"search.enqueue[{i}]", point, dimensions, fixed, problems)
-    if problems:
+    if problems or decoding is None or not isinstance(task, str) or not isinstance(teacher, str):
         return None
-    unique = []
+    unique: list[dict] = []
     for i, point in enumerate(enqueue):
         if point in unique:
             logger.warning("%s: search.enqueue[%d] repeats an earlier configuration; it is tried once", path, i)
@@ -357,10 +288,9 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
             unique.append(dict(point))
     return SearchSpace(
         path=path, name=path.stem, task=task, teacher=teacher, objectives=dict(objectives), constraints=constraints,
-        sampler=sampler, trials=search.get("trials", 6), max_concurrent=search.get("max_concurrent", 1), seed=seed,
-        time_budget_s=time_budget_s, retries=retries, enqueue_teacher=enqueue_teacher, enqueue=tuple(unique),
-        quality_floor=float(quality_floor),
-        evaluation=dict(evaluation), generation=dict(generation), fixed=dict(fixed), dimensions=tuple(dimensions),
+        search=SearchSettings(**{k: v for k, v in search.items() if k != "enqueue"}), enqueue=tuple(unique),
+        evaluation=EvaluationSettings(**evaluation), generation=decoding, fixed=dict(fixed),
+        defaults=TrialSettings(**fixed), dimensions=tuple(dimensions),
     )
 
 
@@ -428,15 +358,9 @@ def is_feasible(constraints: dict[str, dict[str, float]], metrics: dict) -> bool
 
 
 def _check_value(where: str, key: str, value, problems: list[str]) -> None:
-    if key in _CHOICES:
-        if value not in _CHOICES[key]:
-            problems.append(f"{where} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
-    elif key in _NUMBERS:
-        _, low, exclusive = _NUMBERS[key]
-        if not _number(value) or value < low or (exclusive and value == low):
-            problems.append(f"{where} must be a number {'>' if exclusive else '≥'} {low}, got {value!r}")
-    elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        problems.append(f"{where}: {key} must be an integer ≥ 1, got {value!r}")
+    problem = rule_of(TrialSettings, key).problem(value)
+    if problem:
+        problems.append(f"{where} {problem}")
 
 
 def _range_variants(name: str, spec: list, problems: list[str]) -> list[tuple[str, object]]:
@@ -471,16 +395,16 @@ def _by_name(dimensions) -> dict[str, Dimension]:
 
 def _parse_dimension(name: str, spec, problems: list[str], where: str | None = None) -> Dimension | None:
     where = where or f"dimensions.{name}"
-    if name not in TRIAL_KEYS:
-        problems.append(f"{where} is not a trial setting; settings: {', '.join(TRIAL_KEYS)}")
+    if name not in TRIAL_SETTINGS:
+        problems.append(f"{where} is not a trial setting; settings: {', '.join(TRIAL_SETTINGS)}")
         return None
     if not isinstance(spec, dict):
         problems.append(f"{where} must be a mapping with type and range, got {spec!r}")
         return None
     kind = spec.get("type")
     ranged = {"type", "low", "high", "step", "log", "when"}
-    allowed = {"int": ranged, "float": ranged, "categorical": {"type", "choices", "when"}}.get(kind)
-    if allowed is None:
+    allowed = {"int": ranged, "float": ranged, "categorical": {"type", "choices", "when"}}.get(str(kind))
+    if allowed is None or not isinstance(kind, str):
         problems.append(f"{where}.type must be one of {', '.join(DIMENSION_TYPES)}, got {kind!r}")
         return None
     for key in spec:
@@ -542,6 +466,7 @@ def _parse_when(where: str, spec, earlier: dict[str, Dimension], later: list[str
         if not terms or terms == [("in", ())]:
             problems.append(f"{at} must be a value, a non-empty list or {{lt|le|gt|ge|ne: number}}, got {condition!r}")
         for op, operand in terms:
+            problem: str | None
             if isinstance(condition, dict) and op not in OPERATORS:
                 problem = f"unknown operator {op!r}; use {', '.join(OPERATORS)} (or a value: equal to, a list: one of)"
             else:
@@ -568,6 +493,11 @@ def _check_term(key: str, op: str, operand, dimension: Dimension | None) -> str 
         if dimension is not None and not dimension.contains(value):
             return f"{key} can never be {value!r} ({_describe_range(dimension)}); fix the condition"
     return None
+
+
+def _in_range(value, dimension: Dimension) -> bool:
+    low, high = dimension.low, dimension.high
+    return low is not None and high is not None and _number(value) and low <= value <= high
 
 
 def _describe_range(dimension: Dimension) -> str:
@@ -602,7 +532,7 @@ def _check_point(where: str, point, dimensions: list[Dimension], fixed: dict, pr
         if d.type == "categorical":
             if value not in d.choices:
                 problems.append(f"{where}.{d.name} must be one of {list(d.choices)}, got {value!r}")
-        elif not _number(value) or not d.low <= value <= d.high:
+        elif not _in_range(value, d):
             problems.append(f"{where}.{d.name} must lie in [{d.low}, {d.high}], got {value!r}")
 
 
@@ -627,7 +557,8 @@ def _check_against_teacher(space: SearchSpace, width: int | None, depth: int | N
     if width is not None and "latent_dim" in bounds:
         low, high = bounds["latent_dim"]
         if high is not None and high > width:
-            problems.append(f"latent_dim must be ≤ the encoder width ({width}), got up to {high}; lower it or pick a wider teacher")
+            problems.append(f"latent_dim must be ≤ the encoder width ({width}), got up to {high}; lower it or pick "
+                            "a wider teacher")
     if depth is not None and "decoder_layers" in bounds:
         low, high = bounds["decoder_layers"]
         if high is not None and high > depth:

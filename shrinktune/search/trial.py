@@ -13,20 +13,43 @@ import json
 import logging
 import math
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
+
+from shrinktune.data.tasks import get_task, load_task_splits
+from shrinktune.errors import ConfigError
+from shrinktune.measure.evaluate import (
+    batched_latency,
+    cost_metrics,
+    fixed_length_default,
+    generate_with_lengths,
+    score_predictions,
+    score_summaries,
+    timing_inputs,
+)
+from shrinktune.measure.latency import generation_record
+from shrinktune.measure.speed import SpeedRounds, architecture_key, at_length, compare_speed, time_alone
+from shrinktune.models.autoencoder import Autoencoder
+from shrinktune.models.families import decoder_module, depth, encoder_module, family_of, half_configs
+from shrinktune.models.generation import GenerationSettings
+from shrinktune.models.student import build_student
+from shrinktune.models.teacher import EMBEDDED_TEACHER, load_teacher, source_token_limit
+from shrinktune.models.weight_compression import compression_structure
+from shrinktune.settings import EvaluationSettings, TrialSettings
+from shrinktune.training.autoencoder import pretrain_autoencoder
+from shrinktune.training.cache import cached_dir, file_fingerprint, fingerprint
+from shrinktune.training.distill import DistillSettings, cached_pseudo_labels, pseudo_labelled_pairs
+from shrinktune.training.encode import cached_encoded_pairs
+from shrinktune.training.finetune import FinetuneSettings, finetune_on_states, training_step_fn
+from shrinktune.training.teacher import prepare_embedded_teacher
+from shrinktune.training.weight_compression import WeightCompression, compress_weights
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TRIAL = {
-    "batch_size": 16, "ae_epochs": 6, "ae_kind": "mlp", "ae_mode": "frozen", "learning_rate": 3e-4, "epochs": 2,
-    "layer_map": "distilbart", "decoder_ffn": "teacher", "method": "sft", "kd_alpha_ce": 0.8, "kd_alpha_mlm": 0.2,
-    "kd_alpha_hid": 0.0, "kd_temperature": 2.0, "weight_compression": "none", "weight_ratio": 2.0,
-}
-
 
 SCORING_BATCH = 50  # summaries generated at once for ROUGE: on CPU, larger batches spread each step's fixed cost
 
@@ -38,26 +61,17 @@ class TrialContext:
     task: str  # task registry name
     teacher_dir: str  # folder of the (prepared) teacher checkpoint
     cache_root: str  # where encoder states and autoencoders are cached
-    generation: dict = field(default_factory=dict)  # GenerationSettings fields
-    eval_samples: int = 45  # validation pairs scored
-    latency_samples: int = 5  # summaries per timed latency pass
-    latency_repeats: int = 3  # timed passes
-    latency_batch_size: int = 8  # batch of the batched latency figure (1 = skip it)
-    fixed_new_tokens: int | None = None  # fixed-length latency mode: tokens per summary (None = max_new_tokens)
-    latency_target: float = 0.05  # time rounds until the speed-up's half-IQR is within ±this of its median ...
-    latency_cap_s: float = 60.0  # ... or for this many seconds
-    recheck_samples: int = 500  # validation pairs the final front is re-scored on (the whole split if fewer)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)  # the teacher's and every student's
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)  # how trials are measured
+    defaults: TrialSettings = field(default_factory=TrialSettings)  # each trial's settings before the sampler's
     threads: int = 0  # torch threads per trial on CPU (0 = leave torch's default)
     seed: int = 0
-    fixed: dict = field(default_factory=dict)  # trial settings shared by all trials
     reference: dict = field(default_factory=dict)  # the teacher's metrics, for ratios
 
 
 def quiet_libraries() -> None:
     """Shows this library's progress lines in a worker and silences load reports and progress bars that would
     drown them."""
-    import transformers
-
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     package = logging.getLogger("shrinktune")
@@ -75,19 +89,13 @@ def _device() -> torch.device:
 
 
 def _load_shared(ctx: TrialContext):
-    from shrinktune.data.tasks import get_task, load_task_splits
-    from shrinktune.models.generation import GenerationSettings
-    from shrinktune.models.families import encoder_module
-    from shrinktune.models.teacher import load_teacher, source_token_limit
-    from shrinktune.training.encode import cached_encoded_pairs
-
     if ctx.threads:
         torch.set_num_threads(ctx.threads)
     task = get_task(ctx.task)
     splits = load_task_splits(task, ("train", "validation"))
     teacher, tokenizer = load_teacher(ctx.teacher_dir, device=_device())
     task = replace(task, max_source_tokens=source_token_limit(teacher, task.max_source_tokens))
-    GenerationSettings(**ctx.generation).apply(teacher)
+    ctx.generation.apply(teacher)
     pairs = cached_encoded_pairs(
         encoder_module(teacher), tokenizer, splits["train"], max_source_tokens=task.max_source_tokens,
         max_target_tokens=task.max_target_tokens, start_id=teacher.config.decoder_start_token_id,
@@ -98,8 +106,6 @@ def _load_shared(ctx: TrialContext):
 
 def _runtime() -> dict:
     """What besides the architecture decides a latency: device, threads, library versions."""
-    import transformers
-
     device = _device()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{os.cpu_count()}"
     return {"device": name, "threads": torch.get_num_threads(), "torch": torch.__version__,
@@ -108,18 +114,15 @@ def _runtime() -> dict:
 
 def _timing(model, tokenizer, task, ctx: TrialContext, validation) -> tuple[list[dict], int]:
     """(batch-1 inputs of the first `latency_samples` validation pairs, tokens every timed summary is forced to)."""
-    from shrinktune.measure.evaluate import fixed_length_default, timing_inputs
-
-    inputs = timing_inputs(model, tokenizer, validation[: ctx.latency_samples], max_source_tokens=task.max_source_tokens)
-    return inputs, ctx.fixed_new_tokens or fixed_length_default(model)
+    inputs = timing_inputs(model, tokenizer, validation[: ctx.evaluation.latency_samples],
+                           max_source_tokens=task.max_source_tokens)
+    return inputs, ctx.evaluation.fixed_new_tokens or fixed_length_default(model)
 
 
 def teacher_speed(teacher, tokenizer, task, ctx: TrialContext, validation, tokens: float) -> dict:
     """The teacher's own latency at fixed length and at `tokens` per summary (its mean on the evaluation pairs)."""
-    from shrinktune.measure.speed import time_alone
-
     inputs, new_tokens = _timing(teacher, tokenizer, task, ctx, validation)
-    rounds = time_alone(teacher, inputs, new_tokens=new_tokens, rounds=max(3, ctx.latency_repeats))
+    rounds = time_alone(teacher, inputs, new_tokens=new_tokens, rounds=max(3, ctx.evaluation.latency_repeats))
     return {"latency_ms": rounds.latency("reference", tokens).median,
             "latency_fixed_ms": rounds.latency("reference").median, "latency_short_ms": rounds.reference_short_ms,
             "short_new_tokens": rounds.short_tokens, "fixed_new_tokens": new_tokens, "threads": rounds.threads}
@@ -127,8 +130,6 @@ def teacher_speed(teacher, tokenizer, task, ctx: TrialContext, validation, token
 
 def teacher_latency_at(reference: dict, tokens: float) -> float:
     """The teacher's ms per summary at `tokens` new tokens, from its times at the fixed and the short length."""
-    from shrinktune.measure.speed import at_length
-
     return float(at_length(np.asarray([reference["latency_fixed_ms"]]), reference["latency_short_ms"],
                            int(reference["fixed_new_tokens"]), int(reference["short_new_tokens"]), tokens)[0])
 
@@ -136,18 +137,17 @@ def teacher_latency_at(reference: dict, tokens: float) -> float:
 def speed_rounds(teacher, student, tokenizer, task, ctx: TrialContext, validation):
     """Interleaved teacher-vs-student rounds (`compare_speed`), measured once per architecture and runtime and
     cached: a second trial of the same shape re-uses them. Returns (rounds, whether the cache had them)."""
-    from shrinktune.measure.speed import SpeedRounds, architecture_key, compare_speed
-    from shrinktune.training.cache import cached_dir, fingerprint
-
     inputs, new_tokens = _timing(student, tokenizer, task, ctx, validation)
     key = fingerprint("speed-v3", architecture_key(teacher), architecture_key(student), _runtime(), new_tokens,
-                      [list(batch["input_ids"].shape) for batch in inputs], ctx.latency_target, ctx.latency_cap_s)
+                      [list(batch["input_ids"].shape) for batch in inputs], ctx.evaluation.latency_target_pct / 100,
+                      ctx.evaluation.latency_cap_s)
     root = Path(ctx.cache_root)
     hit = (root / "speed" / key / ".complete").exists()
 
     def produce(folder: Path) -> None:
-        rounds = compare_speed(teacher, student, inputs, new_tokens=new_tokens, target=ctx.latency_target,
-                               time_cap_s=ctx.latency_cap_s)
+        rounds = compare_speed(teacher, student, inputs, new_tokens=new_tokens,
+                               target=ctx.evaluation.latency_target_pct / 100,
+                               time_cap_s=ctx.evaluation.latency_cap_s)
         (folder / "rounds.json").write_text(rounds.to_json())
 
     folder = cached_dir("speed", key, produce, root)
@@ -177,43 +177,26 @@ def speed_metrics(rounds, reference: dict, tokens: float) -> dict:
 
 
 def _costs(model, tokenizer, task, ctx: TrialContext, validation, pairs, settings, weights) -> dict:
-    from shrinktune.measure.evaluate import cost_metrics
-    from shrinktune.training.finetune import training_step_fn
-
-    return cost_metrics(model, tokenizer, validation[: ctx.eval_samples], max_source_tokens=task.max_source_tokens,
+    return cost_metrics(model, tokenizer, validation[: ctx.evaluation.samples],
+                        max_source_tokens=task.max_source_tokens,
                         training_step=training_step_fn(model, pairs, settings), training_weights=weights)
 
 
 def _quality(model, tokenizer, task, examples):
-    from shrinktune.measure.evaluate import score_summaries
-
     return score_summaries(model, tokenizer, examples, max_source_tokens=task.max_source_tokens,
                            batch_size=SCORING_BATCH)
 
 
 def _batched_latency(model, tokenizer, task, ctx: TrialContext, validation) -> dict:
     """The batched figure (`latency_batch_size` > 1): natural length, one model alone, not interleaved."""
-    from shrinktune.measure.evaluate import _inputs, prompt_groups
-    from shrinktune.measure.latency import time_generation
-    from shrinktune.models.generation import decoder_start_id
-
-    examples = validation[: ctx.eval_samples]
-    batchable = [examples[i] for i in max(prompt_groups(tokenizer, examples), key=len)]
-    if not 1 < ctx.latency_batch_size <= len(batchable):
-        return {}
-    batch = _inputs(tokenizer, batchable[: ctx.latency_batch_size], task.max_source_tokens, _device(),
-                    decoder_start_id(model))
-    result = time_generation(model, batch, warmup=1, repeats=ctx.latency_repeats)
-    return {"latency_batch_ms": result.median_ms, "latency_batch_size": ctx.latency_batch_size}
+    return batched_latency(model, tokenizer, validation[: ctx.evaluation.samples],
+                           max_source_tokens=task.max_source_tokens, batch_size=ctx.evaluation.latency_batch_size,
+                           repeats=ctx.evaluation.latency_repeats)
 
 
 def teacher_evaluation(teacher, tokenizer, task, ctx: TrialContext, validation, samples: int):
     """The teacher's `Quality` on the first `samples` validation pairs, made once (cached by teacher, decoding and
     pairs): the search's reference and the final re-check share its summaries."""
-    from shrinktune.measure.evaluate import generate_with_lengths, score_predictions
-    from shrinktune.measure.latency import generation_record
-    from shrinktune.training.cache import cached_dir, file_fingerprint, fingerprint
-
     examples = validation[:samples]
     key = fingerprint("teacher-eval", file_fingerprint(ctx.teacher_dir), generation_record(teacher),
                       task.max_source_tokens, [e.id for e in examples])
@@ -223,16 +206,13 @@ def teacher_evaluation(teacher, tokenizer, task, ctx: TrialContext, validation, 
                                                batch_size=SCORING_BATCH)
         (folder / "predictions.json").write_text(json.dumps({"predictions": texts, "lengths": lengths}))
 
-    saved = json.loads((cached_dir("teacher-eval", key, produce, Path(ctx.cache_root)) / "predictions.json").read_text())
+    folder = cached_dir("teacher-eval", key, produce, Path(ctx.cache_root))
+    saved = json.loads((folder / "predictions.json").read_text())
     return lambda n: score_predictions(saved["predictions"][:n], saved["lengths"][:n], examples[:n])
 
 
 def _prepared(ctx: TrialContext) -> TrialContext:
     """The context with the embedded teacher prepared (trained or unpacked, cached) and its folder filled in."""
-    from shrinktune.data.tasks import get_task, load_task_splits
-    from shrinktune.models.teacher import EMBEDDED_TEACHER
-    from shrinktune.training.teacher import prepare_embedded_teacher
-
     if ctx.teacher_dir != EMBEDDED_TEACHER:
         return ctx
     task = get_task(ctx.task)
@@ -248,18 +228,17 @@ def prepare_reference(ctx: TrialContext) -> tuple[str, dict]:
     Returns:
         (teacher folder, teacher metrics).
     """
-    from shrinktune.training.finetune import FinetuneSettings
-
     quiet_libraries()
     if ctx.threads:
         torch.set_num_threads(ctx.threads)
     ctx = _prepared(ctx)
     task, splits, teacher, tokenizer, pairs = _load_shared(ctx)
     validation = splits["validation"]
-    settings = FinetuneSettings(batch_size=ctx.fixed.get("batch_size", DEFAULT_TRIAL["batch_size"]))
+    settings = FinetuneSettings(batch_size=ctx.defaults.batch_size)
     logger.info("measuring the teacher")
-    quality = teacher_evaluation(teacher, tokenizer, task, ctx, validation, max(ctx.eval_samples, ctx.recheck_samples))
-    metrics = dict(quality(ctx.eval_samples).metrics)
+    quality = teacher_evaluation(teacher, tokenizer, task, ctx, validation,
+                                 max(ctx.evaluation.samples, ctx.evaluation.recheck_samples))
+    metrics = dict(quality(ctx.evaluation.samples).metrics)
     metrics.update(teacher_speed(teacher, tokenizer, task, ctx, validation, metrics["tokens_per_summary"]))
     metrics.update(_batched_latency(teacher, tokenizer, task, ctx, validation))
     metrics.update(_costs(teacher, tokenizer, task, ctx, validation, pairs, settings, _trained_modules(teacher)))
@@ -269,14 +248,11 @@ def prepare_reference(ctx: TrialContext) -> tuple[str, dict]:
 def _autoencoder(pairs, latent_dim: int, kind: str, epochs: int, seed: int, root: Path):
     """The pre-trained (or PCA-fitted) autoencoder for this width, made once per search (cached by states and
     settings)."""
-    from shrinktune.models.autoencoder import Autoencoder
-    from shrinktune.training.autoencoder import pretrain_autoencoder
-    from shrinktune.training.cache import cached_dir, fingerprint
-
     key = fingerprint("autoencoder", pairs.key, latent_dim, kind, epochs, seed)
 
     def produce(folder: Path) -> None:
-        result = pretrain_autoencoder(pairs.states, pairs.attention_mask, latent_dim, kind=kind, epochs=epochs, seed=seed)
+        result = pretrain_autoencoder(pairs.states, pairs.attention_mask, latent_dim, kind=kind, epochs=epochs,
+                                      seed=seed)
         torch.save(result.autoencoder.state_dict(), folder / "autoencoder.pt")
         (folder / "autoencoder.json").write_text(json.dumps(
             {"spec": result.autoencoder.spec, "train_mse": result.train_mse, "heldout_mse": result.heldout_mse,
@@ -304,17 +280,13 @@ def ratios(metrics: dict, reference: dict) -> dict:
     return out
 
 
-def _student_pairs(teacher, tokenizer, task, splits, pairs, trial: dict, ctx: TrialContext):
+def _student_pairs(teacher, tokenizer, task, splits, pairs, trial: TrialSettings, ctx: TrialContext):
     """Encoder states the student trains on: the teacher's, or — when encoder layers are dropped — those of the
     shallower encoder (cached per encoder like the teacher's)."""
-    from shrinktune.models.families import depth, encoder_module, half_configs
-    from shrinktune.models.student import build_student
-    from shrinktune.training.encode import cached_encoded_pairs
-
-    layers = trial.get("encoder_layers")
-    if layers is None or int(layers) == depth(half_configs(teacher)[0], "encoder"):
+    layers = trial.encoder_layers
+    if layers is None or layers == depth(half_configs(teacher)[0], "encoder"):
         return pairs
-    shallow = build_student(teacher, encoder_layers=int(layers), layer_map=trial["layer_map"])
+    shallow = build_student(teacher, encoder_layers=layers, layer_map=trial.layer_map)
     return cached_encoded_pairs(
         encoder_module(shallow), tokenizer, splits["train"], max_source_tokens=task.max_source_tokens,
         max_target_tokens=task.max_target_tokens, start_id=teacher.config.decoder_start_token_id,
@@ -322,31 +294,28 @@ def _student_pairs(teacher, tokenizer, task, splits, pairs, trial: dict, ctx: Tr
     )
 
 
-def _bottleneck(pairs, width: int, latent: int, trial: dict, ctx: TrialContext, metrics: dict):
+def _bottleneck(pairs, width: int, latent: int, trial: TrialSettings, ctx: TrialContext, metrics: dict):
     """(bottleneck module, spec) for a narrower decoder: pre-trained (or fitted) once per width, or — `ae_mode:
     joint` — fresh, to be trained with the student (Falaki & Gras' AE-S)."""
-    from shrinktune.errors import ConfigError
-    from shrinktune.models.autoencoder import Autoencoder
-
-    kind, mode = trial["ae_kind"], trial["ae_mode"]
+    kind, mode = trial.ae_kind, trial.ae_mode
     if mode == "joint":
         if kind == "pca":
-            raise ConfigError("ae_mode joint trains the bottleneck from scratch, which PCA cannot be; use ae_kind mlp or linear.")
+            raise ConfigError("ae_mode joint trains the bottleneck from scratch, which PCA cannot be; use ae_kind "
+                              "mlp or linear.")
         torch.manual_seed(ctx.seed)
         ae = Autoencoder(width, latent, kind=kind)
         return ae.encoder, ae.spec
-    ae, info = _autoencoder(pairs, latent, kind, int(trial["ae_epochs"]), ctx.seed, Path(ctx.cache_root))
+    ae, info = _autoencoder(pairs, latent, kind, trial.ae_epochs, ctx.seed, Path(ctx.cache_root))
     metrics["ae_mse"] = info["heldout_mse"]
     if info.get("explained_variance") is not None:
         metrics["ae_explained_variance"] = info["explained_variance"]
     return ae.encoder, ae.spec
 
 
-def _training_pairs(teacher, tokenizer, task, splits, pairs, trial: dict, ctx: TrialContext):
+def _training_pairs(teacher, tokenizer, task, splits, pairs, trial: TrialSettings, ctx: TrialContext):
     """Pseudo-labels (teacher generations, made once per search and cached) replace the references if asked."""
-    if trial["method"] != "pseudo_labels":
+    if trial.method != "pseudo_labels":
         return pairs
-    from shrinktune.training.distill import cached_pseudo_labels, pseudo_labelled_pairs
 
     labelled = cached_pseudo_labels(teacher, tokenizer, splits["train"], max_source_tokens=task.max_source_tokens,
                                     root=Path(ctx.cache_root))
@@ -354,15 +323,14 @@ def _training_pairs(teacher, tokenizer, task, splits, pairs, trial: dict, ctx: T
                                  start_id=teacher.config.decoder_start_token_id)
 
 
-def _compress_weights(student, trial: dict, ctx: TrialContext, metrics: dict) -> None:
+def _compress_weights(student, trial: TrialSettings, ctx: TrialContext, metrics: dict) -> None:
     """Offline low-rank weights (Banaei et al.), after training and before measuring, recorded in the config so
     that the checkpoint loads with its structure."""
-    if trial["weight_compression"] == "none":
+    if trial.weight_compression == "none":
         return
-    from shrinktune.models.weight_compression import WeightCompression, compress_weights, compression_structure
 
     report = compress_weights(student, WeightCompression(
-        method=trial["weight_compression"], ratio=float(trial["weight_ratio"]), seed=ctx.seed))
+        method=trial.weight_compression, ratio=trial.weight_ratio, seed=ctx.seed))
     metrics.update(weight_params_before=report["params_before"], weight_params_after=report["params_after"])
     student.config.student = {**student.config.student, "weight_compression": compression_structure(student)}
 
@@ -370,8 +338,6 @@ def _compress_weights(student, trial: dict, ctx: TrialContext, metrics: dict) ->
 def _trained_modules(model) -> list:
     """What a fine-tuning step holds in memory besides activations: decoder, LM head and bottleneck (the encoder is
     not needed when training on cached states)."""
-    from shrinktune.models.families import decoder_module
-
     decoder, head = decoder_module(model), model.get_output_embeddings()
     if head is not None and any(p.data_ptr() == head.weight.data_ptr() for p in decoder.parameters()):
         head = None  # tied to the decoder's embeddings: already counted
@@ -384,21 +350,16 @@ def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_
     Raises:
         ConfigError: the configuration is impossible for this teacher (the search records it as failed).
     """
-    from shrinktune.models.families import family_of, half_configs
-    from shrinktune.models.student import build_student
-    from shrinktune.training.distill import DistillSettings
-    from shrinktune.training.finetune import FinetuneSettings, finetune_on_states
-
     quiet_libraries()
-    trial = {**DEFAULT_TRIAL, **ctx.fixed, **config}
+    trial = replace(ctx.defaults, **config)
     task, splits, teacher, tokenizer, pairs = _load_shared(ctx)
     encoder_config = half_configs(teacher)[0]
     width = getattr(encoder_config, family_of(encoder_config).width)
-    latent = int(trial.get("latent_dim", width))
+    latent = trial.latent_dim or width
     metrics: dict[str, float] = {}
     distill = DistillSettings(
-        method=trial["method"], alpha_ce=float(trial["kd_alpha_ce"]), alpha_mlm=float(trial["kd_alpha_mlm"]),
-        alpha_hid=float(trial["kd_alpha_hid"]), temperature=float(trial["kd_temperature"]),
+        method=trial.method, alpha_ce=trial.kd_alpha_ce, alpha_mlm=trial.kd_alpha_mlm, alpha_hid=trial.kd_alpha_hid,
+        temperature=trial.kd_temperature,
     )
     student_pairs = _student_pairs(teacher, tokenizer, task, splits, pairs, trial, ctx)
     bottleneck = spec = None
@@ -406,23 +367,22 @@ def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_
         bottleneck, spec = _bottleneck(student_pairs, width, latent, trial, ctx, metrics)
     torch.manual_seed(ctx.seed)  # a fresh decoder's initial weights are drawn in build_student
     student = build_student(
-        teacher, latent_dim=latent, decoder_layers=trial.get("decoder_layers"), encoder_layers=trial.get("encoder_layers"),
-        bottleneck=bottleneck, bottleneck_spec=spec, layer_map=trial["layer_map"], decoder_ffn=trial["decoder_ffn"],
+        teacher, latent_dim=latent, decoder_layers=trial.decoder_layers, encoder_layers=trial.encoder_layers,
+        bottleneck=bottleneck, bottleneck_spec=spec, layer_map=trial.layer_map, decoder_ffn=trial.decoder_ffn,
         teacher_name=ctx.teacher_dir,
     ).to(_device())
     settings = FinetuneSettings(
-        epochs=int(trial["epochs"]), learning_rate=float(trial["learning_rate"]),
-        batch_size=int(trial["batch_size"]), seed=ctx.seed,
+        epochs=trial.epochs, learning_rate=trial.learning_rate, batch_size=trial.batch_size, seed=ctx.seed,
     )
     train_pairs = _training_pairs(teacher, tokenizer, task, splits, student_pairs, trial, ctx)
     history = finetune_on_states(
-        student, train_pairs, settings, on_epoch=on_epoch, train_bottleneck=trial["ae_mode"] != "frozen",
+        student, train_pairs, settings, on_epoch=on_epoch, train_bottleneck=trial.ae_mode != "frozen",
         teacher=teacher if distill.method == "kd" else None, distill=distill,
         teacher_pairs=pairs if distill.method == "kd" and student_pairs is not pairs else None,
     )
     metrics["train_loss"] = history[-1]
     _compress_weights(student, trial, ctx, metrics)
-    quality = _quality(student, tokenizer, task, splits["validation"][: ctx.eval_samples])
+    quality = _quality(student, tokenizer, task, splits["validation"][: ctx.evaluation.samples])
     metrics.update(quality.metrics)
     rounds, cached = speed_rounds(teacher, student, tokenizer, task, ctx, splits["validation"])
     metrics.update(speed_metrics(rounds, ctx.reference, quality.metrics["tokens_per_summary"]))
@@ -436,7 +396,7 @@ def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_
     student.save_pretrained(checkpoint_dir)
     tokenizer.save_pretrained(checkpoint_dir)
     (checkpoint_dir / "shrinktune_trial.json").write_text(json.dumps(
-        {"config": trial, "task": ctx.task, "metrics": metrics, "train_loss": history,
+        {"config": asdict(trial), "task": ctx.task, "metrics": metrics, "train_loss": history,
          "sample_predictions": predictions[:6]}, indent=2, default=float))
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
@@ -458,10 +418,6 @@ def recheck_front(ctx: TrialContext, checkpoints: dict[str, str]) -> Recheck:
     """Re-scores the teacher and each checkpoint on the first `recheck_samples` validation pairs (all of them when
     fewer) and re-derives their speed from the architecture's rounds (cached during the search; timed now if not).
     Needs the context as trials had it: the prepared teacher and its metrics."""
-    from shrinktune.data.tasks import get_task, load_task_splits
-    from shrinktune.models.generation import GenerationSettings
-    from shrinktune.models.teacher import load_teacher, source_token_limit
-
     quiet_libraries()
     if ctx.threads:
         torch.set_num_threads(ctx.threads)
@@ -469,10 +425,11 @@ def recheck_front(ctx: TrialContext, checkpoints: dict[str, str]) -> Recheck:
     validation = load_task_splits(task, ("validation",))["validation"]
     teacher, tokenizer = load_teacher(ctx.teacher_dir, device=_device())
     task = replace(task, max_source_tokens=source_token_limit(teacher, task.max_source_tokens))
-    GenerationSettings(**ctx.generation).apply(teacher)
-    samples = min(len(validation), ctx.recheck_samples)
+    ctx.generation.apply(teacher)
+    samples = min(len(validation), ctx.evaluation.recheck_samples)
     logger.info("re-checking the front: the teacher and %d trial(s) on %d validation pairs", len(checkpoints), samples)
-    quality = teacher_evaluation(teacher, tokenizer, task, ctx, validation, max(ctx.eval_samples, samples))(samples)
+    made = teacher_evaluation(teacher, tokenizer, task, ctx, validation, max(ctx.evaluation.samples, samples))
+    quality = made(samples)
     reference = {**ctx.reference, **quality.metrics}
     reference["latency_ms"] = teacher_latency_at(ctx.reference, quality.metrics["tokens_per_summary"])
     pair_rouge1, members = {"teacher": quality.pair_rouge1}, {}
@@ -491,9 +448,7 @@ def recheck_front(ctx: TrialContext, checkpoints: dict[str, str]) -> Recheck:
 
 def shrinktune_trial(config: dict, context: TrialContext) -> None:
     """Ray Tune function trainable: runs the configuration and reports metrics with the checkpoint."""
-    import tempfile
-
-    from ray import tune
+    from ray import tune  # lazy on purpose: this module runs without Ray; only the Tune wrapper needs it
 
     with tempfile.TemporaryDirectory(prefix="shrinktune-trial-") as folder:
         metrics = run_configuration(config, context, Path(folder))

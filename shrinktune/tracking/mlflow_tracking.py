@@ -10,14 +10,37 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
+import time
 from pathlib import Path
 
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
 from shrinktune.errors import UserError
+from shrinktune.front import ObjectiveError, hypervolume, pareto_front
+from shrinktune.tracking.plots import frontier_html, frontier_png
+from shrinktune.tracking.schema import (
+    CHECKPOINT_TAG,
+    ERROR_TAG,
+    INFEASIBLE_TAG,
+    KIND_TAG,
+    PARENT_TAG,
+    RECHECKED_TAG,
+    SEARCH_KIND,
+    SEARCH_NAME_TAG,
+    SEARCH_TEACHER_PREFIX,
+    TEACHER_DIR_TAG,
+    TEACHER_PREFIX,
+    TRIAL_KIND,
+    TRIAL_TAG,
+    prefixed,
+    unprefixed,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_DB = "mlflow.db"
-PARENT_TAG = "mlflow.parentRunId"
 
 
 def default_tracking_uri(folder: str | Path | None = None) -> str:
@@ -53,8 +76,6 @@ def open_store(tracking_uri: str):
     Raises:
         UserError: the sqlite file is missing, or the server does not answer.
     """
-    from mlflow.tracking import MlflowClient
-
     if tracking_uri.startswith("sqlite:///"):
         path = Path(tracking_uri[len("sqlite:///"):])
         if not path.is_file():
@@ -84,10 +105,15 @@ class SearchTracker:
     @property
     def client(self):
         if self._client is None:
-            from mlflow.tracking import MlflowClient
-
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
+
+    @property
+    def search_run_id(self) -> str:
+        """The search's run; only after `start_search` or `resume_search`."""
+        if self.parent_run_id is None:
+            raise RuntimeError("the search has no MLflow run yet: call start_search or resume_search first")
+        return self.parent_run_id
 
     def check(self) -> None:
         """Fails fast, with one line, when the store cannot be opened or written."""
@@ -119,45 +145,89 @@ class SearchTracker:
         return self.client.create_experiment(self.experiment, artifact_location=artifacts)
 
     def start_search(self, run_name: str, params: dict, tags: dict | None = None) -> str:
-        run = self.client.create_run(self.experiment_id(), run_name=run_name, tags={"shrinktune.kind": "search", **(tags or {})})
+        """Opens the search's run (named `run_name`, found again by that name when resumed)."""
+        run = self.client.create_run(self.experiment_id(), run_name=run_name,
+                                     tags={KIND_TAG: SEARCH_KIND, SEARCH_NAME_TAG: run_name, **(tags or {})})
+        self.parent_run_id = run_id = run.info.run_id
+        self._log_params(run_id, params)
+        return run_id
+
+    def find_search(self, name: str):
+        """The MLflow run of the search `name` in this experiment (the newest, if several), or None. Found by its
+        tag, or — a search started before the tag existed — by its run name."""
+        for key in (f"tags.`{SEARCH_NAME_TAG}`", "attributes.run_name"):
+            runs = self.client.search_runs(
+                [self.experiment_id()], max_results=1, order_by=["attributes.start_time DESC"],
+                filter_string=f"{key} = '{name}' and tags.`{KIND_TAG}` = '{SEARCH_KIND}'",
+            )
+            if runs:
+                return runs[0]
+        return None
+
+    def resume_search(self, run) -> None:
+        """Re-opens a search's run (from `find_search`) to log into it again."""
         self.parent_run_id = run.info.run_id
-        self._log_params(self.parent_run_id, params)
-        return self.parent_run_id
+        self.client.update_run(self.search_run_id, status="RUNNING")
+
+    def log_space(self, path: str | Path) -> None:
+        """The search-space file as an artifact of the search's run."""
+        self.client.log_artifact(self.search_run_id, str(path))
+
+    def log_teacher(self, teacher_dir: str, metrics: dict) -> None:
+        """The prepared teacher's folder (tag) and its metrics (`teacher_*`) on the search's run."""
+        self.log_reference(metrics)
+        self.client.set_tag(self.search_run_id, TEACHER_DIR_TAG, teacher_dir)
+
+    @staticmethod
+    def saved_teacher(run) -> tuple[dict, str | None]:
+        """(the teacher's in-search metrics, its folder) as a search's run holds them. A search interrupted after
+        its re-check began keeps the in-search figures as `search_teacher_*`."""
+        saved = run.data.metrics
+        prefix = SEARCH_TEACHER_PREFIX if any(k.startswith(SEARCH_TEACHER_PREFIX) for k in saved) else TEACHER_PREFIX
+        return unprefixed(prefix, saved), run.data.tags.get(TEACHER_DIR_TAG)
 
     def log_reference(self, metrics: dict) -> None:
         """The teacher's metrics on the parent run, prefixed `teacher_`."""
-        self._log_metrics(self.parent_run_id, {f"teacher_{k}": v for k, v in metrics.items()})
+        self._log_metrics(self.search_run_id, prefixed(TEACHER_PREFIX, metrics))
 
     def log_recheck_reference(self, before: dict, after: dict) -> None:
         """The teacher's re-checked metrics as `teacher_*`, its in-search ones kept as `search_teacher_*`."""
-        self._log_metrics(self.parent_run_id, {f"search_teacher_{k}": v for k, v in before.items() if k in after})
-        self._log_metrics(self.parent_run_id, {f"teacher_{k}": v for k, v in after.items()}, step=1)
+        self._log_metrics(self.search_run_id, prefixed(SEARCH_TEACHER_PREFIX, {k: v for k, v in before.items()
+                                                                               if k in after}))
+        self._log_metrics(self.search_run_id, prefixed(TEACHER_PREFIX, after), step=1)
 
     def log_recheck(self, run_id: str, before: dict, after: dict) -> None:
         """A trial's re-checked metrics under their own names (a later step, so MLflow shows them), its in-search
         values of the same metrics as `search_*`, and the tag `shrinktune.rechecked`."""
         self._log_metrics(run_id, {f"search_{k}": v for k, v in before.items() if k in after})
         self._log_metrics(run_id, after, step=1)
-        self.client.set_tag(run_id, "shrinktune.rechecked", str(int(after.get("eval_samples", 0))))
+        self.client.set_tag(run_id, RECHECKED_TAG, str(int(after.get("eval_samples", 0))))
 
     def trial_runs(self) -> dict[str, str]:
         """The search's child runs already in MLflow: Tune trial id → MLflow run id."""
         runs = self.client.search_runs(
-            [self.experiment_id()], filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
-            max_results=5000,
+            [self.experiment_id()], filter_string=f"tags.{PARENT_TAG} = '{self.search_run_id}'", max_results=5000,
         )
-        return {r.data.tags["shrinktune.trial"]: r.info.run_id for r in runs if "shrinktune.trial" in r.data.tags}
+        return {r.data.tags[TRIAL_TAG]: r.info.run_id for r in runs if TRIAL_TAG in r.data.tags}
+
+    def tag_trials(self, tags: dict[str, dict[str, str]]) -> None:
+        """Sets tags on trials' runs: Tune trial id → {tag: value}; trials not in MLflow are skipped."""
+        runs = self.trial_runs()
+        for trial_id, pairs in tags.items():
+            for key, value in pairs.items():
+                if runs.get(trial_id):
+                    self.client.set_tag(runs[trial_id], key, value)
 
     def log_trial(self, name: str, params: dict, metrics: dict, *, status: str = "FINISHED",
                   checkpoint: str | None = None, error: str | None = None, history: list[float] | None = None) -> str:
         """A child run for one finished or failed trial; returns its run id."""
-        tags = {PARENT_TAG: self.parent_run_id, "shrinktune.kind": "trial", "shrinktune.trial": name}
+        tags = {PARENT_TAG: self.search_run_id, KIND_TAG: TRIAL_KIND, TRIAL_TAG: name}
         if checkpoint:
-            tags["shrinktune.checkpoint"] = checkpoint
+            tags[CHECKPOINT_TAG] = checkpoint
         if error:
-            tags["shrinktune.error"] = error[:4000]
+            tags[ERROR_TAG] = error[:4000]
             if "ConfigError" in error:  # an impossible configuration, not a crash: say so where people filter
-                tags["shrinktune.infeasible"] = "true"
+                tags[INFEASIBLE_TAG] = "true"
         run = self.client.create_run(self.experiment_id(), run_name=name, tags=tags)
         run_id = run.info.run_id
         self._log_params(run_id, {**params, **({"checkpoint": checkpoint} if checkpoint else {})})
@@ -183,59 +253,47 @@ class SearchTracker:
             The hypervolume (see `shrinktune.front`), or None when the teacher's metrics cannot
             normalise the objectives (logged as a warning; the search goes on).
         """
-        from shrinktune.front import ObjectiveError, hypervolume
-
         try:
             volume = hypervolume(rows, objectives, reference)
         except ObjectiveError as error:
             logger.warning("hypervolume not logged: %s", error)
             volume = None
         else:
-            self.client.log_metric(self.parent_run_id, "hypervolume", volume, step=step)
+            self.client.log_metric(self.search_run_id, "hypervolume", volume, step=step)
         if plots:
-            from shrinktune.front import pareto_front
-
             usable = sum(all(row.get(m) is not None for m in objectives) for row in rows)
             title = f"{len(pareto_front(rows, objectives))} of {usable} trial(s) on the Pareto front"
             self.log_frontier_plots(rows, objectives, reference,
                                     title=title + (f"; hypervolume {volume:.4f}" if volume is not None else ""))
         return volume
 
-    def log_frontier_plots(self, rows: list[dict], objectives: dict[str, str], reference: dict, title: str = "") -> None:
+    def log_frontier_plots(self, rows: list[dict], objectives: dict[str, str], reference: dict,
+                           title: str = "") -> None:
         """`frontier.png` and `frontier.html` as artifacts of the parent run. A plotting failure is logged, not
         raised: the search's results are already in MLflow and should not be lost to a figure."""
-        import tempfile
-
-        from shrinktune.tracking.plots import frontier_html, frontier_png
-
         try:
             with tempfile.TemporaryDirectory() as folder:
                 for draw, name in ((frontier_png, "frontier.png"), (frontier_html, "frontier.html")):
-                    self.client.log_artifact(self.parent_run_id, str(draw(Path(folder) / name, rows, objectives, reference, title)))
+                    drawn = draw(Path(folder) / name, rows, objectives, reference, title)
+                    self.client.log_artifact(self.search_run_id, str(drawn))
         except Exception:
             logger.warning("frontier plots not written to run %s", self.parent_run_id, exc_info=True)
 
     def end_search(self, status: str = "FINISHED", metrics: dict | None = None) -> None:
-        if self.parent_run_id:
+        if self.parent_run_id is not None:
             if metrics:
-                self._log_metrics(self.parent_run_id, metrics)
+                self._log_metrics(self.search_run_id, metrics)
             self.client.set_terminated(self.parent_run_id, status=status)
 
     def tag(self, run_id: str, key: str, value: str) -> None:
         self.client.set_tag(run_id, key, value)
 
     def _log_params(self, run_id: str, params: dict) -> None:
-        from mlflow.entities import Param
-
         items = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[start : start + 100])
 
     def _log_metrics(self, run_id: str, metrics: dict, step: int = 0) -> None:
-        import time
-
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
         items = [Metric(str(k), float(v), now, step) for k, v in metrics.items()
                  if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))]

@@ -55,6 +55,7 @@ def _value(rows: list[dict], index: int, metric: str | None) -> float:
 
 def matplotlib_frontier(rows: list[dict], objectives: dict[str, str], reference: dict, title: str = ""):
     """The pairwise scatter of the objectives as a matplotlib `Figure` on an Agg canvas."""
+    # Lazy: matplotlib and plotly take seconds to import, and only the final plots need them.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -108,7 +109,7 @@ def _hover(row: dict, index: int, objectives: dict[str, str]) -> str:
 def plotly_frontier(rows: list[dict], objectives: dict[str, str], reference: dict, title: str = ""):
     """The interactive version of `matplotlib_frontier`, a plotly `Figure` whose points show their trial and
     configuration on hover."""
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # lazy, as matplotlib above
     from plotly.subplots import make_subplots
 
     usable, front = _usable(rows, objectives)

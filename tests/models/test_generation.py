@@ -14,12 +14,12 @@ def test_settings_land_in_generation_config(tiny_teacher):
 
 
 def test_impossible_lengths_are_refused():
-    with pytest.raises(ConfigError, match="min_new_tokens ≤ max_new_tokens"):
+    with pytest.raises(ConfigError, match=r"min_new_tokens \(10\) must be ≤ max_new_tokens \(5\)"):
         GenerationSettings(min_new_tokens=10, max_new_tokens=5)
 
 
 def test_negative_source_biases_are_refused():
-    with pytest.raises(ConfigError, match="source biases must be ≥ 0"):
+    with pytest.raises(ConfigError, match="source_continuation_bias must be a number ≥ 0, got -1.0"):
         GenerationSettings(source_continuation_bias=-1.0)
 
 

@@ -106,5 +106,7 @@ def test_head_without_job_server_says_include_dashboard(monkeypatch):
         closed.bind(("127.0.0.1", 0))
         monkeypatch.setattr(cluster, "GCS_PORT", gcs.getsockname()[1])  # a "head" answers on its GCS port
         url = f"http://127.0.0.1:{closed.getsockname()[1]}"  # ... but nothing serves jobs
-        with pytest.raises(UserError, match=r"a Ray head runs on 127.0.0.1 but its job server .* --include-dashboard true"):
+        with pytest.raises(
+            UserError, match=r"a Ray head runs on 127.0.0.1 but its job server .* --include-dashboard true"
+        ):
             check_job_server(url, timeout=2)

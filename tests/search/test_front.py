@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from shrinktune.search import runner
-from shrinktune.search.runner import RunOptions, _finish, _outcome, _recheck
+from shrinktune.search.runner import _finish, _outcome, _recheck
 from shrinktune.search.space import SearchSpace
 from shrinktune.search.trial import Recheck, TrialContext
 from shrinktune.tracking.mlflow_tracking import SearchTracker
@@ -55,9 +55,7 @@ def _search(tmp_path, space, results):
     tracker.log_reference(TEACHER)
     for result in results:
         tracker.log_trial(result.metrics["trial_id"], result.config, result.metrics, checkpoint=result.checkpoint.path)
-    options = RunOptions(tracking_uri=tracker.tracking_uri, storage_path=str(tmp_path / "runs"),
-                         cache_root=str(tmp_path / "cache"))
-    return tracker, options
+    return tracker
 
 
 def _runs(tracker) -> dict:
@@ -70,8 +68,8 @@ def test_front_under_constraints_is_tagged_feasible_and_pareto(tmp_path):
     space = _space(tmp_path, "constraints: {latency_ms: {max: 400}}", floor=0)
     results = [_result("fast", 0.20, 200, tmp_path), _result("slow", 0.26, 500, tmp_path),
                _result("mid", 0.24, 300, tmp_path), _result("dominated", 0.19, 350, tmp_path)]
-    tracker, options = _search(tmp_path, space, results)
-    outcome = _outcome(results, "s", 4, tracker, space, options, dict(TEACHER))
+    tracker = _search(tmp_path, space, results)
+    outcome = _outcome(results, "s", 4, tracker, space, dict(TEACHER))
     assert sorted(outcome.finished[i].trial_id for i in outcome.front) == ["fast", "mid"]
     _finish(outcome, tracker, space, 4)
     runs = _runs(tracker)
@@ -84,13 +82,13 @@ def test_degenerate_trials_are_kept_off_the_front_and_listed_apart(tmp_path):
     """A tiny student that learned nothing (R-1 .007) is not a trade-off, however cheap; floor 0 lets it in."""
     results = [_result("good", 0.25, 400, tmp_path), _result("empty", 0.007, 50, tmp_path)]
     space = _space(tmp_path)
-    tracker, options = _search(tmp_path, space, results)
-    outcome = _outcome(results, "s", 2, tracker, space, options, dict(TEACHER))
+    tracker = _search(tmp_path, space, results)
+    outcome = _outcome(results, "s", 2, tracker, space, dict(TEACHER))
     assert [outcome.finished[i].trial_id for i in outcome.front] == ["good"]
     assert [outcome.finished[i].trial_id for i in outcome.degenerate] == ["empty"]
     _finish(outcome, tracker, space, 2)
     assert "shrinktune.degenerate" in _runs(tracker)["empty"].data.tags
-    off = _outcome(results, "s", 2, tracker, _space(tmp_path, floor=0), options, dict(TEACHER))
+    off = _outcome(results, "s", 2, tracker, _space(tmp_path, floor=0), dict(TEACHER))
     assert len(off.front) == 2 and not off.degenerate
 
 
@@ -99,8 +97,8 @@ def test_recheck_replaces_the_numbers_keeps_the_search_ones_and_flags_indistinct
     member's, pair by pair, is flagged; MLflow keeps the in-search figures as search_*."""
     results = [_result("a", 0.26, 500, tmp_path), _result("b", 0.25, 300, tmp_path), _result("c", 0.20, 150, tmp_path)]
     space = _space(tmp_path)
-    tracker, options = _search(tmp_path, space, results)
-    outcome = _outcome(results, "s", 3, tracker, space, options, dict(TEACHER))
+    tracker = _search(tmp_path, space, results)
+    outcome = _outcome(results, "s", 3, tracker, space, dict(TEACHER))
     assert len(outcome.front) == 3
     groups = [f"paper{i // 3}" for i in range(30)]
     base = [0.2 + 0.01 * (i % 7) for i in range(30)]
@@ -109,7 +107,8 @@ def test_recheck_replaces_the_numbers_keeps_the_search_ones_and_flags_indistinct
         members={"a": {"rouge1": 0.251, "latency_ms": 480.0, "eval_samples": 30},
                  "b": {"rouge1": 0.250, "latency_ms": 310.0, "eval_samples": 30},
                  "c": {"rouge1": 0.150, "latency_ms": 140.0, "eval_samples": 30}},
-        pair_rouge1={"teacher": base, "a": [x + noise for x, noise in zip(base, np.random.default_rng(0).normal(0, .02, 30))],
+        pair_rouge1={"teacher": base,
+                     "a": [x + noise for x, noise in zip(base, np.random.default_rng(0).normal(0, .02, 30))],
                      "b": base, "c": [x - 0.1 for x in base]},
         groups=groups)
     seen = {}

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from shrinktune.errors import ConfigError, UserError
-from shrinktune.search.callbacks import MlflowTrialLogger, _error_text, error_summary, trial_runs
+from shrinktune.search.callbacks import MlflowTrialLogger, _error_text, error_summary
 from shrinktune.search.faults import Fault, parse_faults
-from shrinktune.search.runner import RunOptions, check_resumable
+from shrinktune.search.plan import RunOptions, check_resumable
 from shrinktune.tracking.mlflow_tracking import SearchTracker
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -44,9 +44,9 @@ def test_fault_plans_are_read_and_checked():
 
 def test_run_options_refuse_negative_retries_and_a_renamed_resume():
     common = dict(tracking_uri="sqlite:///x.db", storage_path="/tmp/x", cache_root="/tmp/c")
-    with pytest.raises(ConfigError, match=r"retries must be an integer ≥ 0, got -1; pass 0 for no retries"):
+    with pytest.raises(ConfigError, match=r"--retries must be ≥ 0, got -1"):
         RunOptions(**common, retries=-1)
-    with pytest.raises(ConfigError, match="a resumed search keeps its name: got name 'b' and resume 'a'"):
+    with pytest.raises(ConfigError, match="--resume a continues a search under its own name; drop --name b"):
         RunOptions(**common, name="b", resume="a")
     assert RunOptions(**common, name="a", resume="a").resume == "a"
 
@@ -111,11 +111,11 @@ def test_callback_logs_each_trial_once_and_only_its_last_failure(tmp_path):
     assert callback.logged == {"t1": earlier}
     callback.on_trial_complete(0, [], _fake_trial(tmp_path, "t1"))  # restored and reported again
     callback.on_trial_recover(0, [], _fake_trial(tmp_path, "t2", error=RuntimeError("first attempt")))
-    assert set(trial_runs(tracker)) == {"t1"}  # a failure Tune retries is not logged
+    assert set(tracker.trial_runs()) == {"t1"}  # a failure Tune retries is not logged
 
     callback.on_trial_error(0, [], _fake_trial(tmp_path, "t2", error=FloatingPointError("loss became nan")))
     callback.on_trial_complete(0, [], _fake_trial(tmp_path, "t3"))
-    runs = trial_runs(tracker)
+    runs = tracker.trial_runs()
     assert set(runs) == {"t1", "t2", "t3"} and runs["t1"] == earlier
     failed = tracker.client.get_run(runs["t2"])
     assert failed.info.status == "FAILED"

@@ -4,7 +4,7 @@ import optuna
 import pytest
 
 from shrinktune.errors import ConfigError
-from shrinktune.search.samplers import ConstrainedOptunaSearch, make_sampler
+from shrinktune.search.samplers import ConstrainedOptunaSearch, make_sampler, make_searcher, open_optuna_trial
 from shrinktune.search.space import SearchSpace
 
 SPACE = """
@@ -30,7 +30,7 @@ def space(tmp_path):
 def _searcher(space, sampler="tpe", constraints=None):
     return ConstrainedOptunaSearch(
         space=space.suggest, metric=list(space.objectives), mode=list(space.objectives.values()),
-        sampler=make_sampler(sampler, space.seed), points_to_evaluate=[dict(p) for p in space.enqueue],
+        sampler=make_sampler(sampler, space.search.seed), points_to_evaluate=[dict(p) for p in space.enqueue],
         constraints=space.constraints if constraints is None else constraints,
     )
 
@@ -127,3 +127,14 @@ def test_searcher_state_survives_a_tune_checkpoint(space, tmp_path):
     assert restored.constraints == space.constraints
     restored.on_trial_complete("a", {"rouge1": 0.1, "latency_ms": 10.0})
     assert restored._ot_study.trials[0].constraints == pytest.approx({"rouge1.min": 0.1, "latency_ms.max": -90.0})
+
+
+def test_the_one_reach_into_ray_s_optuna_search_still_finds_its_trials(space):
+    """`open_optuna_trial` reads `OptunaSearch._ot_trials` / `_completed_trials` (Ray has no public way): if Ray
+    renames them, this fails here rather than silently dropping every constraint."""
+    searcher = make_searcher(space, "random")
+    searcher.suggest("t0")
+    trial = open_optuna_trial(searcher, "t0")
+    assert isinstance(trial, optuna.Trial) and open_optuna_trial(searcher, "other") is None
+    searcher.on_trial_complete("t0", {m: 1.0 for m in space.objectives})
+    assert open_optuna_trial(searcher, "t0") is None  # told: no longer open

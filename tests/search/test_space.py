@@ -7,7 +7,11 @@ import yaml
 
 from shrinktune.errors import ConfigError, UserError
 from shrinktune.search.space import (
-    SearchSpace, constraint_names, constraint_violations, is_feasible, resolve_space_path,
+    SearchSpace,
+    constraint_names,
+    constraint_violations,
+    is_feasible,
+    resolve_space_path,
 )
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -49,8 +53,8 @@ def test_gpu_spaces_start_from_the_teacher_shaped_student(name, width, depth, ma
     space = SearchSpace.load(ROOT / "search_spaces" / f"{name}.yaml", encoder_width=width, teacher_depth=depth,
                              encoder_depth=depth)
     assert space.enqueue[0] == {"latent_dim": width, "decoder_layers": depth, "encoder_layers": depth}
-    assert len(space.enqueue) >= 3 and space.constraints and space.time_budget_s and space.retries == 1
-    assert (space.generation["max_new_tokens"], space.generation["num_beams"]) == (max_tokens, beams)
+    assert len(space.enqueue) >= 3 and space.constraints and space.search.time_budget_s and space.search.retries == 1
+    assert (space.generation.max_new_tokens, space.generation.num_beams) == (max_tokens, beams)
     assert max(d.values_bound()[1] for d in space.dimensions if d.name == "latent_dim") == width
 
 
@@ -63,14 +67,15 @@ def test_embedded_spaces_keep_their_enqueued_points():
 
 def test_good_space(tmp_path):
     space = SearchSpace.load(_write(tmp_path, GOOD), encoder_width=384, teacher_depth=6)
-    assert space.name == "space" and space.trials == 2 and [d.name for d in space.dimensions] == ["latent_dim", "decoder_layers"]
+    assert (space.name == "space" and space.search.trials == 2
+            and [d.name for d in space.dimensions] == ["latent_dim", "decoder_layers"])
 
 
 @pytest.mark.parametrize("change,message", [
     (("task: summarization", "task: nosuch"), r"task 'nosuch' is unknown; known tasks: .*summarization"),
     (("high: 384, step: 96", "high: 512, step: 96"), r"latent_dim must be ≤ the encoder width \(384\), got up to 512"),
-    (("low: 96, high: 384", "low: 0, high: 384"), r"latent_dim must be an integer ≥ 1, got 0"),
-    (("low: 1, high: 6", "low: 0, high: 6"), r"decoder_layers must be an integer ≥ 1, got 0"),
+    (("low: 96, high: 384", "low: 0, high: 384"), r"dimensions.latent_dim.low must be an integer ≥ 1, got 0"),
+    (("low: 1, high: 6", "low: 0, high: 6"), r"dimensions.decoder_layers.low must be an integer ≥ 1, got 0"),
     (("low: 1, high: 6", "low: 1, high: 9"), r"decoder_layers must be ≤ the teacher's decoder depth \(6\)"),
     (("sampler: tpe", "sampler: grid"), r"search.sampler must be one of tpe, nsga2, random, got 'grid'"),
     (("rouge1: max", "rouge1: up"), r"objectives.rouge1 must be max or min, got 'up'"),
@@ -83,7 +88,9 @@ def test_bad_values_name_file_key_and_fix(tmp_path, change, message):
 
 
 def test_all_problems_are_reported_together(tmp_path):
-    path = _write(tmp_path, GOOD.replace("task: summarization", "task: nosuch").replace("sampler: tpe", "sampler: x") + "colour: blue\n")
+    path = _write(tmp_path,
+                  GOOD.replace("task: summarization", "task: nosuch").replace("sampler: tpe", "sampler: x")
+                  + "colour: blue\n")
     with pytest.raises(ConfigError, match="has 3 problems") as info:
         SearchSpace.load(path)
     assert "unknown key 'colour'" in str(info.value)
@@ -104,16 +111,19 @@ def test_missing_file_and_unknown_name(tmp_path):
 
 
 def test_enqueued_configurations_must_fit_the_dimensions(tmp_path):
-    ok = GOOD.replace("search: {sampler: tpe, trials: 2}", "search: {sampler: tpe, trials: 2, enqueue: [{latent_dim: 192, decoder_layers: 2}]}")
+    ok = GOOD.replace("search: {sampler: tpe, trials: 2}",
+                      "search: {sampler: tpe, trials: 2, enqueue: [{latent_dim: 192, decoder_layers: 2}]}")
     assert SearchSpace.load(_write(tmp_path, ok)).enqueue == ({"latent_dim": 192, "decoder_layers": 2},)
-    bad = GOOD.replace("search: {sampler: tpe, trials: 2}", "search: {sampler: tpe, trials: 2, enqueue: [{latent_dim: 999}]}")
+    bad = GOOD.replace("search: {sampler: tpe, trials: 2}",
+                       "search: {sampler: tpe, trials: 2, enqueue: [{latent_dim: 999}]}")
     with pytest.raises(ConfigError, match=r"enqueue\[0\].latent_dim must lie in \[96, 384\], got 999") as info:
         SearchSpace.load(_write(tmp_path, bad))
     assert "enqueue[0] has no value for decoder_layers" in str(info.value)
 
 
 def test_method_settings_are_checked_against_their_rules(tmp_path):
-    text = GOOD + "  method: {type: categorical, choices: [sft, distill]}\n  weight_ratio: {type: float, low: 0.5, high: 4.0}\n"
+    text = (GOOD + "  method: {type: categorical, choices: [sft, distill]}\n"
+            "  weight_ratio: {type: float, low: 0.5, high: 4.0}\n")
     with pytest.raises(ConfigError) as info:
         SearchSpace.load(_write(tmp_path, text), encoder_width=384, teacher_depth=6)
     assert "dimensions.method.choices must be one of sft, kd, pseudo_labels, got 'distill'" in str(info.value)
@@ -134,7 +144,9 @@ def test_constraints_are_stored_and_measured_in_optunas_convention(tmp_path):
     assert space.constraints == {"latency_ms": {"max": 250}, "rouge1": {"min": 0.15, "max": 0.9}}
     assert constraint_names(space.constraints) == ["latency_ms.max", "rouge1.min", "rouge1.max"]
     # 300 ms is 50 over the cap; R-1 .10 is .05 under the floor and .80 below the ceiling
-    assert constraint_violations(space.constraints, {"latency_ms": 300.0, "rouge1": 0.10}) == pytest.approx([50.0, 0.05, -0.8])
+    assert constraint_violations(
+        space.constraints, {"latency_ms": 300.0, "rouge1": 0.10}
+    ) == pytest.approx([50.0, 0.05, -0.8])
     assert not is_feasible(space.constraints, {"latency_ms": 300.0, "rouge1": 0.10})
     assert is_feasible(space.constraints, {"latency_ms": 250, "rouge1": 0.15})  # on the bound is feasible
     # a missing or NaN metric is violated by 1.0 on each of its bounds
@@ -143,7 +155,8 @@ def test_constraints_are_stored_and_measured_in_optunas_convention(tmp_path):
 
 
 def test_bad_constraints_are_reported_together_naming_file_and_key(tmp_path):
-    text = GOOD + "constraints: {latency_ms: {below: 250}, rouge1: {min: 0.5, max: 0.2}, bleu: {min: 1}, rouge2: {min: high}, speedup: 2}\n"
+    text = GOOD + ("constraints: {latency_ms: {below: 250}, rouge1: {min: 0.5, max: 0.2}, bleu: {min: 1}, "
+                   "rouge2: {min: high}, speedup: 2}\n")
     path = _write(tmp_path, text, "x.yaml")
     with pytest.raises(ConfigError, match="has 5 problems") as info:
         SearchSpace.load(path)
@@ -202,9 +215,11 @@ def test_a_condition_may_read_a_fixed_setting(tmp_path, caplog):
                      r"setting, got 'method'; it is defined below ae_kind; move ae_kind after it"),
     ("{ae_kind: mlp}", r"got 'ae_kind'; a dimension cannot depend on itself"),
     ("{epochs: 2}", r"got 'epochs'; dimensions above: latent_dim, decoder_layers; fixed: none"),
-    ("{latent_dim: {below: 384}}", r"dimensions.ae_kind.when.latent_dim.below: unknown operator 'below'; use lt, le, gt, ge, ne"),
+    ("{latent_dim: {below: 384}}", r"dimensions.ae_kind.when.latent_dim.below: unknown operator 'below'; "
+                                   r"use lt, le, gt, ge, ne"),
     ("{latent_dim: {lt: big}}", r"dimensions.ae_kind.when.latent_dim.lt: must be a number, got 'big'"),
-    ("{latent_dim: 100}", r"dimensions.ae_kind.when.latent_dim: latent_dim can never be 100 \(range \[96, 384\] step 96\)"),
+    ("{latent_dim: 100}", r"dimensions.ae_kind.when.latent_dim: latent_dim can never be 100 "
+                          r"\(range \[96, 384\] step 96\)"),
     ("{latent_dim: []}", r"dimensions.ae_kind.when.latent_dim must be a value, a non-empty list"),
     ("[latent_dim]", r"dimensions.ae_kind.when must map an earlier dimension or a fixed setting to a condition"),
 ])
@@ -216,7 +231,8 @@ def test_bad_conditions_name_file_and_key(tmp_path, when, message):
 
 
 def test_an_order_comparison_needs_a_numeric_setting(tmp_path):
-    path = _write(tmp_path, CONDITIONAL.replace("when: {method: kd, decoder_layers: [2, 3]}", "when: {method: {gt: 1}}"))
+    path = _write(tmp_path,
+                  CONDITIONAL.replace("when: {method: kd, decoder_layers: [2, 3]}", "when: {method: {gt: 1}}"))
     with pytest.raises(ConfigError, match=r"when.method.gt: method takes no numbers \(choices \['sft', 'kd'\]\)"):
         SearchSpace.load(path)
 
@@ -230,7 +246,8 @@ def test_enqueued_points_follow_the_conditions(tmp_path):
     with pytest.raises(ConfigError) as info:
         load("[{latent_dim: 384, ae_kind: mlp, decoder_layers: 2, method: kd}]")
     message = str(info.value)
-    assert "search.enqueue[0].ae_kind is not sampled for this point (latent_dim < 384 does not hold); drop it" in message
+    assert ("search.enqueue[0].ae_kind is not sampled for this point (latent_dim < 384 does not hold); "
+            "drop it") in message
     assert "search.enqueue[0] has no value for kd_alpha_hid; give every dimension one" in message
 
 
@@ -286,15 +303,16 @@ def test_enqueued_points_and_mistakes_follow_the_ranges(tmp_path):
 
 def test_time_budget_and_retries(tmp_path):
     space = SearchSpace.load(_write(tmp_path, GOOD))
-    assert (space.time_budget_s, space.retries, space.enqueue_teacher) == (None, 0, True)
-    space = SearchSpace.load(_write(tmp_path, GOOD.replace("trials: 2}", "trials: 2, time_budget_s: 3600, retries: 2}")))
-    assert (space.time_budget_s, space.retries) == (3600, 2)
+    assert (space.search.time_budget_s, space.search.retries, space.search.enqueue_teacher) == (None, 0, True)
+    space = SearchSpace.load(
+        _write(tmp_path, GOOD.replace("trials: 2}", "trials: 2, time_budget_s: 3600, retries: 2}")))
+    assert (space.search.time_budget_s, space.search.retries) == (3600, 2)
     bad = GOOD.replace("trials: 2}", "trials: 2, time_budget_s: 0, retries: -1, enqueue_teacher: yes please}")
     with pytest.raises(ConfigError, match="has 3 problems") as info:
         SearchSpace.load(_write(tmp_path, bad))
     message = str(info.value)
-    assert "search.time_budget_s must be a number of seconds > 0 (or left out: no limit), got 0" in message
-    assert "search.retries must be an integer ≥ 0 (restarts of a failed trial), got -1" in message
+    assert "search.time_budget_s must be a number > 0, got 0" in message
+    assert "search.retries must be an integer ≥ 0, got -1" in message
     assert "search.enqueue_teacher must be true or false, got 'yes please'" in message
 
 
@@ -324,4 +342,5 @@ def test_teacher_shaped_student_outside_the_space_is_skipped_and_said(tmp_path, 
     text = GOOD.replace("high: 384, step: 96", "high: 288, step: 96")
     with caplog.at_level("DEBUG", logger="shrinktune.search.space"):
         assert SearchSpace.load(_write(tmp_path, text), encoder_width=384, teacher_depth=6).enqueue == ()
-    assert "the teacher-shaped student is not tried first: latent_dim cannot be 384 (range [96, 288] step 96)" in caplog.text
+    assert ("the teacher-shaped student is not tried first: latent_dim cannot be 384 "
+            "(range [96, 288] step 96)") in caplog.text

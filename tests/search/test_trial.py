@@ -1,21 +1,30 @@
 """A whole trial without Ray, on a tiny local teacher."""
 
 import json
+from dataclasses import replace
 
 import pytest
+import transformers as tf
 
+from shrinktune import load_summarizer
+from shrinktune.errors import ConfigError
+from shrinktune.models.generation import GenerationSettings
+from shrinktune.models.teacher import wire_special_tokens
 from shrinktune.search.trial import TrialContext, prepare_reference, ratios, run_configuration
+from shrinktune.settings import EvaluationSettings, TrialSettings
 
 
 def test_reference_then_trial(tmp_path, tiny_teacher_dir):
     ctx = TrialContext(task="summarization", teacher_dir=str(tiny_teacher_dir), cache_root=str(tmp_path / "cache"),
-                       generation={"max_new_tokens": 6}, eval_samples=4, latency_samples=2, latency_repeats=2, threads=1,
-                       latency_cap_s=1.0, fixed={"batch_size": 8, "ae_epochs": 1})
+                       generation=GenerationSettings(max_new_tokens=6), threads=1,
+                       evaluation=EvaluationSettings(samples=4, latency_samples=2, latency_repeats=2, latency_cap_s=1),
+                       defaults=TrialSettings(batch_size=8, ae_epochs=1))
     teacher_dir, reference = prepare_reference(ctx)
     assert teacher_dir == str(tiny_teacher_dir)
     assert {"rouge1", "latency_ms", "train_peak_mb", "generate_peak_mb", "params_decoder"} <= set(reference)
-    ctx = TrialContext(**{**ctx.__dict__, "reference": reference})
-    metrics = run_configuration({"latent_dim": 16, "decoder_layers": 1, "learning_rate": 1e-3, "epochs": 1}, ctx, tmp_path / "ck")
+    ctx = replace(ctx, reference=reference)
+    metrics = run_configuration({"latent_dim": 16, "decoder_layers": 1, "learning_rate": 1e-3, "epochs": 1}, ctx,
+                                tmp_path / "ck")
     assert metrics["params_decoder"] < reference["params_decoder"]
     assert metrics["params_bottleneck"] > 0 and metrics["ae_mse"] > 0
     assert metrics["speedup"] == pytest.approx(reference["latency_ms"] / metrics["latency_ms"])
@@ -24,8 +33,6 @@ def test_reference_then_trial(tmp_path, tiny_teacher_dir):
     assert metrics["latency_cached"] == 0 and metrics["latency_rounds"] >= 5
     saved = json.loads((tmp_path / "ck" / "shrinktune_trial.json").read_text())
     assert saved["config"]["latent_dim"] == 16 and saved["task"] == "summarization"
-    from shrinktune import load_summarizer
-
     assert isinstance(load_summarizer(tmp_path / "ck")("A new document.", aspect="outcome"), str)
     # a second trial at the same width reuses the cached autoencoder
     autoencoders = list((tmp_path / "cache" / "autoencoders").glob("*/autoencoder.pt"))
@@ -42,24 +49,23 @@ def test_reference_then_trial(tmp_path, tiny_teacher_dir):
 
 
 def test_ratios_against_the_teacher():
-    out = ratios({"latency_ms": 50, "train_peak_mb": 30, "rouge1": 0.18, "rouge2": 0.05, "rougeL": 0.1, "params_decoder": 5},
-                 {"latency_ms": 100, "train_peak_mb": 60, "rouge1": 0.2, "rouge2": 0.05, "rougeL": 0.1, "params_decoder": 10})
+    out = ratios({"latency_ms": 50, "train_peak_mb": 30, "rouge1": 0.18, "rouge2": 0.05, "rougeL": 0.1,
+                  "params_decoder": 5},
+                 {"latency_ms": 100, "train_peak_mb": 60, "rouge1": 0.2, "rouge2": 0.05, "rougeL": 0.1,
+                  "params_decoder": 10})
     assert out["speedup"] == 2 and out["train_memory_ratio"] == 0.5 and out["decoder_params_ratio"] == 0.5
     assert abs(out["rouge1_change"] + 0.1) < 1e-12 and out["rouge2_change"] == 0
 
 
 def _context(tmp_path, teacher_dir, **fixed):
-    from shrinktune.search.trial import TrialContext
-
     return TrialContext(task="summarization", teacher_dir=str(teacher_dir), cache_root=str(tmp_path / "cache"),
-                        generation={"max_new_tokens": 6}, eval_samples=3, latency_samples=1, latency_repeats=1, threads=1,
-                        latency_cap_s=1.0, fixed={"batch_size": 8, "ae_epochs": 1, "epochs": 1, "learning_rate": 1e-3, **fixed})
+                        generation=GenerationSettings(max_new_tokens=6), threads=1,
+                        evaluation=EvaluationSettings(samples=3, latency_samples=1, latency_repeats=1, latency_cap_s=1),
+                        defaults=TrialSettings(batch_size=8, ae_epochs=1, epochs=1, learning_rate=1e-3, **fixed))
 
 
 def test_every_method_is_a_trial_setting(tmp_path, tiny_teacher_dir):
     """KD with a dropped encoder layer, pseudo-labels with a PCA bottleneck, a jointly trained AE, and SVD weights."""
-    from shrinktune import load_summarizer
-
     ctx = _context(tmp_path, tiny_teacher_dir)
     kd = run_configuration({"latent_dim": 32, "decoder_layers": 1, "encoder_layers": 2, "method": "kd",
                             "kd_alpha_hid": 1.0}, ctx, tmp_path / "kd")
@@ -78,10 +84,6 @@ def test_every_method_is_a_trial_setting(tmp_path, tiny_teacher_dir):
 
 
 def test_impossible_configuration_fails_with_one_line(tmp_path, tiny_teacher_dir):
-    import pytest
-
-    from shrinktune.errors import ConfigError
-
     ctx = _context(tmp_path, tiny_teacher_dir)
     with pytest.raises(ConfigError, match="ae_mode joint trains the bottleneck from scratch"):
         run_configuration({"latent_dim": 16, "ae_kind": "pca", "ae_mode": "joint"}, ctx, tmp_path / "x")
@@ -91,10 +93,6 @@ def test_impossible_configuration_fails_with_one_line(tmp_path, tiny_teacher_dir
 
 def test_a_bart_teacher_runs_a_whole_trial(tmp_path, tokenizer):
     """Any seq2seq family goes through the same trial: a tiny random BART, saved as a local folder."""
-    import transformers as tf
-
-    from shrinktune.models.teacher import wire_special_tokens
-
     teacher = tf.BartForConditionalGeneration(tf.BartConfig(
         vocab_size=len(tokenizer), d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
         decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=300))
@@ -103,6 +101,6 @@ def test_a_bart_teacher_runs_a_whole_trial(tmp_path, tokenizer):
     tokenizer.save_pretrained(tmp_path / "bart")
     ctx = _context(tmp_path, tmp_path / "bart")
     _, reference = prepare_reference(ctx)
-    ctx = TrialContext(**{**ctx.__dict__, "reference": reference})
+    ctx = replace(ctx, reference=reference)
     metrics = run_configuration({"latent_dim": 16, "decoder_layers": 1, "encoder_layers": 1}, ctx, tmp_path / "ck")
     assert metrics["params_decoder"] < reference["params_decoder"] and metrics["ae_mse"] > 0

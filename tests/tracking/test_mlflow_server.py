@@ -36,8 +36,8 @@ def test_server_lists_the_search_runs(tmp_path):
 
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 90
@@ -50,10 +50,13 @@ def test_server_lists_the_search_runs(tmp_path):
                 if time.time() > deadline or server.poll() is not None:
                     raise AssertionError("mlflow server did not come up")
                 time.sleep(1)
-        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=served", timeout=10) as r:
+        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=served",
+                                    timeout=10) as r:
             experiment = json.loads(r.read())["experiment"]
         runs = _post(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
-        children = [r for r in runs if any(t["key"] == "mlflow.parentRunId" and t["value"] == parent for t in r["data"].get("tags", []))]
+        children = [r for r in runs
+                    if any(t["key"] == "mlflow.parentRunId" and t["value"] == parent
+                           for t in r["data"].get("tags", []))]
         assert len(runs) == 3 and len(children) == 2
     finally:
         server.terminate()

@@ -13,10 +13,12 @@ def test_parent_and_children_in_sqlite(tmp_path):
     tracker.check()
     parent = tracker.start_search("search-1", {"space": "x.yaml"})
     tracker.log_reference({"rouge1": 0.2})
-    child = tracker.log_trial("t1", {"latent_dim": 96}, {"rouge1": 0.1, "bad": float("nan")}, checkpoint="/ck", history=[3.0, 2.0])
+    child = tracker.log_trial("t1", {"latent_dim": 96}, {"rouge1": 0.1, "bad": float("nan")}, checkpoint="/ck",
+                              history=[3.0, 2.0])
     failed = tracker.log_trial("t2", {"latent_dim": 192}, {}, status="FAILED", error="Traceback: boom")
     infeasible = tracker.log_trial("t3", {"ae_kind": "pca", "ae_mode": "joint"}, {}, status="FAILED",
-                                   error="shrinktune.errors.ConfigError: ae_mode joint trains the bottleneck from scratch")
+                                   error="shrinktune.errors.ConfigError: "
+                                         "ae_mode joint trains the bottleneck from scratch")
     tracker.end_search()
     client = MlflowClient(uri)
     assert client.get_run(parent).data.metrics["teacher_rouge1"] == 0.2
@@ -24,7 +26,8 @@ def test_parent_and_children_in_sqlite(tmp_path):
     assert run.data.tags["mlflow.parentRunId"] == parent and run.data.params["latent_dim"] == "96"
     assert run.data.metrics == {"rouge1": 0.1, "train_loss_epoch": 2.0} and run.info.status == "FINISHED"
     assert [m.value for m in client.get_metric_history(child, "train_loss_epoch")] == [3.0, 2.0]
-    assert client.get_run(failed).info.status == "FAILED" and "boom" in client.get_run(failed).data.tags["shrinktune.error"]
+    assert (client.get_run(failed).info.status == "FAILED"
+            and "boom" in client.get_run(failed).data.tags["shrinktune.error"])
     assert "shrinktune.infeasible" not in client.get_run(failed).data.tags
     assert client.get_run(infeasible).data.tags["shrinktune.infeasible"] == "true"
     assert client.get_run(parent).info.status == "FINISHED"
@@ -59,5 +62,6 @@ def test_unreachable_server_is_one_clear_line(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
     tracker = SearchTracker("http://127.0.0.1:9", "exp")  # nothing listens on the discard port
-    with pytest.raises(UserError, match=r"tracking server http://127.0.0.1:9 cannot be used .*start it or pass --tracking-uri"):
+    with pytest.raises(UserError,
+                       match=r"tracking server http://127.0.0.1:9 cannot be used .*start it or pass --tracking-uri"):
         tracker.check()

@@ -13,9 +13,12 @@ from shrinktune.tracking.plots import frontier_html, frontier_png, matplotlib_fr
 TEACHER = {"rouge1": 0.40, "latency_ms": 100.0, "params_total": 1000.0}
 OBJ = {"rouge1": "max", "latency_ms": "min", "params_total": "min"}
 ROWS = [  # Ray Tune result dicts: metrics, trial_id, config
-    {"trial_id": "t1", "config": {"latent_dim": 96, "decoder_layers": 2}, "rouge1": 0.36, "latency_ms": 50.0, "params_total": 500.0},
-    {"trial_id": "t2", "config": {"latent_dim": 32, "decoder_layers": 1}, "rouge1": 0.24, "latency_ms": 20.0, "params_total": 800.0},
-    {"trial_id": "t3", "config": {"latent_dim": 64, "decoder_layers": 3}, "rouge1": 0.20, "latency_ms": 60.0, "params_total": 990.0},
+    {"trial_id": "t1", "config": {"latent_dim": 96, "decoder_layers": 2},
+     "rouge1": 0.36, "latency_ms": 50.0, "params_total": 500.0},
+    {"trial_id": "t2", "config": {"latent_dim": 32, "decoder_layers": 1},
+     "rouge1": 0.24, "latency_ms": 20.0, "params_total": 800.0},
+    {"trial_id": "t3", "config": {"latent_dim": 64, "decoder_layers": 3},
+     "rouge1": 0.20, "latency_ms": 60.0, "params_total": 990.0},
     {"trial_id": "t4", "config": {"latent_dim": 16, "decoder_layers": 1}, "rouge1": None, "latency_ms": 10.0},
 ]
 

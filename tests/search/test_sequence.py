@@ -1,0 +1,47 @@
+"""A fixed seed tries the same configurations in the same order: the searcher the runner builds (`make_searcher`
+behind Ray's `ConcurrencyLimiter`) proposes exactly the configurations recorded in data/sequences.json — captured
+before the settings redesign with the same fake metrics — and each trial's effective settings are the same."""
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from ray.tune.search import ConcurrencyLimiter
+
+from shrinktune.search.samplers import make_searcher
+from shrinktune.search.space import SearchSpace
+from shrinktune.settings import as_params
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = json.loads((Path(__file__).parent / "data" / "sequences.json").read_text())
+SHAPES = {"summarization": (384, 6, 6), "methods": (384, 6, 6), "bart-base-cnn_dailymail": (768, 6, 6),
+          "bart-large-cnn-xsum": (1024, 12, 12)}
+
+
+def _fake(effective: dict) -> dict:
+    """Deterministic metrics of a configuration (the ones the golden file was made with)."""
+    width = effective.get("latent_dim", 384) or 384
+    layers = effective.get("decoder_layers", 6) or 6
+    lr = effective.get("learning_rate", 3e-4)
+    r1 = 0.2 + 0.01 * layers + 0.0001 * width - 0.5 * abs(math.log10(lr) + 3) * 0.01
+    latency = 10 + 3 * layers * width / 384
+    return {"rouge1": r1, "rouge2": r1 / 2, "latency_ms": latency, "latency_fixed_ms": latency * 1.1,
+            "train_peak_mb": 50 + width / 4 * layers, "params_total": 1e6 * layers * width / 384,
+            "speedup": 40 / latency}
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_a_fixed_seed_proposes_the_recorded_configurations_in_order(name):
+    width, depth, encoder_depth = SHAPES[name]
+    space = SearchSpace.load(ROOT / "search_spaces" / f"{name}.yaml", encoder_width=width, teacher_depth=depth,
+                             encoder_depth=encoder_depth)
+    searcher = ConcurrencyLimiter(make_searcher(space, space.search.sampler),
+                                  max_concurrent=space.search.max_concurrent)
+    for i, expected in enumerate(GOLDEN[name]):
+        config = searcher.suggest(f"t{i}")
+        assert config == expected["sampled"], f"{name}: trial {i} differs"
+        effective = as_params(replace(space.defaults, **config))
+        assert effective == expected["effective"], f"{name}: trial {i}'s settings differ"
+        searcher.on_trial_complete(f"t{i}", _fake(effective))
