@@ -84,3 +84,16 @@ def test_the_readme_tables_are_the_generated_ones():
         assert settings_table(cls) in printed
         assert settings_table(cls) in readme, (
             f"README's table of {cls.__name__} is stale: python -m shrinktune.settings")
+
+
+def test_a_setting_declared_once_is_accepted_by_a_space_and_checked(tmp_path):
+    """label_smoothing was added as one declaration: a space may fix it or sample it, and its rule applies there."""
+    from shrinktune.search.space import SearchSpace
+
+    base = (ROOT / "search_spaces" / "summarization.yaml").read_text()
+    path = tmp_path / "space.yaml"
+    path.write_text(base.replace("fixed:\n", "fixed:\n  label_smoothing: 0.1\n"))
+    assert SearchSpace.load(path).defaults.label_smoothing == 0.1
+    path.write_text(base.replace("fixed:\n", "fixed:\n  label_smoothing: 1.5\n"))
+    with pytest.raises(ConfigError, match=r"fixed.label_smoothing must be a number in \[0, 1\), got 1.5"):
+        SearchSpace.load(path)

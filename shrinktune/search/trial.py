@@ -372,7 +372,8 @@ def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_
         teacher_name=ctx.teacher_dir,
     ).to(_device())
     settings = FinetuneSettings(
-        epochs=trial.epochs, learning_rate=trial.learning_rate, batch_size=trial.batch_size, seed=ctx.seed,
+        epochs=trial.epochs, learning_rate=trial.learning_rate, batch_size=trial.batch_size,
+        label_smoothing=trial.label_smoothing, seed=ctx.seed,
     )
     train_pairs = _training_pairs(teacher, tokenizer, task, splits, student_pairs, trial, ctx)
     history = finetune_on_states(
