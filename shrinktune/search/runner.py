@@ -322,7 +322,7 @@ def _open_tracking(plan: SearchPlan, cpus: float, gpus: float) -> None:
         "generation": json.dumps(space.generation.as_dict()), "fixed": json.dumps(space.fixed),
         "machine": stdlib_platform.platform(),  # type: ignore[attr-defined]  # mypy reads the repo's platform/ **_versions(),
     })
-    tracker.log_space(space.path)
+    tracker.log_space(space.path, space.text)
     logger.info("search %s: if it is interrupted, continue it with --resume %s", plan.name, plan.name)
 
 

@@ -121,6 +121,7 @@ class SearchSpace:
     fixed: dict = field(default_factory=dict)  # trial settings the file fixes for all trials (as written)
     defaults: TrialSettings = field(default_factory=TrialSettings)  # every trial's settings before the sampler's
     dimensions: tuple[Dimension, ...] = ()
+    text: str = ""  # the file as read: logged with the search (the file itself may be gone by then)
 
     @classmethod
     def load(
@@ -149,7 +150,8 @@ class SearchSpace:
         """
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text())
+            text = path.read_text()
+            raw = yaml.safe_load(text)
         except FileNotFoundError:
             raise UserError(f"{path}: no such search-space file.") from None
         except yaml.YAMLError as error:
@@ -166,6 +168,7 @@ class SearchSpace:
         if problems or space is None:
             raise ConfigError("; ".join(f"{path}: {p}" for p in problems) if len(problems) == 1 else
                               f"{path} has {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
+        space = replace(space, text=text)
         if space.search.enqueue_teacher:
             teacher = _teacher_point(space, {"latent_dim": encoder_width, "decoder_layers": teacher_depth,
                                              "encoder_layers": encoder_depth})

@@ -169,9 +169,10 @@ class SearchTracker:
         self.parent_run_id = run.info.run_id
         self.client.update_run(self.search_run_id, status="RUNNING")
 
-    def log_space(self, path: str | Path) -> None:
-        """The search-space file as an artifact of the search's run."""
-        self.client.log_artifact(self.search_run_id, str(path))
+    def log_space(self, path: str | Path, text: str) -> None:
+        """The search-space file, as read when the search started, as an artifact of the search's run (named as the
+        file; a submitted job's copy of the file may be gone by the time the run exists)."""
+        self.client.log_text(self.search_run_id, text, Path(path).name)
 
     def log_teacher(self, teacher_dir: str, metrics: dict) -> None:
         """The prepared teacher's folder (tag) and its metrics (`teacher_*`) on the search's run."""

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from shrinktune.errors import UserError
@@ -65,3 +67,17 @@ def test_unreachable_server_is_one_clear_line(monkeypatch):
     with pytest.raises(UserError,
                        match=r"tracking server http://127.0.0.1:9 cannot be used .*start it or pass --tracking-uri"):
         tracker.check()
+
+
+def test_the_space_is_logged_as_read_even_when_its_file_is_gone(tmp_path):
+    """A submitted job's copy of the working directory can be replaced under the driver: the search logs the text it
+    read, not the file."""
+    space = tmp_path / "space.yaml"
+    space.write_text("task: summarization\n")
+    tracker = SearchTracker(f"sqlite:///{tmp_path}/mlflow.db", experiment="space-text")
+    tracker.start_search("s", {})
+    text = space.read_text()
+    space.unlink()
+    tracker.log_space(space, text)
+    folder = tracker.client.download_artifacts(tracker.search_run_id, "space.yaml", str(tmp_path / "out"))
+    assert Path(folder).read_text() == "task: summarization\n"
