@@ -8,7 +8,14 @@ import pytest
 
 from shrinktune.front import running_hypervolume
 from shrinktune.tracking.mlflow_tracking import SearchTracker, default_tracking_uri
-from shrinktune.tracking.plots import frontier_html, frontier_png, matplotlib_frontier, panels, plotly_frontier
+from shrinktune.tracking.plots import (
+    MAX_COLUMNS,
+    frontier_html,
+    frontier_png,
+    matplotlib_frontier,
+    panels,
+    plotly_frontier,
+)
 
 TEACHER = {"rouge1": 0.40, "latency_ms": 100.0, "params_total": 1000.0}
 OBJ = {"rouge1": "max", "latency_ms": "min", "params_total": "min"}
@@ -65,6 +72,36 @@ def test_files_are_a_png_and_an_offline_html(tmp_path):
     page = frontier_html(tmp_path / "frontier.html", ROWS, OBJ, TEACHER).read_text()
     assert not re.search(r"<script[^>]*\bsrc=", page)  # plotly.js is inlined, not fetched: opens offline
     assert len(page) > 1_000_000 and "latent_dim = 96" in page
+
+
+def test_plotly_figure_follows_its_container():
+    """No fixed width (MLflow's artifact iframe clipped the 1560 px page): autosize, the legend in a line above the
+    panels; `test_frontier_browser` checks the drawn page in Chromium."""
+    layout = plotly_frontier(ROWS, OBJ, TEACHER).layout
+    assert layout.width is None and layout.autosize is True
+    assert 400 <= layout.height <= 700  # one row of panels
+    assert layout.legend.orientation == "h" and layout.legend.y >= 1 and layout.legend.yanchor == "bottom"
+
+
+def test_many_objectives_stack_their_panels_in_rows():
+    objectives = {"rouge1": "max", "latency_ms": "min", "params_total": "min", "rouge2": "max", "memory_mb": "min"}
+    rows = [dict(row, rouge2=0.1 * i, memory_mb=10.0 * i) for i, row in enumerate(ROWS[:3])]
+    figure = plotly_frontier(rows, objectives, {})
+    count = len(panels(objectives))  # 10 pairs: 4 rows of 3, the last with one panel and no empty axes
+    assert count == 10 and MAX_COLUMNS == 3
+    assert len({trace.xaxis for trace in figure.data}) == count
+    assert sum(key.startswith("xaxis") for key in figure.layout.to_plotly_json()) == count
+    tops = sorted({round(figure.layout[f"yaxis{i if i > 1 else ''}"].domain[1], 3) for i in range(1, count + 1)})
+    assert len(tops) == 4
+    assert figure.layout.height > plotly_frontier(ROWS, OBJ, TEACHER).layout.height
+
+
+def test_html_page_is_responsive(tmp_path):
+    page = frontier_html(tmp_path / "frontier.html", ROWS, OBJ, TEACHER).read_text()
+    assert '"responsive": true' in page
+    assert re.search(r'<div style="height:\d+px; width:100%;">', page)  # the plot's box: the page's width
+    assert '"axes": [["xaxis", "yaxis"], ["xaxis2", "yaxis2"], ["xaxis3", "yaxis3"]]' in page  # the reflow script
+    assert "window.addEventListener('resize', reflow)" in page
 
 
 def test_single_objective_plots_against_trial_order(tmp_path):
