@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shrinktune.data.aclsum import load_aclsum
+from shrinktune.data.aclsum import ASPECTS, load_aclsum
 from shrinktune.data.examples import Example
 from shrinktune.data.hub import load_pairs
 from shrinktune.errors import UserError
@@ -29,6 +29,7 @@ class Task:
     summary_column: str = "summary"  # hub datasets: column with the reference summary
     max_source_tokens: int = 256  # encoder input is truncated to this many tokens
     max_target_tokens: int = 64  # training targets are truncated to this many tokens
+    aspects: tuple[str, ...] = ()  # the facets its summaries are asked for (`Example.aspect`); () = plain summaries
 
 
 TASKS: dict[str, Task] = {
@@ -38,6 +39,7 @@ TASKS: dict[str, Task] = {
             name="summarization",
             description="ACLSum aspect summaries (embedded, offline): paper → challenge / approach / outcome",
             dataset="aclsum",
+            aspects=ASPECTS,
         ),
         Task(
             name="cnn_dailymail",

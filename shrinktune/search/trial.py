@@ -1,10 +1,10 @@
 """One trial: build, train and measure a student for one configuration — and the teacher it is compared with.
 
 `prepare_reference` runs once per search: it prepares (or loads from the cache) the teacher and the encoder states
-of the training pairs, and measures the teacher exactly as trials are measured. `run_configuration` is a whole
-trial — autoencoder (cached per width), student, fine-tuning, measurement, checkpoint — and imports no Ray, so
-it runs and is tested anywhere; `shrinktune_trial` is the thin Ray Tune wrapper around it. Trial workers import
-only `shrinktune`.
+of the training pairs, gives the teacher a folder that carries the search's decoding (`search_teacher_dir`), and
+measures the teacher exactly as trials are measured. `run_configuration` is a whole trial — autoencoder (cached per
+width), student, fine-tuning, measurement, checkpoint with the same decoding — and imports no Ray, so it runs and is
+tested anywhere; `shrinktune_trial` is the thin Ray Tune wrapper around it. Trial workers import only `shrinktune`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from shrinktune.models.autoencoder import Autoencoder
 from shrinktune.models.families import decoder_module, depth, encoder_module, family_of, half_configs
 from shrinktune.models.generation import GenerationSettings
 from shrinktune.models.student import build_student
+from shrinktune.models.summarizer import TRIAL_INFO, task_record
 from shrinktune.models.teacher import EMBEDDED_TEACHER, load_teacher, source_token_limit
 from shrinktune.models.weight_compression import compression_structure
 from shrinktune.settings import EvaluationSettings, TrialSettings
@@ -46,7 +47,7 @@ from shrinktune.training.cache import cached_dir, file_fingerprint, fingerprint
 from shrinktune.training.distill import DistillSettings, cached_pseudo_labels, pseudo_labelled_pairs
 from shrinktune.training.encode import cached_encoded_pairs
 from shrinktune.training.finetune import FinetuneSettings, finetune_on_states, training_step_fn
-from shrinktune.training.teacher import prepare_embedded_teacher
+from shrinktune.training.teacher import prepare_embedded_teacher, search_teacher_dir
 from shrinktune.training.weight_compression import WeightCompression, compress_weights
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class TrialContext:
     """What every trial of a search shares; small and picklable, handed to each trial by Ray."""
 
     task: str  # task registry name
-    teacher_dir: str  # folder of the (prepared) teacher checkpoint
+    teacher_dir: str  # the teacher as the space names it; after `prepare_reference`, the search's teacher folder
     cache_root: str  # where encoder states and autoencoders are cached
     generation: GenerationSettings = field(default_factory=GenerationSettings)  # the teacher's and every student's
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)  # how trials are measured
@@ -212,12 +213,15 @@ def teacher_evaluation(teacher, tokenizer, task, ctx: TrialContext, validation, 
 
 
 def _prepared(ctx: TrialContext) -> TrialContext:
-    """The context with the embedded teacher prepared (trained or unpacked, cached) and its folder filled in."""
-    if ctx.teacher_dir != EMBEDDED_TEACHER:
-        return ctx
-    task = get_task(ctx.task)
-    train = load_task_splits(task, ("train",))["train"]
-    return replace(ctx, teacher_dir=str(prepare_embedded_teacher(task, train, root=Path(ctx.cache_root))))
+    """The context with the search's teacher folder filled in: the embedded teacher prepared (trained or unpacked,
+    cached), then any teacher given the search's decoding and task in a folder of its own (`search_teacher_dir`), so
+    that the folder the search records loads and decodes as the search measured it."""
+    task, root = get_task(ctx.task), Path(ctx.cache_root)
+    teacher = ctx.teacher_dir
+    if teacher == EMBEDDED_TEACHER:
+        train = load_task_splits(task, ("train",))["train"]
+        teacher = str(prepare_embedded_teacher(task, train, root=root))
+    return replace(ctx, teacher_dir=str(search_teacher_dir(teacher, ctx.generation, task, root=root)))
 
 
 def prepare_reference(ctx: TrialContext) -> tuple[str, dict]:
@@ -226,7 +230,8 @@ def prepare_reference(ctx: TrialContext) -> tuple[str, dict]:
     are made now too, once), its latency, memory and size.
 
     Returns:
-        (teacher folder, teacher metrics).
+        (the search's teacher folder — the teacher with the search's decoding and task, see `search_teacher_dir` —,
+        teacher metrics).
     """
     quiet_libraries()
     if ctx.threads:
@@ -371,6 +376,7 @@ def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_
         bottleneck=bottleneck, bottleneck_spec=spec, layer_map=trial.layer_map, decoder_ffn=trial.decoder_ffn,
         teacher_name=ctx.teacher_dir,
     ).to(_device())
+    ctx.generation.apply(student)  # measured with the search's decoding, and saved with it
     settings = FinetuneSettings(
         epochs=trial.epochs, learning_rate=trial.learning_rate, batch_size=trial.batch_size,
         label_smoothing=trial.label_smoothing, seed=ctx.seed,
@@ -396,9 +402,9 @@ def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_
     checkpoint_dir = Path(checkpoint_dir)
     student.save_pretrained(checkpoint_dir)
     tokenizer.save_pretrained(checkpoint_dir)
-    (checkpoint_dir / "shrinktune_trial.json").write_text(json.dumps(
-        {"config": asdict(trial), "task": ctx.task, "metrics": metrics, "train_loss": history,
-         "sample_predictions": predictions[:6]}, indent=2, default=float))
+    (checkpoint_dir / TRIAL_INFO).write_text(json.dumps(
+        {"config": asdict(trial), **task_record(task, student), "generation": ctx.generation.as_dict(),
+         "metrics": metrics, "train_loss": history, "sample_predictions": predictions[:6]}, indent=2, default=float))
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
         raise FloatingPointError(f"trial produced non-finite metrics: {bad}")

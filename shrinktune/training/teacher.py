@@ -1,4 +1,5 @@
-"""Preparing the embedded teacher: the MiniLM bert2bert fine-tuned on the task's training pairs.
+"""Preparing teachers: the embedded one (the MiniLM bert2bert fine-tuned on the task's training pairs), and the
+search's own folder of any teacher, which carries the search's decoding (`search_teacher_dir`).
 
 The encoder stays frozen: only the decoder (warm-started from MiniLM) learns, on cached encoder states, in two
 stages — copy pre-training (target = a sentence the encoder just read), then the summaries. Training takes long on a
@@ -7,26 +8,34 @@ laptop's CPU, so the package ships the result: `assets/embedded_teacher.safetens
 of (MiniLM weights, training data, recipe). `prepare_embedded_teacher` unpacks it when the fingerprint matches and
 trains from scratch otherwise; either way the result is cached, so later searches and every trial load it from
 disk in a second. `python -m platform.prepare_teacher` retrains it and rewrites the shipped file.
+
+A prepared teacher is shared by every search of its recipe and data, whatever they decode with; each search measures
+it — and records in MLflow — through `search_teacher_dir`, a folder of its own for this teacher and this decoding.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import transformers
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from shrinktune.data.examples import Example
 from shrinktune.data.tasks import Task
 from shrinktune.errors import ConfigError, UserError
+from shrinktune.models.generation import GenerationSettings
 from shrinktune.models.int8 import dequantize_int8, quantize_int8
-from shrinktune.models.teacher import build_bert2bert, minilm_path
+from shrinktune.models.summarizer import TEACHER_INFO, TRIAL_INFO, task_record
+from shrinktune.models.teacher import build_bert2bert, load_teacher, minilm_path
 from shrinktune.training.cache import cached_dir, file_fingerprint, fingerprint
 from shrinktune.training.encode import (
     TARGETS_FORMAT,
@@ -228,8 +237,75 @@ def prepare_embedded_teacher(task: Task, train: list[Example], recipe: TeacherRe
             model, tokenizer, history = train_embedded_teacher(task, train, recipe, root)
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        (folder / "shrinktune_teacher.json").write_text(
+        (folder / TEACHER_INFO).write_text(
             json.dumps({"recipe": asdict(recipe), "task": task.name, "train_loss": history}, indent=2)
         )
 
     return cached_dir("teachers", key, produce, root)
+
+
+SEARCH_TEACHER_VERSION = 1  # bump when `search_teacher_dir` changes what it writes
+REWRITTEN = ("generation_config.json", TEACHER_INFO, TRIAL_INFO)  # a teacher's files the search's folder rewrites
+
+
+def search_teacher_dir(teacher: str | Path, generation: GenerationSettings, task: Task,
+                       root: Path | None = None) -> Path:
+    """The search's folder of `teacher` (a local folder or a hub id): the same model and tokenizer, with the
+    search's decoding in `generation_config.json` and its task beside it (`shrinktune_teacher.json`, see
+    `shrinktune.models.summarizer.task_record`), so that `load_teacher` / `load_summarizer` on it decode as the
+    search measured it.
+
+    A cache entry keyed by the teacher (a folder's files; a hub id's name and revision), the decoding and the task:
+    the teacher's own folder — a prepared teacher is shared by searches that decode differently — is never written.
+    A local teacher's files are hard-linked (copied across file systems); a hub teacher is saved in full. A folder
+    that already carries this decoding and task is returned as it is.
+    """
+    source = Path(teacher)
+    local = source.is_dir()
+    if local and _carries(source, generation, task):
+        return source
+    origin = file_fingerprint(source) if local else ["hub", str(teacher), _hub_revision(str(teacher))]
+    key = fingerprint("search-teacher", SEARCH_TEACHER_VERSION, origin, generation.as_dict(), task.name,
+                      task.max_source_tokens, list(task.aspects))
+
+    def produce(folder: Path) -> None:
+        model, tokenizer = load_teacher(teacher)
+        generation.apply(model)
+        if local:
+            for file in sorted(source.iterdir()):
+                if file.is_file() and file.name not in REWRITTEN and not file.name.startswith("."):
+                    _link_or_copy(file, folder / file.name)
+        else:
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+        model.generation_config.save_pretrained(folder)
+        recipe = json.loads((source / TEACHER_INFO).read_text()) if (source / TEACHER_INFO).is_file() else {}
+        info = {**recipe, **task_record(task, model), "teacher": str(teacher), "generation": generation.as_dict()}
+        (folder / TEACHER_INFO).write_text(json.dumps(info, indent=2))
+
+    return cached_dir("search-teachers", key, produce, root)
+
+
+def _carries(folder: Path, generation: GenerationSettings, task: Task) -> bool:
+    """Whether `folder` is a search's teacher folder for this decoding and task already."""
+    info = folder / TEACHER_INFO
+    if not info.is_file():
+        return False
+    saved = json.loads(info.read_text())
+    return saved.get("generation") == generation.as_dict() and saved.get("task") == task.name
+
+
+def _hub_revision(name: str) -> str | None:
+    """The commit a hub id resolves to now (None when it cannot be told: `load_teacher` then says why)."""
+    try:
+        return getattr(transformers.AutoConfig.from_pretrained(name), "_commit_hash", None)
+    except (OSError, ValueError):
+        return None
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """`target` as a hard link to `source` (no second copy of the weights), or a copy where links cannot be made."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

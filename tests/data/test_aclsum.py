@@ -31,3 +31,11 @@ def test_unknown_task_names_the_known_ones():
 def test_task_splits_limit():
     splits = load_task_splits(get_task("summarization"), ("validation",), limit=5)
     assert list(splits) == ["validation"] and len(splits["validation"]) == 5
+
+
+def test_tasks_declare_the_aspects_their_pairs_ask_for():
+    """The embedded task asks for ACLSum's three aspects (what a loaded model then requires); hub tasks for none."""
+    assert get_task("summarization").aspects == ASPECTS
+    validation = load_task_splits(get_task("summarization"), ("validation",))["validation"]
+    assert {e.aspect for e in validation} == set(ASPECTS)
+    assert get_task("cnn_dailymail").aspects == get_task("xsum").aspects == ()

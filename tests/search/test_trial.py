@@ -2,11 +2,13 @@
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import transformers as tf
 
 from shrinktune import load_summarizer
+from shrinktune.data.aclsum import ASPECTS, load_aclsum
 from shrinktune.errors import ConfigError
 from shrinktune.models.generation import GenerationSettings
 from shrinktune.models.teacher import wire_special_tokens
@@ -20,7 +22,7 @@ def test_reference_then_trial(tmp_path, tiny_teacher_dir):
                        evaluation=EvaluationSettings(samples=4, latency_samples=2, latency_repeats=2, latency_cap_s=1),
                        defaults=TrialSettings(batch_size=8, ae_epochs=1))
     teacher_dir, reference = prepare_reference(ctx)
-    assert teacher_dir == str(tiny_teacher_dir)
+    assert Path(teacher_dir).parent == tmp_path / "cache" / "search-teachers"  # the teacher with the search's decoding
     assert {"rouge1", "latency_ms", "train_peak_mb", "generate_peak_mb", "params_decoder"} <= set(reference)
     ctx = replace(ctx, reference=reference)
     metrics = run_configuration({"latent_dim": 16, "decoder_layers": 1, "learning_rate": 1e-3, "epochs": 1}, ctx,
@@ -46,6 +48,38 @@ def test_reference_then_trial(tmp_path, tiny_teacher_dir):
                               tmp_path / "ck3")
     assert third["latency_cached"] == 1
     assert third["speedup_fixed"] == metrics["speedup_fixed"] and third["latency_rounds"] == metrics["latency_rounds"]
+
+
+def _summaries_by_aspect(summarize, examples) -> list[str]:
+    """`summarize` on each example, one call per aspect (as a user summarizes several documents)."""
+    out = {}
+    for aspect in ASPECTS:
+        rows = [e for e in examples if e.aspect == aspect]
+        out.update(zip([e.id for e in rows], summarize([e.document for e in rows], aspect=aspect)))
+    return [out[e.id] for e in examples]
+
+
+def test_the_searchs_folders_decode_as_the_search_did(tmp_path, tiny_teacher_dir):
+    """The teacher folder the search records and a trial's checkpoint, loaded, write the summaries the search scored
+    — with its decoding (here not the teacher's own), not transformers' defaults — and the teacher's own folder, a
+    shared cache entry for a prepared teacher, keeps its own decoding."""
+    decoding = GenerationSettings(max_new_tokens=6, source_token_bias=2.0)
+    ctx = replace(_context(tmp_path, tiny_teacher_dir, latent_dim=32, decoder_layers=1), generation=decoding,
+                  evaluation=EvaluationSettings(samples=6, latency_samples=1, latency_repeats=1, latency_cap_s=1,
+                                                recheck_samples=0))
+    own = (tiny_teacher_dir / "generation_config.json").read_text()
+    teacher_dir, reference = prepare_reference(ctx)
+    validation = load_aclsum("validation")[:6]
+    [scored] = (tmp_path / "cache" / "teacher-eval").glob("*/predictions.json")  # the teacher's summaries it scored
+    teacher = load_summarizer(teacher_dir)
+    assert _summaries_by_aspect(teacher, validation) == json.loads(scored.read_text())["predictions"]
+    assert teacher.max_source_tokens == 128 and teacher.aspects == ASPECTS  # the encoder's 128 positions cap 256
+    assert (tiny_teacher_dir / "generation_config.json").read_text() == own
+    weights = (Path(teacher_dir) / "model.safetensors", tiny_teacher_dir / "model.safetensors")
+    assert weights[0].stat().st_ino == weights[1].stat().st_ino  # linked, not copied
+    run_configuration({}, replace(ctx, teacher_dir=teacher_dir, reference=reference), tmp_path / "ck")
+    saved = json.loads((tmp_path / "ck" / "shrinktune_trial.json").read_text())
+    assert _summaries_by_aspect(load_summarizer(tmp_path / "ck"), validation) == saved["sample_predictions"]
 
 
 def test_ratios_against_the_teacher():
