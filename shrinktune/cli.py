@@ -1,7 +1,10 @@
-"""The command line: `shrinktune search ...` (also `python -m platform.search ...` from the repository root).
+"""The command line: `shrinktune search|pareto|submit ...` (also `python -m platform.<command> ...` from the
+repository root).
 
 Parses flags, builds the search from its space file, runs it and prints what people read: progress, the Pareto
-table and the command that opens the MLflow UI. Expected problems end with one line on stderr and exit code 2.
+table (`shrinktune.pick.table`, at most 120 characters wide), and the commands that open the MLflow UI and pick a
+checkpoint, in the form that runs where the user is (`entry_command`). `shrinktune pareto` is the picker's own
+command (`shrinktune.pick.cli`). Expected problems end with one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ import logging
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 from shrinktune.errors import UserError
 from shrinktune.search.cluster import check_job_server, job_server_url, submitted_working_dir
 
 logger = logging.getLogger("shrinktune")
+WIDTH = 120  # what the search prints fits a terminal this wide (`shrinktune.pick.table.WIDTH`)
 
 
 def _search_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -45,6 +50,8 @@ def _search_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "(default: the space's, else 0)")
     parser.add_argument("--resume", default=None, metavar="NAME",
                         help="continue the interrupted search NAME (a folder of the storage path), with the same space")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show Ray Tune's own progress and result boxes")
     return parser
 
 
@@ -69,114 +76,135 @@ def output_home() -> Path:
     return Path.cwd()
 
 
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def entry_command(name: str) -> str:
+    """How to run the entry point `name` (search, pareto, submit) from here: `python -m platform.<name>` in the
+    repository root — the folder holding `platform/<name>.py` beside `shrinktune/`, where `platform` is the
+    project's — and elsewhere the console script, `shrinktune <name>`."""
+    here = Path.cwd()
+    if (here / "platform" / f"{name}.py").is_file() and (here / "shrinktune").is_dir():
+        return f"python -m platform.{name}"
+    return f"shrinktune {name}"
 
 
-def _interval(m: dict, key: str = "rouge1") -> str:
-    """`.257 [.241, .272]`: a mean and its 95 % interval, when the trial has one."""
-    if m.get(key) is None:
-        return "-"
-    if m.get(f"{key}_low") is None:
-        return f"{m[key]:.3f}"
-    return f"{m[key]:.3f} [{m[f'{key}_low']:.3f}, {m[f'{key}_high']:.3f}]"
+def _note(outcome, row) -> str:
+    """The table's note on a front member: `≈ T` (not told apart from the cheaper T), `±N % time`."""
+    from shrinktune.pick.table import time_note
+
+    flag = outcome.indistinct.get(row.trial_id)
+    return " ".join(part for part in (f"≈ {flag.cheaper}" if flag else "", time_note(row.metrics)) if part)
 
 
-def _speedup(m: dict) -> str:
-    """`1.62x (1.58-1.66)`: the median speed-up and its interquartile range over the timed rounds."""
-    if m.get("speedup") is None:
-        return "-"
-    if m.get("speedup_q25") is None:
-        return f"{m['speedup']:.2f}x"
-    return f"{m['speedup']:.2f}x ({m['speedup_q25']:.2f}-{m['speedup_q75']:.2f})"
+def _wrapped(text: str) -> list[str]:
+    return textwrap.wrap(text, WIDTH, break_long_words=False, break_on_hyphens=False)
 
 
-def format_front(outcome) -> str:
-    """The Pareto table: one line per non-dominated trial, the teacher first for reference; then the trials kept
-    off the front as degenerate, and the members whose quality is not told apart from a cheaper member's."""
-    ref = outcome.reference
-    header = ["trial", "latent", "layers", "lr", "epochs", "R-1 [95 % interval]", "R-2", "speed-up (IQR)",
-              "ms/summary", "train MB", "mem ratio", "ΔR-1", "note", "checkpoint"]
-    rows = [["teacher", "-", "-", "-", "-", _interval(ref), _fmt(ref.get("rouge2"), ".3f"), "1.00x",
-             _fmt(ref.get("latency_ms"), ".1f"), _fmt(ref.get("train_peak_mb"), ".0f"), "1.00", "-", "-",
-             "(reference)"]]
+def format_front(outcome, settings: list[str] | None = None) -> str:
+    """The Pareto table (`shrinktune.pick.table`: the teacher first, then the front, best R-1 first), the members'
+    checkpoints, and what the table leaves to words: the re-check, members not told apart from a cheaper one,
+    timings that hit their cap, and the trials kept off the front as degenerate.
+
+    `settings` are the columns of configuration: the space's dimensions (default: every setting the trials'
+    configurations name, which are exactly those the sampler chose)."""
+    from shrinktune.pick.table import Row, checkpoint_lines, pareto_table, setting_names, time_note
+
     finished = outcome.finished
-    for index in sorted(outcome.front, key=lambda i: -finished[i].metrics.get("rouge1", 0)):
-        row = finished[index]
-        m, c = row.metrics, row.config
-        flag = outcome.indistinct.get(row.trial_id)
-        note = f"≈ {flag.cheaper}" if flag else ""
-        if m.get("latency_converged") == 0:
-            note = (note + " " if note else "") + f"±{m.get('latency_precision_pct', 0):.0f} % time"
-        rows.append([
-            row.trial_id, str(c.get("latent_dim", "-")), str(c.get("decoder_layers", "-")),
-            _fmt(c.get("learning_rate"), ".1e"), str(c.get("epochs", "-")), _interval(m), _fmt(m.get("rouge2"), ".3f"),
-            _speedup(m), _fmt(m.get("latency_ms"), ".1f"), _fmt(m.get("train_peak_mb"), ".0f"),
-            _fmt(m.get("train_memory_ratio"), ".2f"),
-            _fmt(100 * m["rouge1_change"], "+.1f") + "%" if "rouge1_change" in m else "-", note or "-",
-            row.checkpoint or "-",
-        ])
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header] + rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append("")
+    members = [finished[i] for i in sorted(outcome.front, key=lambda i: -finished[i].metrics.get("rouge1", 0))]
+    rows = [Row(r.trial_id, r.config, r.metrics, note=_note(outcome, r), checkpoint=r.checkpoint) for r in members]
+    settings = setting_names([r.config for r in finished]) if settings is None else settings
+    lines = [pareto_table(rows, outcome.reference, outcome.objectives, settings), "", *checkpoint_lines(rows)]
     if outcome.rechecked:
-        lines.append(f"Re-checked on {outcome.rechecked} validation pairs: R-1 with its 95 % interval (papers "
-                     "resampled); speed-up at each model's summary length, median and IQR of rounds interleaved "
-                     "with the teacher. In-search figures are in MLflow as search_*.")
+        lines += _wrapped(f"Re-checked on {outcome.rechecked} validation pairs: R-1 (its 95 % interval resamples "
+                          "papers) and speed-up (at each model's summary length: median and IQR of rounds interleaved "
+                          "with the teacher). In-search figures are in MLflow as search_*.")
     for trial_id, flag in outcome.indistinct.items():
-        lines.append(f"≈ {trial_id}: R-1 not told apart from the cheaper {flag.cheaper} (difference "
-                     f"{flag.difference:+.3f}, 95 % interval {flag.low:+.3f} to {flag.high:+.3f}): no real trade-off.")
+        lines += _wrapped(f"≈ {trial_id}: R-1 not told apart from the cheaper {flag.cheaper} (difference "
+                          f"{flag.difference:+.3f}, 95 % interval {flag.low:+.3f} to {flag.high:+.3f}): no real "
+                          "trade-off.")
+    capped = [f"{r.trial_id} ({time_note(r.metrics)})" for r in members if time_note(r.metrics)]
+    if capped:
+        lines += _wrapped("Timing hit its cap before the speed-up was within its target (evaluation.latency_cap_s): "
+                          + ", ".join(capped) + ".")
     if outcome.degenerate:
         listed = ", ".join(f"{finished[i].trial_id} (R-1 {finished[i].metrics.get('rouge1', 0):.3f})"
                            for i in outcome.degenerate)
-        lines.append(f"Kept off the front as degenerate (R-1 below {outcome.quality_floor:g} x the teacher's; "
-                     f"search.quality_floor: 0 keeps them): {listed}.")
+        lines += _wrapped(f"Kept off the front as degenerate (R-1 below {outcome.quality_floor:g} x the teacher's; "
+                          f"search.quality_floor: 0 keeps them): {listed}.")
     return "\n".join(lines).rstrip()
 
 
-def run_search_command(args) -> int:
-    # Lazy: `--help` and `submit` should not wait for Ray, torch, transformers and MLflow to import.
-    from shrinktune.search.plan import RunOptions, prepare_search
-    from shrinktune.search.runner import run_search
-    from shrinktune.tracking.mlflow_tracking import default_tracking_uri, ui_command
+def suggested_pick(outcome) -> str:
+    """A `--pick` that exists on this search's front: `fastest-within-2pct`, or the smallest whole-percent
+    tolerance above 2 that admits a front member, else `best-rouge`."""
+    from shrinktune.pick.rules import suggest_pick
+
+    return suggest_pick([outcome.finished[i].metrics for i in outcome.front], outcome.reference)
+
+
+def next_steps(outcome, experiment: str) -> str:
+    """What the search prints after its table: the MLflow UI command, a pick command that works on this front, in
+    the form that runs from the working directory (`entry_command`), and how to load a checkpoint."""
+    from shrinktune.tracking.mlflow_tracking import ui_command
+
+    return "\n".join([
+        f"MLflow: experiment {experiment!r}, search run {outcome.parent_run_id}. Open the UI with:",
+        f"  {ui_command(outcome.tracking_uri)}",
+        "Pick, register and export a checkpoint:",
+        f"  {entry_command('pareto')} {experiment} --tracking-uri {outcome.tracking_uri} --pick "
+        f"{suggested_pick(outcome)} --register NAME --export DIR",
+        "Load a checkpoint: python -c \"from shrinktune import load_summarizer; "
+        "print(load_summarizer('CHECKPOINT')('some document', aspect='approach'))\"",
+    ])
+
+
+def resume_hint(outcome, space: str, storage: str) -> str:
+    """What an interrupted search prints: where its trials are and the command that continues it."""
+    return (f"search {outcome.name} interrupted: {len(outcome.rows)} trial(s) ended, in MLflow and under {storage}. "
+            "Continue it (with the same --storage and --tracking-uri, if given) with:\n"
+            f"  {entry_command('search')} {space} --resume {outcome.name}")
+
+
+def _run_options(args):
+    """The search's `RunOptions` from its flags, with the defaults that depend on where it runs."""
+    from shrinktune.search.plan import RunOptions
+    from shrinktune.tracking.mlflow_tracking import default_tracking_uri
     from shrinktune.training.cache import cache_root
 
     home = output_home()
-    options = RunOptions(
+    return RunOptions(
         tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(home),
         storage_path=str(Path(args.storage or home / "shrinktune_runs").expanduser().resolve()),
         cache_root=str(Path(args.cache_dir).expanduser().resolve() if args.cache_dir else cache_root()),
         address=args.address, trials=args.trials, max_concurrent=args.max_concurrent,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, sampler=args.sampler, name=args.name,
-        retries=args.retries, resume=args.resume,
+        retries=args.retries, resume=args.resume, verbose=args.verbose,
     )
+
+
+def run_search_command(args) -> int:
+    # Lazy: `--help` and `submit` should not wait for Ray, torch, transformers and MLflow to import.
+    from shrinktune.search.plan import prepare_search
+    from shrinktune.search.runner import run_search
+
+    options = _run_options(args)
     plan = prepare_search(args.space, options)  # every check, before anything runs or is printed
     space = plan.space
     logger.info("search space %s: task %s, teacher %s, %d dimension(s); MLflow %s",
                 space.path, space.task, space.teacher, len(space.dimensions), options.tracking_uri)
     outcome = run_search(plan)
     if outcome.interrupted:
-        print(f"\nsearch {outcome.name} interrupted: {len(outcome.rows)} trial(s) ended, in MLflow and under "
-              f"{options.storage_path}. Continue it (with the same --storage and --tracking-uri, if given) with:\n"
-              f"  python -m platform.search {args.space} --resume {outcome.name}", file=sys.stderr)
+        print("\n" + resume_hint(outcome, args.space, options.storage_path), file=sys.stderr)
         return 130
     failed = len(outcome.rows) - len(outcome.finished)
     print(f"\nPareto front of {outcome.name}: {len(outcome.front)} of {len(outcome.finished)} finished trial(s)"
           f"{f', {failed} failed' if failed else ''}; objectives "
           + ", ".join(f"{k} ({'higher' if v == 'max' else 'lower'} is better)" for k, v in outcome.objectives.items()))
-    print(format_front(outcome))
+    print(format_front(outcome, list(dict.fromkeys(d.name for d in space.dimensions))))
     if failed:
         print("\nFailed trials (reasons also in MLflow, tag shrinktune.error):")
         for row in outcome.rows:
             if row.error:
                 print(f"  {row.trial_id}: {row.error}")
-    print(f"\nMLflow: experiment {space.name!r}, search run {outcome.parent_run_id}. Open the UI with:\n  "
-          f"{ui_command(outcome.tracking_uri)}")
-    print(f"Pick, register and export a checkpoint:\n  python -m platform.pareto {space.name} --tracking-uri "
-          f"{outcome.tracking_uri} --pick fastest-within-2pct --register NAME --export DIR")
-    print("Load a checkpoint: python -c \"from shrinktune import load_summarizer; "
-          "print(load_summarizer('CHECKPOINT')('some document', aspect='approach'))\"")
+    print("\n" + next_steps(outcome, space.name))
     return 0
 
 
@@ -263,9 +291,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shrinktune", description="Search for compressed summarizers.")
     commands = parser.add_subparsers(dest="command", required=True)
     _search_parser(commands.add_parser("search", help="run a search (python -m platform.search)"))
+    commands.add_parser("pareto", help="show, pick, register and export from a finished search "
+                        "(python -m platform.pareto)", add_help=False)
     commands.add_parser("submit", help="submit a search to a Ray cluster (python -m platform.submit)", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["submit"]:
         return submit_main(argv[1:])
+    if argv[:1] == ["pareto"]:
+        from shrinktune.pick.cli import main as pareto_main  # lazy, as the commands' own imports are
+
+        return pareto_main(argv[1:], prog="shrinktune pareto")
     args = parser.parse_args(argv)
     return _run({"search": run_search_command}[args.command], args)

@@ -1,7 +1,10 @@
-"""Bad input ends with one line on stderr and exit code 2, before any work starts."""
+"""The search's command line: bad input ends with one line on stderr and exit code 2, before any work starts; the
+commands it prints run where the user is and pick a trial that exists; its table fits 120 columns."""
 
+import argparse
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -101,3 +104,112 @@ def test_a_bad_fault_plan(tmp_path):
                          env={**os.environ, "SHRINKTUNE_FAIL_TRIALS": "nan"})
     _assert_one_line_error(out, "SHRINKTUNE_FAIL_TRIALS: entries are KIND:TRIAL[:ATTEMPTS] (e.g. nan:2,raise:3:1), "
                            "got 'nan'; fix it or unset SHRINKTUNE_FAIL_TRIALS.")
+
+
+# ---------------------------------------------------------------- what the search prints after its trials
+
+MAIN_TEACHER = {"rouge1": 0.2681, "rouge1_low": 0.2512, "rouge1_high": 0.2853, "rouge2": 0.0881, "latency_ms": 361.3,
+                "train_peak_mb": 809.0}
+
+
+def _main_job_outcome(tmp_path):
+    """A search like the default main job's (issue 18): the best student 5.2 % below the teacher's R-1."""
+    from shrinktune.search.pareto import Indistinct
+    from shrinktune.search.runner import SearchOutcome, TrialRow
+
+    def trial(trial_id, config, loss, latency, **extra):
+        r1 = MAIN_TEACHER["rouge1"] * (1 - loss)
+        metrics = {"rouge1": r1, "rouge1_low": r1 - 0.016, "rouge1_high": r1 + 0.017, "rouge2": 0.0712,
+                   "latency_ms": latency, "speedup": 361.3 / latency, "speedup_q25": 361.3 / latency - 0.04,
+                   "speedup_q75": 361.3 / latency + 0.05, "train_peak_mb": 420.0 + latency, "rouge1_change": -loss,
+                   "train_memory_ratio": (420.0 + latency) / 809.0, **extra}
+        checkpoint = tmp_path / "shrinktune_runs" / "summarization-2026-11-27_13-45-26" / (
+            f"trainable_{trial_id}_00001_1_decoder_layers=3,epochs=2,latent_dim=384_2026-11-27_13-46-01") / "ckpt"
+        return TrialRow(trial_id, config, metrics, str(checkpoint))
+
+    rows = [
+        trial("7a6a761d", {"latent_dim": 384, "decoder_layers": 3, "learning_rate": 3e-4, "epochs": 2}, 0.052, 240.7),
+        trial("2de4585e", {"latent_dim": 192, "decoder_layers": 3, "learning_rate": 2e-3, "epochs": 3}, 0.372, 75.9,
+              latency_converged=0.0, latency_precision_pct=11.6),
+        trial("29310c1c", {"latent_dim": 192, "decoder_layers": 3, "learning_rate": 1.1e-3, "epochs": 2}, 0.381, 57.5),
+    ]
+    return SearchOutcome("summarization-2026-11-27_13-45-26", f"sqlite:///{tmp_path}/mlflow.db", "0123abcd",
+                         MAIN_TEACHER, rows=rows, front=[0, 1, 2],
+                         objectives={"rouge1": "max", "latency_ms": "min", "train_peak_mb": "min"}, rechecked=150,
+                         indistinct={"2de4585e": Indistinct("29310c1c", 0.0021, -0.011, 0.015)})
+
+
+def test_the_printed_pick_exists_on_the_front_and_runs_where_the_user_is(tmp_path, monkeypatch):
+    from shrinktune.cli import next_steps, resume_hint
+    from shrinktune.pick.rules import parse_pick
+
+    outcome = _main_job_outcome(tmp_path)
+    monkeypatch.chdir(tmp_path)  # anywhere but the repository root: the console script
+    printed = next_steps(outcome, "summarization")
+    command = re.search(r"^  (shrinktune pareto summarization .*)$", printed, re.MULTILINE).group(1)
+    assert command == (f"shrinktune pareto summarization --tracking-uri {outcome.tracking_uri} "
+                       "--pick fastest-within-6pct --register NAME --export DIR")
+    members = [row.metrics for row in outcome.finished]
+    assert parse_pick("fastest-within-6pct").choose(members, MAIN_TEACHER) == 0  # 5.2 % below: 6 % admits it
+    hint = resume_hint(outcome, "summarization", str(tmp_path / "runs"))
+    assert hint.endswith(f"\n  shrinktune search summarization --resume {outcome.name}")
+
+    monkeypatch.chdir(ROOT)  # the repository root: its entry points
+    assert "  python -m platform.pareto summarization --tracking-uri" in next_steps(outcome, "summarization")
+    assert resume_hint(outcome, "x.yaml", "runs").endswith(f"  python -m platform.search x.yaml --resume "
+                                                           f"{outcome.name}")
+
+
+def test_entry_command_needs_the_projects_platform_beside_shrinktune(tmp_path, monkeypatch):
+    from shrinktune.cli import entry_command
+
+    (tmp_path / "platform").mkdir()
+    (tmp_path / "platform" / "pareto.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert entry_command("pareto") == "shrinktune pareto"  # no shrinktune/ beside it: not this repository
+    (tmp_path / "shrinktune").mkdir()
+    assert entry_command("pareto") == "python -m platform.pareto"
+    assert entry_command("search") == "shrinktune search"  # platform/search.py is not there
+
+
+def test_the_search_table_fits_120_columns(tmp_path):
+    from shrinktune.cli import format_front
+
+    outcome = _main_job_outcome(tmp_path)
+    printed = format_front(outcome, ["latent_dim", "decoder_layers", "learning_rate", "epochs"])
+    lines = printed.splitlines()
+    table = lines[:lines.index("")]
+    print(printed)  # for the report: `pytest -s -k fits_120`
+    assert max(len(line) for line in table) <= 120, printed
+    header = re.split(r"\s{2,}", table[0])
+    assert header[:5] == ["trial", "latent", "dec", "lr", "epochs"] and "R-1 [95 % interval]" in header
+    assert {"R-2", "speed-up (IQR)", "ms/summary", "train MB", "ΔR-1"} <= set(header), header
+    rows = {cells[0]: cells for cells in (re.split(r"\s{2,}", line) for line in table[2:])}
+    assert rows["7a6a761d"][1:5] == ["384", "3", "3.0e-04", "2"] and rows["7a6a761d"][5] == "0.254 [0.238, 0.271]"
+    assert lines[lines.index("") + 1].startswith("Checkpoints") and outcome.rows[0].checkpoint in printed
+    # What no longer fits in the table is said under it: the note's ≈ and the timing cap.
+    assert "≈ 2de4585e: R-1 not told apart from the cheaper 29310c1c" in printed
+    assert "within its target (evaluation.latency_cap_s): 2de4585e (±12 % time)." in printed
+    assert all(len(line) <= 120 for line in lines if "/" not in line)  # the sentences under it wrap too
+
+
+def test_verbose_flag_reaches_the_run_options(tmp_path, monkeypatch):
+    from shrinktune.cli import _run_options, _search_parser
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SHRINKTUNE_HOME", raising=False)
+    parser = _search_parser(argparse.ArgumentParser())
+    assert _run_options(parser.parse_args(["--verbose"])).verbose is True
+    assert _run_options(parser.parse_args([])).verbose is False
+
+
+def test_shrinktune_pareto_runs_outside_the_repository_root(tmp_path):
+    """`python -m platform.pareto` needs the repository root; the console script's `shrinktune pareto` runs from
+    any folder (here with the repository last on the path, as an installed package is)."""
+    script = f"import sys; sys.path.append({str(ROOT)!r}); from shrinktune.cli import main; sys.exit(main())"
+    out = subprocess.run([sys.executable, "-c", script, "pareto", "exp", "--tracking-uri",
+                          f"sqlite:///{tmp_path}/none.db"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    _assert_one_line_error(out, f"no MLflow store at {tmp_path}/none.db")
+    out = subprocess.run([sys.executable, "-c", script, "--help"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "pareto" in out.stdout and "submit" in out.stdout, out.stderr

@@ -32,6 +32,23 @@ def _table(stdout):
     return rows
 
 
+def _checkpoints(stdout) -> dict[str, pathlib.Path]:
+    """Trial (as the table shortens it) → checkpoint folder, from the list printed under the table."""
+    lines = stdout[stdout.index("Checkpoints ("):].splitlines()[1:]
+    found = {}
+    for line in lines:
+        if not line.startswith("  "):
+            break
+        trial, path = line.split(None, 1)
+        found[trial] = (ROOT / path.strip()).resolve()  # relative paths are relative to where the search ran
+    return found
+
+
+def _by_short_id(runs: dict, short: str):
+    """The run whose full Tune trial id the table's short id starts."""
+    return next(run for trial, run in runs.items() if trial.startswith(short))
+
+
 def _mlflow_runs(tmp_path, experiment):
     from mlflow.tracking import MlflowClient
 
@@ -70,18 +87,19 @@ dimensions:
     assert parents[0].data.metrics["teacher_eval_samples"] == 12 and "Re-checked on 12 validation pairs" in stdout
     by_trial = {c.data.tags["shrinktune.trial"]: c for c in children}
     front = [r for r in rows if r["trial"] != "teacher"]
+    checkpoints = _checkpoints(stdout)
     for row in front:
-        child = by_trial[row["trial"]]
+        child = _by_short_id(by_trial, row["trial"])
         assert row["R-1 [95 % interval]"] == (f"{child.data.metrics['rouge1']:.3f} "
                                               f"[{child.data.metrics['rouge1_low']:.3f}, "
                                               f"{child.data.metrics['rouge1_high']:.3f}]")
         # re-checked on 12 pairs at the end; what the search measured stays as search_*
         assert child.data.tags["shrinktune.rechecked"] == "12" and "search_rouge1" in child.data.metrics
         assert f"{child.data.metrics['latency_ms']:.1f}" == row["ms/summary"]
-        assert child.data.params["checkpoint"] == row["checkpoint"]
+        assert pathlib.Path(child.data.params["checkpoint"]).resolve() == checkpoints[row["trial"]]
         assert child.data.tags.get("shrinktune.pareto") == "true"
         assert child.data.metrics["train_loss_epoch"] == child.data.metrics["train_loss"]  # last point of the curve
-        assert pathlib.Path(row["checkpoint"], "model.safetensors").exists()
+        assert (checkpoints[row["trial"]] / "model.safetensors").exists()
 
 
 def test_readme_command_on_the_embedded_default(tmp_path, embedded_cache):
@@ -104,7 +122,7 @@ def test_readme_command_on_the_embedded_default(tmp_path, embedded_cache):
     from shrinktune.data.aclsum import load_aclsum
 
     unseen = load_aclsum("test")[0]
-    summary = load_summarizer(rows[0]["checkpoint"])(unseen.document, aspect=unseen.aspect)
+    summary = load_summarizer(_checkpoints(stdout)[rows[0]["trial"]])(unseen.document, aspect=unseen.aspect)
     words = summary.split()
     assert len(words) >= 3, summary
     assert sum(w.strip(".,;:-()").isalpha() for w in words) >= 0.7 * len(words), summary

@@ -97,3 +97,23 @@ def test_tracking_and_search_do_not_import_the_picker(room, banned):
     for path in (ROOT / "shrinktune" / room).rglob("*.py"):
         found = set(imports.findall(path.read_text())) & set(banned)
         assert not found, f"{path.relative_to(ROOT)} imports shrinktune.{found.pop()}"
+
+
+@pytest.mark.parametrize("command", ["search", "pareto", "submit"])
+def test_console_script_offers_every_command_the_search_prints(capsys, command):
+    """`shrinktune <command>` stands in for `python -m platform.<command>` outside the repository root, where the
+    search prints it (`shrinktune.cli.entry_command`)."""
+    from shrinktune.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    assert "usage: " in capsys.readouterr().out
+
+
+def test_the_mlflow_model_code_is_never_imported_by_the_library():
+    """`shrinktune/pick/model_entry.py` registers a model with MLflow when run: only MLflow runs it, on loading."""
+    imports = re.compile(r"^\s*(?:from|import)\s+[\w.]*model_entry|^\s*from\s+[\w.]+\s+import\s+.*\bmodel_entry\b",
+                         re.MULTILINE)
+    for path in (ROOT / "shrinktune").rglob("*.py"):
+        assert not imports.search(path.read_text()), path

@@ -1,22 +1,25 @@
-"""Picking from a finished search: `python -m platform.pareto EXPERIMENT [flags]` (see `--help`).
+"""Picking from a finished search: `shrinktune pareto EXPERIMENT [flags]` from anywhere, or `python -m
+platform.pareto EXPERIMENT [flags]` from the repository root (see `--help`).
 
-    python -m platform.pareto summarization                      # the latest search's Pareto front, as a table
-    python -m platform.pareto summarization --constraint "latency_ms<=300" --pick fastest-within-2pct \\
+    shrinktune pareto summarization                              # the latest search's Pareto front, as a table
+    shrinktune pareto summarization --constraint "latency_ms<=300" --pick fastest-within-6pct \\
         --register shrinktune-summarizer --export ./picked       # one checkpoint: registered, aliased, copied
 
 Reads the FINISHED trial runs of the latest search in the experiment (`--search` names another, `--all` takes
 every search), keeps those meeting every `--constraint`, computes the non-dominated set over the objectives (the
-search's own, from its run's `objectives` param, unless `--objectives` says otherwise) and prints it.
+search's own, from its run's `objectives` param, unless `--objectives` says otherwise) and prints it: the table of
+`shrinktune.pick.table` (the search's own columns, with the settings its space sampled), within 120 characters.
 
 Tagging: the runs on the printed front get `shrinktune.pareto=true` and the other runs read lose that tag, so the
 tag always means "on the front of the latest selection"; the selection itself (objectives and constraints) is
 written on the search run as `shrinktune.pareto_selection`. `--no-tag` leaves MLflow untouched.
 
-Registering: `--register NAME` logs the checkpoint folder as the trial run's `model` artifacts and registers
-`runs:/<run>/model` as a version of NAME, with `--pick` only the picked trial (alias: the pick's name unless
-`--alias` is given), without it every trial on the front. Load a version, with `MLFLOW_TRACKING_URI` set to the
-store (MLflow 3.17 resolves `models:/` URIs through it), by `mlflow.artifacts.download_artifacts("models:/NAME@ALIAS")`
-and `load_teacher` / `load_summarizer` on the folder it returns.
+Registering: `--register NAME` logs the checkpoint as an MLflow model of the trial's run (`shrinktune.pick.model`:
+a pyfunc model wrapping `load_summarizer`, the checkpoint folder its artifact) and registers it as a version of
+NAME, with `--pick` only the picked trial (alias: the pick's name unless `--alias` is given), without it every
+trial on the front. With `MLFLOW_TRACKING_URI` set to the store (MLflow 3.17 resolves `models:/` URIs through
+it), `mlflow.pyfunc.load_model("models:/NAME@ALIAS").predict(["document ..."], params={"aspect": "approach"})`
+summarizes.
 
 This module holds the flags, the checks made before anything is written, and the output; what is read from and
 written to MLflow is in `shrinktune.pick.runs`, the objectives, constraints and picks in `shrinktune.pick.rules`.
@@ -45,6 +48,7 @@ from shrinktune.pick.runs import (
     test_pick,
     version_tags,
 )
+from shrinktune.pick.table import Row, checkpoint_lines, pareto_table, time_note
 from shrinktune.tracking.schema import PARETO_TAG
 
 if TYPE_CHECKING:  # the held-out test's module loads torch; only --test imports it (in runs.test_pick)
@@ -54,24 +58,24 @@ _ALIAS = re.compile(r"^[\w\-]+$")  # MLflow's alias rule
 
 
 def format_selection(selection: Selection) -> str:
-    """The table people read: the teacher, then the front (best on the first objective first), then the pick."""
-    metrics = list(selection.objectives)
-    header = ["", "trial", *metrics, "search", "checkpoint"]
-    ref = selection.reference
-    rows = [["", "teacher", *(_fmt(ref.get(m)) for m in metrics), "-", "(reference)"]]
+    """The table people read (`shrinktune.pick.table`, as the search prints it): the teacher, then the front (best
+    on the first objective first), then the pick (`*`) if it is off the front; the checkpoints under it."""
     first, direction = next(iter(selection.objectives.items()))
     order = sorted(selection.front,
                    key=lambda i: selection.kept[i].metrics[first] * (-1 if direction == "max" else 1))
     if selection.picked is not None and selection.picked not in order:
         order.append(selection.picked)
-    for i in order:
-        c = selection.kept[i]
-        mark = ("*" if i == selection.picked else "") + ("" if i in selection.front else "(off-front)")
-        rows.append([mark, c.trial, *(_fmt(c.metrics.get(m)) for m in metrics), c.search[:8], c.checkpoint or "-"])
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header] + rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    rows = [_row(selection, i) for i in order]
+    table = pareto_table(rows, selection.reference, selection.objectives, selection.settings)
+    return "\n".join([table, "", *checkpoint_lines(rows)]).rstrip()
+
+
+def _row(selection: Selection, index: int) -> Row:
+    c = selection.kept[index]
+    note = " ".join(part for part in ("off front" if index not in selection.front else "", time_note(c.metrics))
+                    if part)
+    return Row(c.trial, c.config, c.metrics, note=note, mark="*" if index == selection.picked else "",
+               search=c.search, checkpoint=c.checkpoint)
 
 
 def format_heldout(chosen: Candidate, held: HeldOut) -> str:
@@ -151,23 +155,16 @@ def pick_command(args) -> int:
     print(format_selection(selection))
     if pick:
         chosen = selection.chosen
-        print(f"\n* {pick.name}: trial {chosen.trial} ({pick.metric} {_fmt(chosen.metrics.get(pick.metric))}, "
-              f"{QUALITY} {_fmt(chosen.metrics.get(QUALITY))}), run {chosen.run_id}")
+        off = "" if selection.picked in selection.front else "; off the front: a trial there beats it everywhere"
+        figures = ", ".join(f"{m} {_fmt(chosen.metrics.get(m))}" for m in dict.fromkeys([pick.metric, QUALITY]))
+        print(f"\n* {pick.name}: trial {chosen.trial} ({figures}), run {chosen.run_id}{off}")
     if not args.no_tag:
         tag_front(client, selection, constraints)
     if args.register:
-        aliases = list(args.alias) or ([pick.name.replace(".", "_")] if pick else [])
-        for target in selection.targets():
-            version = register(client, args.register, target, aliases,
-                               version_tags(target, selection.objectives, pick))
-            print(f"registered trial {target.trial} as {args.register} version {version}"
-                  + (f" (alias {', '.join('@' + a for a in aliases)})" if aliases else ""))
-        if aliases:
-            print(f"  load it: with MLFLOW_TRACKING_URI={uri}, folder = mlflow.artifacts.download_artifacts("
-                  f"'models:/{args.register}@{aliases[0]}'), then shrinktune.load_summarizer(folder)")
+        _register(args, client, selection, pick, uri)
     if args.export:
         target = selection.targets()[0]
-        destination = export(target, Path(args.export), uri)
+        destination = export(client, target, Path(args.export), uri)
         print(f"exported trial {target.trial} to {destination}; "
               f"load it with shrinktune.load_summarizer('{destination}')")
     if args.test:
@@ -175,9 +172,27 @@ def pick_command(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _register(args, client, selection: Selection, pick, uri: str) -> None:
+    """Registers the pick (or the front) as versions of `--register`, aliased, and says how to load one."""
+    aliases = list(args.alias) or ([pick.name.replace(".", "_")] if pick else [])
+    version = 0
+    for target in selection.targets():
+        version = register(client, args.register, target, aliases, version_tags(target, selection.objectives, pick),
+                           uri)
+        print(f"registered trial {target.trial} as {args.register} version {version}"
+              + (f" (alias {', '.join('@' + a for a in aliases)})" if aliases else ""))
+    print(load_hint(uri, f"models:/{args.register}@{aliases[0]}" if aliases else f"models:/{args.register}/{version}"))
+
+
+def load_hint(uri: str, model_uri: str) -> str:
+    """How to summarize with a registered version: MLflow alone loads it (`shrinktune.pick.model`)."""
+    return (f"  load it: MLFLOW_TRACKING_URI={uri} python -c \"import mlflow; print(mlflow.pyfunc.load_model("
+            f"'{model_uri}').predict(['some document'], params={{'aspect': 'approach'}}))\"")
+
+
+def build_parser(prog: str = "python -m platform.pareto") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m platform.pareto",
+        prog=prog,
         description="Show, tag, register and export the Pareto-optimal trials of a finished search.")
     parser.add_argument("experiment", help="MLflow experiment: the search space's name (e.g. summarization)")
     parser.add_argument("--objectives", default=None,
@@ -204,9 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m platform.pareto EXPERIMENT [flags]`; expected problems: one line on stderr, exit code 2."""
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m platform.pareto") -> int:
+    """`python -m platform.pareto EXPERIMENT [flags]` (`shrinktune pareto ...` passes its own `prog`); expected
+    problems: one line on stderr, exit code 2."""
+    args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("shrinktune").setLevel(logging.INFO)
     try:

@@ -2,7 +2,8 @@
 
 - objectives: `rouge1:max,latency_ms:min`;
 - constraints: `rouge1>=0.2`, `latency_ms<=300`, `rouge1>=0.98*teacher` (relative to the teacher's value);
-- named picks: `best-rouge`, `fastest`, `smallest`, `fastest-within-2pct`, `smallest-within-2pct`.
+- named picks: `best-rouge`, `fastest`, `smallest`, `fastest-within-2pct`, `smallest-within-2pct`; and the
+  tolerance that makes a `-within-Npct` pick exist on given trials (`smallest_tolerance`, `suggest_pick`).
 
 Pure functions and frozen values over metric dicts: nothing here reads MLflow.
 """
@@ -120,17 +121,44 @@ class Pick:
             floor = (1 - self.within_pct / 100) * reference[QUALITY]
             near = [i for i in usable if rows[i].get(QUALITY) is not None and rows[i][QUALITY] >= floor]
             if not near:
-                best = max((rows[i].get(QUALITY) or 0 for i in usable), default=None)
-                raise UserError(
-                    f"pick {self.name}: no trial has {QUALITY} ≥ {floor:.4f} ({100 - self.within_pct:g} % of the "
-                    f"teacher's {reference[QUALITY]:.4f}); the best has {best}; allow more, e.g. "
-                    f"--pick {self.name.split('-')[0]}-within-{max(5, 2 * self.within_pct):g}pct."
-                )
+                raise UserError(self._none_within(floor, [rows[i] for i in usable], reference))
             usable = near
         if not usable:
             raise UserError(f"pick {self.name}: no trial reports {self.metric}; choose another pick.")
         sign = 1 if self.direction == "min" else -1
         return min(usable, key=lambda i: (sign * rows[i][self.metric], -(rows[i].get(QUALITY) or 0), i))
+
+    def _none_within(self, floor: float, rows: list[dict], reference: dict) -> str:
+        """The error when no row is within the tolerance: the best row's shortfall and a tolerance that admits it."""
+        best = max((row[QUALITY] for row in rows if row.get(QUALITY) is not None), default=None)
+        teacher = reference[QUALITY]
+        shortfall = f"; the best has {best:.4f}, {100 * (1 - best / teacher):.1f} % below" if best is not None else ""
+        tolerance = smallest_tolerance(rows, reference)
+        fix = (f"allow more: --pick {self.name.split('-')[0]}-within-{tolerance}pct" if tolerance is not None
+               else "choose --pick best-rouge")
+        return (f"pick {self.name}: no trial has {QUALITY} ≥ {floor:.4f} ({100 - (self.within_pct or 0):g} % of the "
+                f"teacher's {teacher:.4f}){shortfall}; {fix}.")
+
+
+def smallest_tolerance(rows: list[dict], reference: dict, at_least: int = 0) -> int | None:
+    """The smallest whole N ≥ `at_least` for which a `-within-Npct` pick admits one of `rows` (its ROUGE-1 at most
+    N % below the teacher's, tested as `Pick.choose` tests it); None when no N below 100 does."""
+    teacher = reference.get(QUALITY)
+    best = max((row[QUALITY] for row in rows if row.get(QUALITY) is not None), default=None)
+    if not teacher or best is None:
+        return None
+    tolerance = max(at_least, math.ceil(100 * (1 - best / teacher) - 1e-9))
+    while tolerance < 100 and best < (1 - tolerance / 100) * teacher:  # the float at the edge: one more
+        tolerance += 1
+    return tolerance if tolerance < 100 else None
+
+
+def suggest_pick(rows: list[dict], reference: dict, preferred: int = 2) -> str:
+    """A pick that exists among `rows` (e.g. a search's front): `fastest-within-<N>pct` with the smallest whole N
+    ≥ `preferred` that admits a timed row, else `best-rouge`."""
+    metric = PICK_METRICS["fastest"][0]
+    tolerance = smallest_tolerance([row for row in rows if row.get(metric) is not None], reference, preferred)
+    return f"fastest-within-{tolerance}pct" if tolerance is not None else "best-rouge"
 
 
 def parse_pick(name: str) -> Pick:

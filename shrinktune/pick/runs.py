@@ -1,7 +1,9 @@
 """A finished search as MLflow holds it, and what the picker does to it: no argparse, no printing.
 
 `select` reads the FINISHED trial runs of one search (or all), keeps those meeting the constraints and computes
-their front and the pick; `tag_front`, `register`, `export` and `test_pick` write the outcome back or out.
+their front, the pick and the settings the searches sampled; `tag_front`, `register`, `export` and `test_pick`
+write the outcome back or out. `register` logs the checkpoint as an MLflow model (`shrinktune.pick.model`) and
+registers that.
 """
 
 from __future__ import annotations
@@ -9,14 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shrinktune.cli import entry_command
 from shrinktune.errors import UserError
 from shrinktune.front import pareto_front
 from shrinktune.pick.rules import Constraint, Pick
+from shrinktune.pick.table import differing_settings
 from shrinktune.tracking.schema import (
     CHECKPOINT_TAG,
     DEGENERATE_TAG,
@@ -40,7 +45,7 @@ if TYPE_CHECKING:  # the held-out test's module loads torch; see test_pick
 
 logger = logging.getLogger(__name__)
 
-MODEL_ARTIFACTS = "model"  # where a registered checkpoint lives among its trial run's artifacts
+LEGACY_ARTIFACTS = "model"  # where earlier versions put a registered checkpoint among its trial run's artifacts
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class Selection:
     kept: list[Candidate]  # those meeting the constraints
     front: list[int]  # indices into `kept`
     picked: int | None = None  # index into `kept`
+    settings: list[str] = field(default_factory=list)  # the settings the searches sampled: the table's columns
 
     @property
     def chosen(self) -> Candidate:
@@ -111,7 +117,7 @@ def find_searches(client, experiment, search: str | None, every: bool) -> list:
                         order_by=["attributes.start_time DESC"])
     if not parents:
         raise UserError(f"experiment {experiment.name!r} holds no search runs (tag {KIND_TAG}={SEARCH_KIND}); "
-                        "run `python -m platform.search` first.")
+                        f"run `{entry_command('search')}` first.")
     if every:
         return parents
     if search is None:
@@ -186,7 +192,38 @@ def select(client, experiment: str, objectives: dict[str, str] | None, constrain
         raise UserError(f"no trial reports every objective ({', '.join(objectives)}); check --objectives "
                         f"against the trials' metrics, e.g. {', '.join(sorted(kept[0].metrics)[:8])}.")
     picked = pick.choose([c.metrics for c in kept], reference) if pick else None
-    return Selection(searches, objectives, reference, candidates, kept, front, picked)
+    return Selection(searches, objectives, reference, candidates, kept, front, picked,
+                     sampled_settings(client, searches, candidates))
+
+
+def space_dimensions(client, search) -> list[str] | None:
+    """The dimensions of the space file a search logged (its artifact, named as the file its `space` param
+    names), in the file's order; None when it logged none or the file cannot be read."""
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    path = search.data.params.get("space")
+    if not path:
+        return None
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            text = Path(client.download_artifacts(search.info.run_id, Path(path).name, folder)).read_text()
+        dimensions = yaml.safe_load(text).get("dimensions")
+    except (MlflowException, OSError, yaml.YAMLError, AttributeError):
+        return None
+    return [str(name) for name in dimensions] if isinstance(dimensions, dict) else None
+
+
+def sampled_settings(client, searches: list, candidates: list[Candidate]) -> list[str]:
+    """The settings the searches sampled — their space files' dimensions — else, for a search that logged no
+    space file, the settings whose values differ between the candidates (trials log all their settings)."""
+    names: list[str] = []
+    for search in searches:
+        dimensions = space_dimensions(client, search)
+        if dimensions is None:
+            return differing_settings([c.config for c in candidates])
+        names += dimensions
+    return list(dict.fromkeys(names))
 
 
 def tag_front(client, selection: Selection, constraints: list[Constraint]) -> None:
@@ -205,15 +242,19 @@ def tag_front(client, selection: Selection, constraints: list[Constraint]) -> No
         client.set_tag(parent.info.run_id, SELECTION_TAG, described)
 
 
-def has_model_artifacts(client, run_id: str) -> bool:
-    """Whether the run holds a checkpoint among its MODEL_ARTIFACTS."""
-    return bool(client.list_artifacts(run_id, MODEL_ARTIFACTS))
+def has_legacy_artifacts(client, run_id: str) -> bool:
+    """Whether the run holds a checkpoint as plain `model` artifacts (a version registered by an earlier picker)."""
+    return bool(client.list_artifacts(run_id, LEGACY_ARTIFACTS))
 
 
 def missing_checkpoint(client, candidate: Candidate) -> bool:
-    """Neither the trial's checkpoint folder nor its run's model artifacts are there to register or export."""
+    """Neither the trial's checkpoint folder, nor a summarizer model of its run, nor its run's `model` artifacts
+    are there to register or export."""
+    from shrinktune.pick.model import find_summarizer_model
+
     present = bool(candidate.checkpoint) and Path(str(candidate.checkpoint)).is_dir()
-    return not present and not has_model_artifacts(client, candidate.run_id)
+    return (not present and find_summarizer_model(client, candidate.run_id) is None
+            and not has_legacy_artifacts(client, candidate.run_id))
 
 
 def version_tags(candidate: Candidate, objectives: dict[str, str], pick: Pick | None) -> dict[str, str]:
@@ -222,26 +263,43 @@ def version_tags(candidate: Candidate, objectives: dict[str, str], pick: Pick | 
             **{m: str(candidate.metrics.get(m)) for m in objectives}}
 
 
-def register(client, name: str, candidate: Candidate, aliases: list[str], tags: dict) -> int:
-    """Registers a trial's checkpoint as a version of `name` (reusing the version of the same run if there is
-    one) and points `aliases` at it; returns the version number."""
+def summarizer_model(client, candidate: Candidate, tracking_uri: str):
+    """The trial's summarizer model (a `LoggedModel`, see `shrinktune.pick.model`): the one its run holds, or one
+    logged now from its checkpoint folder (or, when that is gone, from its run's older `model` artifacts)."""
+    from shrinktune.pick.model import find_summarizer_model, log_summarizer_model
+
+    found = find_summarizer_model(client, candidate.run_id)
+    if found is not None:
+        return found
+    logger.info("logging trial %s's checkpoint as an MLflow model of run %s", candidate.trial, candidate.run_id)
+    if candidate.checkpoint and Path(candidate.checkpoint).is_dir():
+        return client.get_logged_model(log_summarizer_model(client, candidate.run_id, candidate.checkpoint))
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = _download(f"runs:/{candidate.run_id}/{LEGACY_ARTIFACTS}", Path(folder), tracking_uri)
+        return client.get_logged_model(log_summarizer_model(client, candidate.run_id, checkpoint))
+
+
+def register(client, name: str, candidate: Candidate, aliases: list[str], tags: dict, tracking_uri: str) -> int:
+    """Registers a trial's summarizer model (`summarizer_model`) as a version of `name` — reusing the version
+    of the same model if there is one — and points `aliases` at it; returns the version number.
+
+    The version loads with `mlflow.pyfunc.load_model("models:/<name>@<alias>")` and summarizes with `predict`."""
     # Imported here: mlflow takes seconds to import, and only writing to the registry needs this name.
     from mlflow.exceptions import MlflowException
 
     try:
-        if not has_model_artifacts(client, candidate.run_id):
-            logger.info("uploading %s to run %s as its %r artifacts", candidate.checkpoint, candidate.run_id,
-                        MODEL_ARTIFACTS)
-            client.log_artifacts(candidate.run_id, candidate.checkpoint, artifact_path=MODEL_ARTIFACTS)
+        model = summarizer_model(client, candidate, tracking_uri)
         try:
             client.get_registered_model(name)
         except MlflowException:
             client.create_registered_model(name, description="Compressed summarizers picked by Shrinktune.")
-        source = f"runs:/{candidate.run_id}/{MODEL_ARTIFACTS}"
+        # The model's storage as the source: MLflow's sqlite registry would resolve a `models:/<id>` source
+        # through the process-wide tracking URI, not this client's.
+        source = model.artifact_location
         existing = [v for v in client.search_model_versions(f"name = '{name}' and run_id = '{candidate.run_id}'")
                     if v.source == source]
         version = existing[0] if existing else client.create_model_version(
-            name, source=source, run_id=candidate.run_id, tags=tags)
+            name, source=source, run_id=candidate.run_id, tags=tags, model_id=model.model_id)
         for alias in aliases:
             client.set_registered_model_alias(name, alias, version.version)
     except MlflowException as error:
@@ -250,18 +308,28 @@ def register(client, name: str, candidate: Candidate, aliases: list[str], tags: 
     return int(version.version)
 
 
-def export(candidate: Candidate, destination: Path, tracking_uri: str) -> Path:
-    """Copies the trial's checkpoint folder to `destination` (from its run's artifacts if the folder is gone)."""
+def export(client, candidate: Candidate, destination: Path, tracking_uri: str) -> Path:
+    """Copies the trial's checkpoint folder to `destination` — from its summarizer model, or its run's older
+    `model` artifacts, if the folder is gone."""
+    from shrinktune.pick.model import checkpoint_uri, find_summarizer_model
+
     if candidate.checkpoint and Path(candidate.checkpoint).is_dir():
         shutil.copytree(candidate.checkpoint, destination, dirs_exist_ok=True)
-    else:
-        # Imported here: mlflow takes seconds to import, and only a checkpoint moved away needs it.
-        import mlflow.artifacts
-
-        fetched = mlflow.artifacts.download_artifacts(run_id=candidate.run_id, artifact_path=MODEL_ARTIFACTS,
-                                                      tracking_uri=tracking_uri)
-        shutil.copytree(fetched, destination, dirs_exist_ok=True)
+        return destination
+    model = find_summarizer_model(client, candidate.run_id)
+    uri = (checkpoint_uri(model, tracking_uri) if model is not None
+           else f"runs:/{candidate.run_id}/{LEGACY_ARTIFACTS}")
+    with tempfile.TemporaryDirectory() as folder:
+        shutil.copytree(_download(uri, Path(folder), tracking_uri), destination, dirs_exist_ok=True)
     return destination
+
+
+def _download(uri: str, folder: Path, tracking_uri: str) -> str:
+    """Downloads the artifacts at `uri` into `folder`; returns the local path."""
+    # Imported here: mlflow takes seconds to import, and only a checkpoint moved away needs it.
+    import mlflow.artifacts
+
+    return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder), tracking_uri=tracking_uri)
 
 
 def test_pick(client, selection: Selection, samples: int) -> HeldOut:

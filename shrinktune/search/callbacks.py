@@ -3,6 +3,10 @@
 A trial is written once, when it has ended for good: finished, or failed on its last attempt (a failure that Tune
 will retry goes through `on_trial_recover` and is only logged as a line here). A resumed search starts by reading
 the children already in MLflow, so trials logged before an interruption are not logged again.
+
+Each trial's run is named from its settings so people can tell runs apart in MLflow's table (`run_name`), lasts as
+long as the trial did, and holds every setting the trial ran with; each ended trial also prints one progress line:
+"trial k of N ...", the time so far and an estimate of what is left.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import json
 import logging
 import os
 import re
+import time
+from collections.abc import Iterable
 from dataclasses import replace
 
 import ray.cloudpickle as cloudpickle
@@ -72,18 +78,102 @@ def _error_text(trial) -> str:
     return f"{summary}\n\n{record}" if record else summary
 
 
+def _number(value) -> str:
+    """A setting's number, short: `8.1e-4`, `3e-4`, `0.1`, `16`."""
+    if isinstance(value, float) and value and abs(value) < 1e-2:
+        mantissa, exponent = f"{value:.1e}".split("e")
+        return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# How a sampled setting shows in a run's name, after the shape, learning rate and method (others: `name=value`).
+_NAME_PARTS = {
+    "epochs": lambda v: f"ep{v}", "batch_size": lambda v: f"bs{v}", "label_smoothing": lambda v: f"ls{_number(v)}",
+    "ae_kind": lambda v: f"ae-{v}", "ae_mode": lambda v: f"ae-{v}", "ae_epochs": lambda v: f"aeep{v}",
+    "decoder_ffn": lambda v: f"ffn-{v}", "layer_map": lambda v: f"map-{v}", "weight_compression": lambda v: f"wc-{v}",
+    "weight_ratio": lambda v: f"wc/{_number(v)}", "kd_temperature": lambda v: f"T{_number(v)}",
+    "kd_alpha_ce": lambda v: f"ce{_number(v)}", "kd_alpha_mlm": lambda v: f"mlm{_number(v)}",
+    "kd_alpha_hid": lambda v: f"hid{_number(v)}",
+}
+_NAME_HEAD = ("latent_dim", "decoder_layers", "encoder_layers", "learning_rate", "method")
+
+
+def run_name(settings: dict, sampled: Iterable[str], trial_id: str) -> str:
+    """A trial's run name as people read it in MLflow's runs table: its shape (latent width x decoder layers, `full`
+    / `all` when left at the teacher's; `enc3` when the encoder is pruned), learning rate and method, then the other
+    settings the sampler chose, then its Tune id (unique): `384x5 lr8.1e-4 sft · 4f2a9c1e`.
+
+    Args:
+        settings: the trial's effective settings (the sampler's choices over the search's defaults).
+        sampled: the names of the settings the sampler chose.
+    """
+    parts = [f"{settings.get('latent_dim') or 'full'}x{settings.get('decoder_layers') or 'all'}"]
+    if settings.get("encoder_layers"):
+        parts.append(f"enc{settings['encoder_layers']}")
+    if settings.get("learning_rate") is not None:
+        parts.append(f"lr{_number(settings['learning_rate'])}")
+    if settings.get("method"):
+        parts.append(str(settings["method"]))
+    for key in sampled:
+        if key not in _NAME_HEAD and key in settings:
+            parts.append(_NAME_PARTS.get(key, lambda v, k=key: f"{k}={_number(v)}")(settings[key]))
+    return f"{' '.join(parts)} · {trial_id}"
+
+
+def _times_ms(trial, now: float) -> tuple[int | None, int]:
+    """(start, end) of a trial in ms since the epoch: when Tune first ran it (its first attempt, when retried) and
+    now, as it ends. A trial without Tune's start time starts `time_total_s` (its own clock) before now; with
+    neither, None (MLflow's now)."""
+    start = getattr(getattr(trial, "run_metadata", None), "start_time", None)
+    if start is None:
+        total = (trial.last_result or {}).get("time_total_s")
+        start = now - total if isinstance(total, int | float) else None
+    return (int(start * 1000) if start is not None else None), int(now * 1000)
+
+
+def _duration(seconds: float) -> str:
+    """`45 s`, `4 min 10 s`, `2 h 05 min`."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
 class MlflowTrialLogger(tune.Callback):
     """On each trial's end — success or final error — logs one child run with its config, metrics and checkpoint,
-    and, given the objectives and the teacher's metrics, the search's hypervolume so far on the search's run."""
+    and, given the objectives and the teacher's metrics, the search's hypervolume so far on the search's run; then
+    says "trial k of N" with the time so far and an estimate of what is left.
+
+    Args:
+        defaults: the settings a trial starts from: its params are these with its own choices.
+        shared: the search-wide settings every trial ran with (decoding, evaluation), as params of each trial.
+        total: the trials the search runs (N), for the progress line.
+        started: when the search started (`time.time()`), for the progress line; default: when Tune starts.
+    """
+
+    # Class-level defaults: an instance Tune pickled before these existed still reads them.
+    shared: dict | None = None
+    total: int | None = None
+    started: float | None = None
+    _clock: float | None = None
+    _ended_here = 0
 
     def __init__(self, tracker: SearchTracker, objectives: dict[str, str] | None = None, reference: dict | None = None,
-                 defaults: TrialSettings | None = None):
+                 defaults: TrialSettings | None = None, *, shared: dict | None = None, total: int | None = None,
+                 started: float | None = None):
         self.tracker = tracker
-        self.defaults = defaults  # the settings a trial starts from: its params are these with its own choices
+        self.defaults = defaults
+        self.shared = dict(shared or {})
+        self.total = total
+        self.started = started
         self.objectives = dict(objectives or {})
         self.reference = reference
         self.logged: dict[str, str] = {}  # Tune trial id → MLflow run id
         self.finished: list[dict] = []  # metrics of the finished trials, in the order they ended
+        self._clock = time.time()  # when this run of Tune started (reset by `setup`), for the estimate
+        self._ended_here = 0  # trials logged since then
 
     def setup(self, **info):
         # Called at the start of every run, a resumed one included (after Tune restored this callback's state):
@@ -92,6 +182,7 @@ class MlflowTrialLogger(tune.Callback):
         self.logged.update(self.tracker.trial_runs())
         if self.logged:
             logger.info("%d trial(s) already in MLflow: not logged again", len(self.logged))
+        self._clock, self._ended_here = time.time(), 0
 
     def _log(self, trial, status: str, error: str | None = None) -> None:
         if trial.trial_id in self.logged:
@@ -103,17 +194,38 @@ class MlflowTrialLogger(tune.Callback):
                    and k not in ("training_iteration", "time_this_iter_s", "timestamp", "pid", "time_since_restore",
                                  "iterations_since_restore", "done")}
         checkpoint = trial.checkpoint.path if trial.checkpoint is not None else None
+        config = dict(trial.config)
+        params = self._params(config)
+        name = run_name(params, config, trial.trial_id)
+        now = time.time()
+        start_ms, end_ms = _times_ms(trial, now)
         run_id = self.tracker.log_trial(
-            trial.trial_id, self._params(dict(trial.config)), metrics, status=status, checkpoint=checkpoint,
-            error=error,
-            history=_loss_curve(checkpoint),
+            trial.trial_id, {**params, **(self.shared or {})}, metrics, status=status, checkpoint=checkpoint,
+            error=error, history=_loss_curve(checkpoint), run_name=name, start_ms=start_ms, end_ms=end_ms,
         )
         self.logged[trial.trial_id] = run_id
+        self._ended_here += 1
         reason = f" ({error.splitlines()[0]})" if error else ""
-        logger.info("trial %s %s%s → MLflow run %s", trial.trial_id, status.lower(), reason, run_id)
+        logger.info("%s %s%s → MLflow run %s (%s)%s", self._count(), status.lower(), reason, run_id, name,
+                    self._timing(now))
+
+    def _count(self) -> str:
+        """`trial k of N`: k counts every trial logged, before an interruption included."""
+        return f"trial {len(self.logged)}" + (f" of {self.total}" if self.total else "")
+
+    def _timing(self, now: float) -> str:
+        """`; 4 min 10 s elapsed, about 8 min 20 s left`: the time since the search started, and the trials left
+        at the rate trials have ended since Tune started (concurrent trials included)."""
+        clock = self._clock or now
+        text = f"; {_duration(now - (self.started or clock))} elapsed"
+        left = (self.total or 0) - len(self.logged)
+        if left > 0 and self._ended_here:
+            text += f", about {_duration((now - clock) / self._ended_here * left)} left"
+        return text
 
     def _params(self, config: dict) -> dict:
-        """The trial's effective settings: the search's defaults and fixed settings with the sampler's choices."""
+        """The trial's effective settings: the search's defaults and fixed settings with the sampler's choices
+        (without defaults: the choices alone)."""
         if self.defaults is None:
             return config
         try:

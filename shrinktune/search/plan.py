@@ -43,6 +43,7 @@ class RunOptions:
     name: str | None = None  # Tune experiment name; default <space>-<timestamp>
     retries: int | None = None  # extra attempts for a failed trial; default the space's `retries`
     resume: str | None = None  # name of an interrupted search under storage_path to continue
+    verbose: bool = False  # Ray Tune's own tables and warnings too (default: one progress line per ended trial)
 
     def __post_init__(self):
         for flag in ("trials", "max_concurrent"):

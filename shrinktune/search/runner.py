@@ -15,6 +15,7 @@ node, Ctrl-C) continues with `RunOptions(resume=<name>)`: Tune restores its tria
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as md
 import json
 import logging
@@ -23,6 +24,8 @@ import platform as stdlib_platform
 import re
 import socket
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from ray.tune.search import ConcurrencyLimiter
 import shrinktune
 from shrinktune.errors import UserError
 from shrinktune.front import pareto_front
+from shrinktune.models.generation import GenerationSettings
 from shrinktune.search.callbacks import MlflowTrialLogger, error_summary
 from shrinktune.search.cluster import leave_uploaded_copy, submitted_working_dir
 from shrinktune.search.faults import FAULTS_ENV, Fault, inject_fault
@@ -50,7 +54,7 @@ from shrinktune.search.trial import (
     recheck_front,
     shrinktune_trial,
 )
-from shrinktune.settings import as_params
+from shrinktune.settings import EvaluationSettings, as_params
 from shrinktune.tracking.mlflow_tracking import SearchTracker
 from shrinktune.tracking.schema import DEGENERATE_TAG, FEASIBLE_TAG, INDISTINCT_TAG, PARETO_TAG
 
@@ -120,8 +124,9 @@ def trial_resources(nodes: list[dict], concurrent: int, cpus: float | None, gpus
     return cpus, gpus
 
 
-def start_ray(address: str | None):
-    """Joins the cluster at `address` (or RAY_ADDRESS, or a running local one) or starts a local Ray.
+def start_ray(address: str | None, verbose: bool = False):
+    """Joins the cluster at `address` (or RAY_ADDRESS, or a running local one) or starts a local Ray; its driver
+    logs errors only, and with `verbose` its warnings too (advice for Ray users, e.g. on the size of uploads).
 
     The `shrinktune` package travels with the job (`py_modules`), so trial workers on every node import the same
     code as this driver, whether or not the project is installed there; its dependencies must be. A job submitted
@@ -136,7 +141,8 @@ def start_ray(address: str | None):
     if not submitted_working_dir():
         kwargs["runtime_env"] = {"py_modules": [str(Path(shrinktune.__file__).parent)]}
     try:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True, **kwargs)
+        ray.init(include_dashboard=False, logging_level=logging.WARNING if verbose else logging.ERROR,
+                 log_to_driver=True, **kwargs)
     except AuthenticationError as error:
         raise UserError(
             f"the Ray cluster at {where} requires its authentication token ({str(error).splitlines()[0][:120]}); "
@@ -169,12 +175,15 @@ def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
         ) from None
 
 
-def search_trial(config: dict, context: TrialContext, faults: tuple[Fault, ...] = ()) -> None:
+def search_trial(config: dict, context: TrialContext, faults: tuple[Fault, ...] = (), verbose: bool = False) -> None:
     """The Tune trainable of a search: one trial (`shrinktune_trial`), after any fault planned for it.
 
     A trial that Tune restores with a checkpoint has already trained and reported it (the search was interrupted
     before Tune recorded its end): it reports the metrics saved with that checkpoint again instead of training.
+    Unless `verbose`, Ray Train's line on each saved checkpoint is left out (the search lists the checkpoints).
     """
+    if not verbose:
+        logging.getLogger("ray.train").setLevel(logging.WARNING)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -197,17 +206,29 @@ def _trial_id(result) -> str:
     return found.group(1) if found else folder
 
 
+def shared_params(generation: GenerationSettings, evaluation: EvaluationSettings) -> dict:
+    """The settings every run of a search was measured with — decoding (`generation.*`) and evaluation
+    (`evaluation.*`) — as MLflow params of each trial's and the teacher's run, so that runs compared in the UI
+    (across searches too) show how their figures were made."""
+    return {**as_params(generation, "generation."), **as_params(evaluation, "evaluation.")}
+
+
 def _reference(ray, tracker: SearchTracker, previous, context: TrialContext, cpus: float, gpus: float) -> TrialContext:
     """The context with the prepared teacher and its metrics: measured in a Ray task with a trial's resources and
-    logged, or — resuming — read back from the search's MLflow run."""
+    logged (on the search's run and as the teacher's own run), or — resuming — read back from the search's MLflow
+    run."""
     reference, teacher_dir = tracker.saved_teacher(previous) if previous else ({}, None)
     if reference and teacher_dir:
         logger.info("the teacher was measured when the search started: not measured again")
     else:
         logger.info("preparing and measuring the teacher (first run: trains and caches it)")
         remote = ray.remote(prepare_reference).options(num_cpus=cpus, num_gpus=gpus)
+        start_ms = int(time.time() * 1000)
         teacher_dir, reference = ray.get(remote.remote(context))
-        tracker.log_teacher(teacher_dir, reference)
+        params = {"teacher": context.teacher_dir, "teacher_dir": teacher_dir,
+                  **shared_params(context.generation, context.evaluation)}
+        tracker.log_teacher(teacher_dir, reference, params, standing=ratios(reference, reference), start_ms=start_ms,
+                            end_ms=int(time.time() * 1000))
     return replace(context, teacher_dir=teacher_dir, reference=reference)
 
 
@@ -319,19 +340,84 @@ def _open_tracking(plan: SearchPlan, cpus: float, gpus: float) -> None:
         "space": str(space.path), "task": space.task, "teacher": space.teacher, **as_params(budget),
         **as_params(space.evaluation, "evaluation."), "cpus_per_trial": cpus, "gpus_per_trial": gpus,
         "objectives": json.dumps(space.objectives), "constraints": json.dumps(space.constraints),
-        "generation": json.dumps(space.generation.as_dict()), "fixed": json.dumps(space.fixed),
-        "machine": stdlib_platform.platform(),  # type: ignore[attr-defined]  # mypy reads the repo's platform/ **_versions(),
+        "generation": json.dumps(space.generation.as_dict()), **as_params(space.generation, "generation."),
+        "fixed": json.dumps(space.fixed),
+        "machine": stdlib_platform.platform(),  # type: ignore[attr-defined]  # mypy reads the repo's platform/
+        **_versions(),
     })
     tracker.log_space(space.path, space.text)
     logger.info("search %s: if it is interrupted, continue it with --resume %s", plan.name, plan.name)
 
 
+def _trial_logger(plan: SearchPlan, context: TrialContext, started: float) -> MlflowTrialLogger:
+    """The callback that logs each ended trial: its effective settings (the space's defaults and fixed settings with
+    the sampler's choices) and the search's decoding and evaluation settings as params, and a progress line."""
+    return MlflowTrialLogger(plan.tracker, objectives=dict(plan.space.objectives), reference=context.reference,
+                             defaults=context.defaults, shared=shared_params(context.generation, context.evaluation),
+                             total=plan.budget.trials, started=started)
+
+
+def _verbosity(verbose: bool) -> int:
+    """Ray Tune's `verbose`: its own tables (each trial's configuration and result, status every 30 s) only when
+    asked for; the trial logger's one line per ended trial says the progress otherwise."""
+    return 1 if verbose else 0
+
+
+# Ray Tune's switches for a quiet run: its legacy output engine, which at verbosity 0 prints nothing (the new one
+# still prints the experiment's table and a result box for each failed trial), and no traceback of each failed trial
+# attempt (the trial logger says each failure in one line; MLflow keeps Ray's whole record in `shrinktune.error`).
+QUIET_TUNE_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_PRINT_ALL_TRIAL_ERRORS": "0"}
+
+
+@contextlib.contextmanager
+def _ray_output(verbose: bool) -> Iterator[None]:
+    """While Tune runs, and unless `verbose`: Ray Tune's own output (`QUIET_TUNE_ENV`) and warnings kept out of the
+    terminal (its other errors stay). Everything is as it was afterwards."""
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in ("ray.tune", "ray.train")]
+    levels = [each.level for each in loggers]
+    before = {key: os.environ.get(key) for key in QUIET_TUNE_ENV}
+    os.environ.update(QUIET_TUNE_ENV)
+    for each in loggers:
+        each.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"ray(\.|$)")
+            yield
+    finally:
+        for each, level in zip(loggers, levels, strict=True):
+            each.setLevel(level)
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _refresh_restored(tuner, callbacks: list, verbose: bool) -> None:
+    """A restored tuner runs with the callbacks and verbosity it was pickled with; gives it this run's (the trial
+    logger knows this run's start, and the search's total; `--verbose` applies to a resumed search). Ray has no
+    public way to do this: the run configuration is reached through the tuner's private `_local_tuner` (absent
+    under Ray Client, where the pickled ones stay)."""
+    local = getattr(tuner, "_local_tuner", None)
+    if local is None:
+        logger.debug("restored tuner without a local run configuration: its pickled callbacks and verbosity stay")
+        return
+    run_config = local.get_run_config()
+    run_config.callbacks = callbacks
+    run_config.verbose = _verbosity(verbose)
+
+
 def _tuner(plan: SearchPlan, trainable, callbacks: list):
     """Ray Tune's tuner: a new one driving Optuna over the space, or, resuming, the search's own restored (its
-    sampler, budget and trials as they were)."""
-    space, budget = plan.space, plan.budget
+    sampler, budget and trials as they were; this run's callbacks and verbosity)."""
+    space, budget, verbose = plan.space, plan.budget, plan.options.verbose
     if plan.previous is not None:
-        return tune.Tuner.restore(str(plan.folder), trainable=trainable, resume_unfinished=True, resume_errored=False)
+        tuner = tune.Tuner.restore(str(plan.folder), trainable=trainable, resume_unfinished=True, resume_errored=False)
+        _refresh_restored(tuner, callbacks, verbose)
+        return tuner
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(make_searcher(space, budget.sampler),
@@ -339,7 +425,7 @@ def _tuner(plan: SearchPlan, trainable, callbacks: list):
                                     num_samples=budget.trials, time_budget_s=budget.time_budget_s),
         run_config=tune.RunConfig(
             name=plan.name, storage_path=plan.options.storage_path, callbacks=callbacks,
-            failure_config=tune.FailureConfig(max_failures=budget.retries), verbose=1,
+            failure_config=tune.FailureConfig(max_failures=budget.retries), verbose=_verbosity(verbose),
             # One checkpoint per trial, and Tune saves its state as each arrives: a trial that reported before an
             # interruption is restored with it rather than trained again.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -354,12 +440,13 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
         UserError: Ray cannot be started or joined, or a trial cannot get the resources it asks for.
     """
     space, options, budget, tracker = plan.space, plan.options, plan.budget, plan.tracker
+    started = time.time()
     if plan.ignored_flags:
         logger.warning("resuming %s: %s ignored; a search keeps the budget, sampler and retries it started with",
                        plan.name, ", ".join(plan.ignored_flags))
     if submitted_working_dir():
         leave_uploaded_copy(Path(options.storage_path).parent)
-    ray = start_ray(options.address)
+    ray = start_ray(options.address, options.verbose)
     resources = ray.cluster_resources()
     cpus, gpus = trial_resources(ray.nodes(), budget.max_concurrent, options.cpus_per_trial, options.gpus_per_trial)
     context = plan.context(threads=int(cpus) if not gpus else 0)
@@ -371,15 +458,14 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
     _open_tracking(plan, cpus, gpus)
     try:
         context = _reference(ray, tracker, plan.previous, context, cpus, gpus)
-        trainable = tune.with_resources(tune.with_parameters(search_trial, context=context, faults=plan.faults),
-                                        {"cpu": cpus, "gpu": gpus})
-        logger_callback = MlflowTrialLogger(tracker, objectives=dict(space.objectives), reference=context.reference,
-                                            defaults=context.defaults)
+        trainable = tune.with_resources(tune.with_parameters(search_trial, context=context, faults=plan.faults,
+                                                             verbose=options.verbose), {"cpu": cpus, "gpu": gpus})
         # Tune warns when it saves its state often; it does by design here, at each trial's checkpoint (`_tuner`).
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-        started = time.monotonic()
-        grid = _tuner(plan, trainable, [logger_callback]).fit()
-        out_of_time = budget.time_budget_s is not None and time.monotonic() - started >= budget.time_budget_s
+        tuning = time.monotonic()
+        with _ray_output(options.verbose):
+            grid = _tuner(plan, trainable, [_trial_logger(plan, context, started)]).fit()
+        out_of_time = budget.time_budget_s is not None and time.monotonic() - tuning >= budget.time_budget_s
         outcome = _outcome(grid, plan.name, budget.trials, tracker, space, context.reference, out_of_time)
         if not outcome.interrupted:
             try:

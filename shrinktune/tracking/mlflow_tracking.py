@@ -1,4 +1,4 @@
-"""MLflow bookkeeping of a search: one parent run per search, one child run per trial.
+"""MLflow bookkeeping of a search: one parent run per search, one child run per trial and one for its teacher.
 
 Everything goes through `MlflowClient` with explicit run ids, so the Ray Tune driver can log trials as they end
 without juggling MLflow's "active run". The default store is a sqlite file in the working directory (MLflow 3
@@ -23,15 +23,22 @@ from shrinktune.tracking.plots import frontier_html, frontier_png
 from shrinktune.tracking.schema import (
     CHECKPOINT_TAG,
     ERROR_TAG,
+    EXPERIMENT_KIND_TAG,
     INFEASIBLE_TAG,
     KIND_TAG,
+    ML_EXPERIMENT_KIND,
+    NOTE_TAG,
     PARENT_TAG,
+    PARETO_TAG,
     RECHECKED_TAG,
+    RUNS_VIEW_QUERY,
     SEARCH_KIND,
     SEARCH_NAME_TAG,
     SEARCH_TEACHER_PREFIX,
     TEACHER_DIR_TAG,
+    TEACHER_KIND,
     TEACHER_PREFIX,
+    TEACHER_RUN_NAME,
     TRIAL_KIND,
     TRIAL_TAG,
     prefixed,
@@ -41,6 +48,7 @@ from shrinktune.tracking.schema import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_DB = "mlflow.db"
+UI_HOST, UI_PORT = "127.0.0.1", 5000  # where `ui_command`'s local UI listens
 
 
 def default_tracking_uri(folder: str | Path | None = None) -> str:
@@ -51,11 +59,41 @@ def default_tracking_uri(folder: str | Path | None = None) -> str:
     return f"sqlite:///{(Path(folder or Path.cwd()) / DEFAULT_DB).resolve()}"
 
 
+def _is_server(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("http://", "https://"))
+
+
 def ui_command(tracking_uri: str) -> str:
     """How to open the MLflow UI on this store: a server's own address, or a one-worker loopback UI on a file."""
-    if tracking_uri.startswith(("http://", "https://")):
+    if _is_server(tracking_uri):
         return f"open {tracking_uri} in a browser (the tracking server serves the UI)"
-    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000 --workers 1"
+    return f"mlflow ui --backend-store-uri {tracking_uri} --host {UI_HOST} --port {UI_PORT} --workers 1"
+
+
+def runs_url(tracking_uri: str, experiment_id: str) -> str:
+    """The address that opens the experiment's runs table in MLflow's classic view: on the tracking server for an
+    http(s) store, else on the local UI that `ui_command` starts. MLflow 3.17's UI opens GenAI views (traces) by
+    default and hides the runs table behind a switch; the URL's `workflowType` sets that switch."""
+    base = tracking_uri.rstrip("/") if _is_server(tracking_uri) else f"http://{UI_HOST}:{UI_PORT}"
+    return f"{base}/#/experiments/{experiment_id}/runs?{RUNS_VIEW_QUERY}"
+
+
+def experiment_tags(experiment: str) -> dict[str, str]:
+    """The tags a search's experiment carries: its description (shown above its runs in the UI) and MLflow's
+    experiment type "machine learning", the UI's own value for an experiment of runs rather than traces."""
+    note = (
+        f"Searches of the space `{experiment}` for compressed summarization students (shrinktune).\n\n"
+        f"- one run per search (`{KIND_TAG} = {SEARCH_KIND}`): the space, budget and decoding as params, the "
+        f"teacher's figures as `{TEACHER_PREFIX}*`, the hypervolume so far and the frontier plots;\n"
+        f"- nested under it, one run per trial (`{KIND_TAG} = {TRIAL_KIND}`), named after its settings — latent "
+        "width x decoder layers, learning rate, method, then its Ray Tune id — with every setting it ran with as "
+        f"params, and one run for the teacher (`{KIND_TAG} = {TEACHER_KIND}`) under the students' metric names, to "
+        "compare and chart beside them;\n"
+        f"- the final Pareto front is tagged `{PARETO_TAG} = true`; its re-checked figures carry the plain "
+        "names, the in-search ones `search_*`.\n\n"
+        f"Pick, register and export a student: `python -m platform.pareto {experiment} --pick fastest-within-2pct`."
+    )
+    return {NOTE_TAG: note, EXPERIMENT_KIND_TAG: ML_EXPERIMENT_KIND}
 
 
 def _fail_fast_over_http(uri: str) -> None:
@@ -134,15 +172,29 @@ class SearchTracker:
             raise UserError(_unusable(uri, error)) from error
 
     def experiment_id(self) -> str:
+        """The search's experiment, made (with its description and type) or restored when needed."""
         found = self.client.get_experiment_by_name(self.experiment)
         if found is not None:
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
+            self._describe(found)
             return found.experiment_id
         artifacts = None
         if self.tracking_uri.startswith("sqlite:///"):
             artifacts = (Path(self.tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
-        return self.client.create_experiment(self.experiment, artifact_location=artifacts)
+        return self.client.create_experiment(self.experiment, artifact_location=artifacts,
+                                             tags=experiment_tags(self.experiment))
+
+    def _describe(self, experiment) -> None:
+        """Adds the description and type to an experiment made without them (by an older version, or by hand);
+        a description or type someone set is left as it is."""
+        for key, value in experiment_tags(self.experiment).items():
+            if key not in experiment.tags:
+                self.client.set_experiment_tag(experiment.experiment_id, key, value)
+
+    def runs_url(self) -> str:
+        """The address of this search's runs table in the MLflow UI (see `runs_url`)."""
+        return runs_url(self.tracking_uri, self.experiment_id())
 
     def start_search(self, run_name: str, params: dict, tags: dict | None = None) -> str:
         """Opens the search's run (named `run_name`, found again by that name when resumed)."""
@@ -174,10 +226,38 @@ class SearchTracker:
         file; a submitted job's copy of the file may be gone by the time the run exists)."""
         self.client.log_text(self.search_run_id, text, Path(path).name)
 
-    def log_teacher(self, teacher_dir: str, metrics: dict) -> None:
-        """The prepared teacher's folder (tag) and its metrics (`teacher_*`) on the search's run."""
+    def log_teacher(self, teacher_dir: str, metrics: dict, params: dict | None = None, *, standing: dict | None = None,
+                    start_ms: int | None = None, end_ms: int | None = None) -> str:
+        """The prepared teacher's folder (tag) and its metrics (`teacher_*`) on the search's run, and the teacher as
+        a run of its own beside the trials (kind `teacher`, the students' metric names, `params`, the real start and
+        end of its preparation) so that MLflow's compare and chart views can show it with them. Returns that run's
+        id. A search has one teacher run: logging again (a teacher measured anew) logs into it.
+
+        Args:
+            standing: metrics of the teacher's run only: its standing against itself under the names the trials'
+                ratios have (speed-up 1, ...), so that charts of those place it too.
+        """
         self.log_reference(metrics)
         self.client.set_tag(self.search_run_id, TEACHER_DIR_TAG, teacher_dir)
+        run_id = self.teacher_run_id()
+        if run_id is not None:
+            self._log_metrics(run_id, metrics)
+            return run_id
+        tags = {PARENT_TAG: self.search_run_id, KIND_TAG: TEACHER_KIND, TEACHER_DIR_TAG: teacher_dir}
+        run_id = self.client.create_run(self.experiment_id(), run_name=TEACHER_RUN_NAME, start_time=start_ms,
+                                        tags=tags).info.run_id
+        self._log_params(run_id, params or {})
+        self._log_metrics(run_id, {**metrics, **(standing or {})})
+        self.client.set_terminated(run_id, status="FINISHED", end_time=end_ms)
+        return run_id
+
+    def teacher_run_id(self) -> str | None:
+        """The search's teacher run (`log_teacher`), or None: a search logged before teacher runs existed."""
+        runs = self.client.search_runs(
+            [self.experiment_id()], max_results=1, order_by=["attributes.start_time ASC"],
+            filter_string=f"tags.`{PARENT_TAG}` = '{self.search_run_id}' and tags.`{KIND_TAG}` = '{TEACHER_KIND}'",
+        )
+        return runs[0].info.run_id if runs else None
 
     @staticmethod
     def saved_teacher(run) -> tuple[dict, str | None]:
@@ -192,10 +272,14 @@ class SearchTracker:
         self._log_metrics(self.search_run_id, prefixed(TEACHER_PREFIX, metrics))
 
     def log_recheck_reference(self, before: dict, after: dict) -> None:
-        """The teacher's re-checked metrics as `teacher_*`, its in-search ones kept as `search_teacher_*`."""
+        """The teacher's re-checked metrics as `teacher_*`, its in-search ones kept as `search_teacher_*`; and on
+        the teacher's own run (if any) as a trial's (`log_recheck`)."""
         self._log_metrics(self.search_run_id, prefixed(SEARCH_TEACHER_PREFIX, {k: v for k, v in before.items()
                                                                                if k in after}))
         self._log_metrics(self.search_run_id, prefixed(TEACHER_PREFIX, after), step=1)
+        run_id = self.teacher_run_id()
+        if run_id is not None:
+            self.log_recheck(run_id, before, after)
 
     def log_recheck(self, run_id: str, before: dict, after: dict) -> None:
         """A trial's re-checked metrics under their own names (a later step, so MLflow shows them), its in-search
@@ -220,8 +304,16 @@ class SearchTracker:
                     self.client.set_tag(runs[trial_id], key, value)
 
     def log_trial(self, name: str, params: dict, metrics: dict, *, status: str = "FINISHED",
-                  checkpoint: str | None = None, error: str | None = None, history: list[float] | None = None) -> str:
-        """A child run for one finished or failed trial; returns its run id."""
+                  checkpoint: str | None = None, error: str | None = None, history: list[float] | None = None,
+                  run_name: str | None = None, start_ms: int | None = None, end_ms: int | None = None) -> str:
+        """A child run for one finished or failed trial; returns its run id.
+
+        Args:
+            name: the trial's Ray Tune id (tag `shrinktune.trial`; the run's name too, unless `run_name`).
+            run_name: the name people read in the runs table.
+            start_ms, end_ms: when the trial started and ended (ms since the epoch), so that the run's duration is
+                the trial's; default: now (the run then lasts the milliseconds it takes to log it).
+        """
         tags = {PARENT_TAG: self.search_run_id, KIND_TAG: TRIAL_KIND, TRIAL_TAG: name}
         if checkpoint:
             tags[CHECKPOINT_TAG] = checkpoint
@@ -229,13 +321,13 @@ class SearchTracker:
             tags[ERROR_TAG] = error[:4000]
             if "ConfigError" in error:  # an impossible configuration, not a crash: say so where people filter
                 tags[INFEASIBLE_TAG] = "true"
-        run = self.client.create_run(self.experiment_id(), run_name=name, tags=tags)
+        run = self.client.create_run(self.experiment_id(), run_name=run_name or name, start_time=start_ms, tags=tags)
         run_id = run.info.run_id
         self._log_params(run_id, {**params, **({"checkpoint": checkpoint} if checkpoint else {})})
         self._log_metrics(run_id, metrics)
         for step, loss in enumerate(history or [], start=1):
             self.client.log_metric(run_id, "train_loss_epoch", loss, step=step)
-        self.client.set_terminated(run_id, status=status)
+        self.client.set_terminated(run_id, status=status, end_time=end_ms)
         return run_id
 
     def log_frontier(self, rows: list[dict], objectives: dict[str, str], reference: dict, step: int, *,

@@ -3,21 +3,36 @@
 Every reader and writer (the runner, the Tune callback, the picker, the benchmarks) uses these constants; a name
 changed here changes everywhere. Runs of a search:
 
-- the search's run (`kind = search`): the space and budget as params, the teacher's metrics as `teacher_*`;
-- one child run per ended trial (`kind = trial`, `mlflow.parentRunId` = the search's run): its effective settings
-  as params, its metrics under their own names, its checkpoint folder as a tag.
+- the search's run (`kind = search`): the space, budget, decoding and evaluation settings as params, the teacher's
+  metrics as `teacher_*`;
+- one child run per ended trial (`kind = trial`, `mlflow.parentRunId` = the search's run): named from its settings
+  (`384x5 lr8.1e-4 sft · <Tune id>`), its effective settings and the search's decoding and evaluation settings as
+  params, its metrics under their own names, its checkpoint folder as a tag, its real start and end;
+- one child run for the teacher (`kind = teacher`, named "teacher"): the teacher's metrics under the students' names
+  (and its standing against itself under those of the trials' ratios: speed-up 1, ...), so MLflow's compare and
+  chart views put it beside them (its `teacher_*` copy on the search's run stays for readers).
 
 After the final re-check the re-checked figures carry the plain names and the in-search ones `search_*`
 (`search_teacher_*` on the search's run).
+
+The experiment carries a description and MLflow's experiment-type tag for classic ML (the UI of MLflow 3.17 opens
+GenAI views by default; `RUNS_VIEW_QUERY` opens the runs table of the classic view directly).
 """
 
 from __future__ import annotations
 
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a trial's run under its search's in the UI
 
-KIND_TAG = "shrinktune.kind"  # which kind of run: SEARCH_KIND or TRIAL_KIND
+KIND_TAG = "shrinktune.kind"  # which kind of run: SEARCH_KIND, TRIAL_KIND or TEACHER_KIND
 SEARCH_KIND = "search"
 TRIAL_KIND = "trial"
+TEACHER_KIND = "teacher"  # the search's teacher as a run beside the trials; readers of trials filter it out
+TEACHER_RUN_NAME = "teacher"
+
+NOTE_TAG = "mlflow.note.content"  # MLflow's own: an experiment's (or run's) description in the UI
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow's own: the experiment's type, as the UI's type selector sets it
+ML_EXPERIMENT_KIND = "custom_model_development"  # the UI's "Machine learning" type (not "genai_development")
+RUNS_VIEW_QUERY = "workflowType=machine_learning"  # the UI's URL switch to its classic (non-GenAI) views
 
 SEARCH_NAME_TAG = "shrinktune.search_name"  # on the search's run: how a resumed search finds it again
 TEACHER_DIR_TAG = "shrinktune.teacher_dir"  # on the search's run: the prepared teacher's folder

@@ -52,7 +52,7 @@ class _FakeRay:
 def _search(tmp_path, space, results):
     tracker = SearchTracker(f"sqlite:///{tmp_path}/mlflow.db", space.name)
     tracker.start_search("s", {"space": str(space.path)})
-    tracker.log_reference(TEACHER)
+    tracker.log_teacher(str(tmp_path / "teacher"), TEACHER)  # on the search's run, and as a run beside the trials
     for result in results:
         tracker.log_trial(result.metrics["trial_id"], result.config, result.metrics, checkpoint=result.checkpoint.path)
     return tracker
@@ -134,3 +134,7 @@ def test_recheck_replaces_the_numbers_keeps_the_search_ones_and_flags_indistinct
     assert "shrinktune.indistinct" not in runs["b"].data.tags  # c is cheaper but clearly worse
     parent = tracker.client.get_run(tracker.parent_run_id).data.metrics
     assert parent["teacher_rouge1"] == 0.265 and parent["search_teacher_rouge1"] == 0.27
+    teacher = tracker.client.get_run(tracker.teacher_run_id())  # the teacher's own run, re-checked as a trial is
+    assert teacher.data.metrics["rouge1"] == 0.265 and teacher.data.metrics["search_rouge1"] == 0.27
+    assert teacher.data.metrics["latency_ms"] == 610.0 and teacher.data.tags["shrinktune.rechecked"] == "30"
+    assert set(_runs(tracker)) == {"a", "b", "c"}  # the front's tags went to the trials only

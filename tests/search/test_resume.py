@@ -203,9 +203,17 @@ def test_failed_trials_are_recorded_once_and_the_search_goes_on(tmp_path, tiny_t
     assert "OutOfMemoryError: out of memory (injected by SHRINKTUNE_FAIL_TRIALS into trial 3, attempt 1)); retrying" \
         in out.stderr
 
+    # Ray Tune's own tables (configurations, statuses, a result box per trial) stay out of the default output:
+    for table in ("Configuration for experiment", "Trial status:", "errored after", "started with configuration"):
+        assert table not in out.stdout, out.stdout[-3000:]
+    assert "trial 3 of 3 finished → MLflow run" in out.stderr, out.stderr[-3000:]
+
     _, children = _runs(tmp_path, "trial")
     trials = [c.data.tags["shrinktune.trial"] for c in children]
     assert len(trials) == len(set(trials)) == 3, trials  # every trial exactly once
+    for child in children:  # named from its settings, ending with its Tune id
+        assert child.info.run_name.endswith(f" · {child.data.tags['shrinktune.trial']}"), child.info.run_name
+        assert child.data.params["batch_size"] == "16" and child.data.params["generation.max_new_tokens"] == "8"
     assert sorted(c.info.status for c in children) == ["FAILED", "FAILED", "FINISHED"]
     errors = sorted(c.data.tags["shrinktune.error"].splitlines()[0] for c in children if c.info.status == "FAILED")
     assert errors == [
@@ -265,6 +273,12 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, tiny
     trials = [c.data.tags["shrinktune.trial"] for c in children]
     assert len(trials) == 2 and len(set(trials)) == 2, trials  # every trial exactly once
     assert all(c.info.status == "FINISHED" for c in children)
+    # A run lasts as long as its trial trained and was measured (seconds), not the milliseconds of logging it.
+    assert all(c.info.end_time - c.info.start_time > 1000 for c in children), [
+        (c.info.start_time, c.info.end_time) for c in children]
+    _, [teacher] = _runs(tmp_path, "teacher")  # one teacher run: not logged again on resume
+    assert teacher.info.run_name == "teacher" and "rouge1" in teacher.data.metrics
+    assert "search_rouge1" in teacher.data.metrics  # re-checked at the end, as the front's trials
     assert before.info.run_id in {c.info.run_id for c in children}
     # The trial that ended before the kill was not trained again: its checkpoint is the only one, untouched.
     assert (checkpoint / "shrinktune_trial.json").stat().st_mtime_ns == saved

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from shrinktune.errors import UserError
-from shrinktune.tracking.mlflow_tracking import SearchTracker, default_tracking_uri, ui_command
+from shrinktune.tracking.mlflow_tracking import SearchTracker, default_tracking_uri, runs_url, ui_command
 
 
 def test_parent_and_children_in_sqlite(tmp_path):
@@ -81,3 +81,82 @@ def test_the_space_is_logged_as_read_even_when_its_file_is_gone(tmp_path):
     tracker.log_space(space, text)
     folder = tracker.client.download_artifacts(tracker.search_run_id, "space.yaml", str(tmp_path / "out"))
     assert Path(folder).read_text() == "task: summarization\n"
+
+
+def test_experiment_has_a_description_and_opens_as_a_classic_ml_experiment(tmp_path):
+    """MLflow 3.17's UI opens an experiment in its GenAI views; the search's experiment says what it holds and carries
+    the UI's own "Machine learning" type. An experiment made without them gets them; a description someone wrote is
+    kept."""
+    from mlflow.tracking import MlflowClient
+
+    uri = default_tracking_uri(tmp_path)
+    tracker = SearchTracker(uri, "described")
+    tracker.check()
+    tags = MlflowClient(uri).get_experiment(tracker.experiment_id()).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "`shrinktune.kind = trial`" in tags["mlflow.note.content"]
+    assert "`shrinktune.kind = teacher`" in tags["mlflow.note.content"]
+
+    client = MlflowClient(uri)
+    older = client.create_experiment("older")  # as a search of an earlier version left it
+    client.set_experiment_tag(client.create_experiment("edited"), "mlflow.note.content", "my notes")
+    SearchTracker(uri, "older").experiment_id()
+    SearchTracker(uri, "edited").experiment_id()
+    assert client.get_experiment(older).tags["mlflow.experimentKind"] == "custom_model_development"
+    edited = client.get_experiment_by_name("edited").tags
+    assert edited["mlflow.note.content"] == "my notes" and edited["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_runs_url_opens_the_runs_table_of_the_ui_that_serves_the_store(tmp_path):
+    uri = default_tracking_uri(tmp_path)
+    assert runs_url(uri, "7") == "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+    assert "--host 127.0.0.1 --port 5000" in ui_command(uri)  # the UI that address reaches
+    assert (runs_url("https://mlflow.example.org:8443/", "12")
+            == "https://mlflow.example.org:8443/#/experiments/12/runs?workflowType=machine_learning")
+    tracker = SearchTracker(uri, "linked")
+    assert tracker.runs_url() == runs_url(uri, tracker.experiment_id())
+
+
+def test_a_trial_run_has_a_readable_name_and_lasts_as_long_as_its_trial(tmp_path):
+    tracker = SearchTracker(default_tracking_uri(tmp_path), "timed")
+    tracker.start_search("s", {})
+    run_id = tracker.log_trial("4f2a9c1e", {"latent_dim": 384}, {"rouge1": 0.2},
+                               run_name="384x5 lr8.1e-4 sft · 4f2a9c1e", start_ms=1_700_000_000_000,
+                               end_ms=1_700_000_125_000)
+    run = tracker.client.get_run(run_id)
+    assert run.info.run_name == "384x5 lr8.1e-4 sft · 4f2a9c1e" and run.data.tags["shrinktune.trial"] == "4f2a9c1e"
+    assert (run.info.start_time, run.info.end_time) == (1_700_000_000_000, 1_700_000_125_000)
+    assert tracker.trial_runs() == {"4f2a9c1e": run_id}
+
+
+def test_the_teacher_is_a_run_beside_the_trials(tmp_path):
+    """The teacher as a child run of kind `teacher` under the students' metric names (and its `teacher_*` on the
+    search's run as before); readers of trials do not see it; logging it again does not make a second one; the
+    re-check writes its figures as a trial's."""
+    tracker = SearchTracker(default_tracking_uri(tmp_path), "with-teacher")
+    parent = tracker.start_search("s", {})
+    teacher = tracker.log_teacher("/cache/teacher", {"rouge1": 0.3, "latency_ms": 100.0, "eval_samples": 4},
+                                  {"teacher": "embedded", "generation.num_beams": 1},
+                                  start_ms=1_700_000_000_000, end_ms=1_700_000_060_000)
+    trial = tracker.log_trial("t1", {"latent_dim": 16}, {"rouge1": 0.2, "latency_ms": 50.0})
+    run = tracker.client.get_run(teacher)
+    assert run.info.run_name == "teacher" and run.info.status == "FINISHED"
+    assert run.data.tags["shrinktune.kind"] == "teacher" and run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.metrics == {"rouge1": 0.3, "latency_ms": 100.0, "eval_samples": 4}
+    assert run.data.params == {"teacher": "embedded", "generation.num_beams": "1"}
+    assert (run.info.start_time, run.info.end_time) == (1_700_000_000_000, 1_700_000_060_000)
+    search = tracker.client.get_run(parent)
+    assert search.data.metrics["teacher_rouge1"] == 0.3
+    assert tracker.saved_teacher(search) == ({"rouge1": 0.3, "latency_ms": 100.0, "eval_samples": 4}, "/cache/teacher")
+    assert tracker.trial_runs() == {"t1": trial}
+    picked = tracker.client.search_runs([tracker.experiment_id()], "tags.`shrinktune.kind` = 'trial'")  # the picker's
+    assert [r.info.run_id for r in picked] == [trial]
+
+    assert tracker.log_teacher("/cache/teacher", {"rouge1": 0.31}) == teacher  # measured again: the same run
+    assert tracker.client.get_run(teacher).data.metrics["rouge1"] == 0.31
+    tracker.log_recheck_reference({"rouge1": 0.31, "latency_ms": 100.0}, {"rouge1": 0.29, "eval_samples": 30})
+    run = tracker.client.get_run(teacher)
+    assert run.data.metrics["rouge1"] == 0.29 and run.data.metrics["search_rouge1"] == 0.31
+    assert "search_latency_ms" not in run.data.metrics and run.data.tags["shrinktune.rechecked"] == "30"
+    kinds = sorted(r.data.tags["shrinktune.kind"] for r in tracker.client.search_runs([tracker.experiment_id()]))
+    assert kinds == ["search", "teacher", "trial"]
