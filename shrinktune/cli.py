@@ -140,14 +140,16 @@ def suggested_pick(outcome) -> str:
     return suggest_pick([outcome.finished[i].metrics for i in outcome.front], outcome.reference)
 
 
-def next_steps(outcome, experiment: str) -> str:
-    """What the search prints after its table: the MLflow UI command, a pick command that works on this front, in
-    the form that runs from the working directory (`entry_command`), and how to load a checkpoint."""
+def next_steps(outcome, experiment: str, runs_url: str | None = None) -> str:
+    """What the search prints after its table: the MLflow UI command and the address of this search's runs table
+    (MLflow 3 otherwise opens its GenAI views), a pick command that works on this front, in the form that runs from
+    the working directory (`entry_command`), and how to load a checkpoint."""
     from shrinktune.tracking.mlflow_tracking import ui_command
 
     return "\n".join([
         f"MLflow: experiment {experiment!r}, search run {outcome.parent_run_id}. Open the UI with:",
         f"  {ui_command(outcome.tracking_uri)}",
+        *([f"then the runs table of this search: {runs_url}"] if runs_url else []),
         "Pick, register and export a checkpoint:",
         f"  {entry_command('pareto')} {experiment} --tracking-uri {outcome.tracking_uri} --pick "
         f"{suggested_pick(outcome)} --register NAME --export DIR",
@@ -204,7 +206,7 @@ def run_search_command(args) -> int:
         for row in outcome.rows:
             if row.error:
                 print(f"  {row.trial_id}: {row.error}")
-    print("\n" + next_steps(outcome, space.name))
+    print("\n" + next_steps(outcome, space.name, plan.tracker.runs_url()))
     return 0
 
 

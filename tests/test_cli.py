@@ -156,6 +156,8 @@ def test_the_printed_pick_exists_on_the_front_and_runs_where_the_user_is(tmp_pat
 
     monkeypatch.chdir(ROOT)  # the repository root: its entry points
     assert "  python -m platform.pareto summarization --tracking-uri" in next_steps(outcome, "summarization")
+    url = "http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"
+    assert f"then the runs table of this search: {url}" in next_steps(outcome, "summarization", url)
     assert resume_hint(outcome, "x.yaml", "runs").endswith(f"  python -m platform.search x.yaml --resume "
                                                            f"{outcome.name}")
 
