@@ -4,19 +4,9 @@ Starts the server on a store the tracker wrote, and lists the search's runs thro
 """
 
 import json
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 
 from shrinktune.tracking.mlflow_tracking import SearchTracker, default_tracking_uri
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(url: str, body: dict) -> dict:
@@ -25,7 +15,7 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
-def test_server_lists_the_search_runs(tmp_path):
+def test_server_lists_the_search_runs(tmp_path, mlflow_server):
     uri = default_tracking_uri(tmp_path)
     tracker = SearchTracker(uri, "served")
     tracker.check()
@@ -34,22 +24,7 @@ def test_server_lists_the_search_runs(tmp_path):
     tracker.log_trial("t2", {"latent_dim": 192}, {"rouge1": 0.2})
     tracker.end_search()
 
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise AssertionError("mlflow server did not come up")
-                time.sleep(1)
+    with mlflow_server(uri) as base:
         with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=served",
                                     timeout=10) as r:
             experiment = json.loads(r.read())["experiment"]
@@ -58,6 +33,3 @@ def test_server_lists_the_search_runs(tmp_path):
                     if any(t["key"] == "mlflow.parentRunId" and t["value"] == parent
                            for t in r["data"].get("tags", []))]
         assert len(runs) == 3 and len(children) == 2
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

@@ -5,23 +5,13 @@ experiment's description — rather than the GenAI overview MLflow 3.17 opens an
 import html
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
 from shrinktune.tracking.mlflow_tracking import SearchTracker, default_tracking_uri, runs_url
 
 pytestmark = pytest.mark.browser
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _visible_text(chromium: str, url: str) -> str:
@@ -32,7 +22,7 @@ def _visible_text(chromium: str, url: str) -> str:
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)))
 
 
-def test_runs_url_opens_the_runs_table(tmp_path):
+def test_runs_url_opens_the_runs_table(tmp_path, mlflow_server):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed")
@@ -42,25 +32,7 @@ def test_runs_url_opens_the_runs_table(tmp_path):
     tracker.log_trial("t1", {"latent_dim": 96}, {"rouge1": 0.1}, run_name="96xall lr3e-4 sft · t1")
     tracker.end_search()
 
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise AssertionError("mlflow server did not come up")
-                time.sleep(1)
+    with mlflow_server(uri) as base:
         text = _visible_text(chromium, runs_url(base, tracker.experiment_id()))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     assert "search-in-the-table" in text, text[:2000]
     assert "Searches of the space browsed" in text  # the experiment's description
