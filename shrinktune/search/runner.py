@@ -1,16 +1,16 @@
 """Running a search: Ray Tune drives Optuna's multi-objective samplers over a validated space.
 
-Order of work: check the tracking store (fail before anything runs) → start or join Ray → prepare and measure the
-teacher in a Ray task with a trial's resources → one Tune trial per configuration, each logged to MLflow as a
-child of the search's run when it ends → the Pareto front of the finished trials that meet the constraints and the
-quality floor → the front re-checked at high fidelity in one more Ray task (the whole validation split, latency
-from the architecture's cached rounds), recomputed on those numbers, and tagged in MLflow.
+Order of work, after `prepare_search` (shrinktune.search.plan) checked everything once: start or join Ray →
+prepare and measure the teacher in a Ray task with a trial's resources → one Tune trial per configuration, each
+logged to MLflow as a child of the search's run when it ends → the Pareto front of the finished trials that meet
+the constraints and the quality floor → the front re-checked at high fidelity in one more Ray task (the whole
+validation split, latency from the architecture's cached rounds), recomputed on those numbers, and tagged in MLflow.
 
 Faults: a trial that raises (NaN loss, out of memory, an impossible configuration...) is retried `retries` times,
 then recorded as FAILED with its reason, and the search goes on. An interrupted search (killed driver, lost head
-node, Ctrl-C) continues with `RunOptions(resume=<name>)`: Tune restores its trials and sampler from
-`<storage>/<name>`, finished trials are kept, and MLflow's run for the search is re-opened. For tests and demos,
-`SHRINKTUNE_FAIL_TRIALS` makes chosen trials fail on purpose (see `parse_faults`).
+node, Ctrl-C) continues with `prepare_search(space, RunOptions(..., resume=<name>))`: Tune restores its trials and
+sampler from `<storage>/<name>`, finished trials are kept, and MLflow's run for the search is re-opened. For tests
+and demos, `SHRINKTUNE_FAIL_TRIALS` makes chosen trials fail on purpose (see `parse_faults`).
 """
 
 from __future__ import annotations
