@@ -64,3 +64,18 @@ def prefixed(prefix: str, metrics: dict) -> dict:
 def unprefixed(prefix: str, metrics: dict) -> dict:
     """The metrics whose names start with `prefix`, without it."""
     return {key[len(prefix):]: value for key, value in metrics.items() if key.startswith(prefix)}
+
+
+def filter_value(value: str) -> str:
+    """`value` as a string literal of an MLflow filter string: in single quotes, or in double quotes when it holds
+    a single quote (MLflow's parser has no escape inside a literal).
+
+    Raises:
+        ValueError: the value holds both kinds of quote, which no MLflow literal can express.
+    """
+    text = str(value)
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    raise ValueError(f"{text!r} holds both ' and \": MLflow cannot search for it")
