@@ -70,7 +70,7 @@ class Summarizer:
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> Summarizer:
         """Loads a teacher or student folder (or hub id) written by `save_pretrained`, with the decoding in its
         `generation_config.json` and the source length and aspects of the task recorded beside it."""
-        model, tokenizer = load_teacher(path, device=device)
+        model, tokenizer = load_teacher(path, device=device, role="checkpoint")
         max_source_tokens, aspects = task_inputs(saved_task(path))
         return cls(model, tokenizer, source_token_limit(model, max_source_tokens), aspects)
 

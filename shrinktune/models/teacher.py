@@ -58,17 +58,26 @@ def wire_special_tokens(model, tokenizer) -> None:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
-def load_teacher(name_or_path: str | Path, device=None):
+def load_teacher(name_or_path: str | Path, device=None, role: str = "teacher"):
     """Loads a seq2seq model and its tokenizer from a hub id or a local folder.
 
     BART, T5 / FLAN-T5 and Pegasus load as `AutoModelForSeq2SeqLM`; bert2bert checkpoints (model type
     `encoder-decoder`) and Shrinktune's own students load through the same auto class once `shrinktune.models` is
     imported.
 
+    Args:
+        role: what the folder is to the caller ("teacher", "checkpoint", ...): the error names it so.
+
     Returns:
         (model, tokenizer), the model in eval mode.
+
+    Raises:
+        UserError: one line when the folder or id holds no loadable model (no config, an unknown model type, missing
+            files).
     """
     source = str(name_or_path)
+    if source.startswith(("/", "./", "../", "~")) and not Path(source).expanduser().is_dir():
+        raise UserError(f"{role} {source!r}: no such folder; pass a folder written by save_pretrained, or a hub id.")
     try:
         config = transformers.AutoConfig.from_pretrained(source)
         structure = (getattr(config, "student", None) or {}).get("weight_compression")
@@ -79,10 +88,10 @@ def load_teacher(name_or_path: str | Path, device=None):
         else:
             model = transformers.AutoModelForSeq2SeqLM.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
-    except OSError as error:
+    except (OSError, ValueError) as error:  # ValueError: a config without a known `model_type`
         raise UserError(
-            f"teacher {source!r} could not be loaded ({str(error).splitlines()[0]}); pass a local folder written by "
-            "save_pretrained, or a hub id on a machine that reaches the hub."
+            f"{role} {source!r} could not be loaded ({str(error).strip().splitlines()[0][:200]}); pass a local folder "
+            "written by save_pretrained (config.json, weights, tokenizer), or a hub id on a machine that reaches the hub."
         ) from error
     if device is not None:
         model.to(device)

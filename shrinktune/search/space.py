@@ -154,6 +154,14 @@ class SearchSpace:
             raw = yaml.safe_load(text)
         except FileNotFoundError:
             raise UserError(f"{path}: no such search-space file.") from None
+        except IsADirectoryError:
+            raise UserError(f"{path} is a folder, not a search-space file; pass a .yaml file in it, or a space "
+                            "name.") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
+                              f"{error.start}); save the space file as UTF-8.") from None
+        except OSError as error:
+            raise UserError(f"{path} cannot be read ({error.strerror}); check the path and its permissions.") from None
         except yaml.YAMLError as error:
             where = getattr(error, "problem_mark", None)
             at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""

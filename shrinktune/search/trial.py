@@ -441,7 +441,7 @@ def recheck_front(ctx: TrialContext, checkpoints: dict[str, str]) -> Recheck:
     reference["latency_ms"] = teacher_latency_at(ctx.reference, quality.metrics["tokens_per_summary"])
     pair_rouge1, members = {"teacher": quality.pair_rouge1}, {}
     for trial_id, checkpoint in checkpoints.items():
-        student, _ = load_teacher(checkpoint, device=_device())
+        student, _ = load_teacher(checkpoint, device=_device(), role="checkpoint")
         scored = _quality(student, tokenizer, task, validation[:samples])
         rounds, cached = speed_rounds(teacher, student, tokenizer, task, ctx, validation)
         metrics = {**scored.metrics, **speed_metrics(rounds, reference, scored.metrics["tokens_per_summary"]),

@@ -106,3 +106,12 @@ def test_a_hub_teacher_gets_a_local_folder_with_the_search_decoding(tmp_path, mo
     summarize = load_summarizer(folder)
     assert summarize.model.generation_config.source_token_bias == 2.0 and summarize.aspects == ()
     assert json.loads((folder / "shrinktune_teacher.json").read_text())["teacher"] == "org/tiny-teacher"
+
+
+def test_a_folder_that_holds_no_model_is_named_as_what_was_passed(tmp_path):
+    (tmp_path / "config.json").write_text("{}")  # no model_type: transformers raises ValueError
+    with pytest.raises(UserError, match=rf"^checkpoint '{tmp_path}' could not be loaded \(Unrecognized model.*\); "
+                                        r"pass a local folder written by save_pretrained \(config.json, weights"):
+        load_summarizer(tmp_path)
+    with pytest.raises(UserError, match=rf"^checkpoint '{tmp_path}/gone': no such folder"):
+        load_summarizer(tmp_path / "gone")
