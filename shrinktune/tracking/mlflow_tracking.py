@@ -2,23 +2,31 @@
 
 Everything goes through `MlflowClient` with explicit run ids, so the Ray Tune driver can log trials as they end
 without juggling MLflow's "active run". The default store is a sqlite file in the working directory (MLflow 3
-deprecates the file store); artifacts go to `./mlartifacts` beside it unless the URI says otherwise.
+deprecates the file store); artifacts go to `./mlartifacts` beside it unless the URI says otherwise. A new sqlite
+store is created by `prepare_store`, once, under a lock beside the file: MLflow's own creation of its tables fails
+when two processes open the same new file at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import math
 import os
+import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from shrinktune.errors import UserError
 from shrinktune.front import ObjectiveError, hypervolume, pareto_front
+from shrinktune.models.folders import missing_parts
 from shrinktune.tracking.plots import frontier_html, frontier_png
 from shrinktune.tracking.schema import (
     CHECKPOINT_TAG,
@@ -35,12 +43,15 @@ from shrinktune.tracking.schema import (
     SEARCH_KIND,
     SEARCH_NAME_TAG,
     SEARCH_TEACHER_PREFIX,
+    STATE_TAG,
+    TEACHER_DIR_PARAM,
     TEACHER_DIR_TAG,
     TEACHER_KIND,
     TEACHER_PREFIX,
     TEACHER_RUN_NAME,
     TRIAL_KIND,
     TRIAL_TAG,
+    filter_value,
     prefixed,
     unprefixed,
 )
@@ -103,29 +114,110 @@ def _fail_fast_over_http(uri: str) -> None:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    """The file of a `sqlite:///` store (relative after three slashes, absolute after four), else None."""
+    return Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
+
+
 def _unusable(uri: str, error: Exception) -> str:
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return f"tracking server {uri} cannot be used ({first[:200]}); start it or pass --tracking-uri."
+    first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    path = _sqlite_path(uri)
+    if path is not None and "out-of-date database schema" in str(error):
+        return (f"MLflow store {path} was written by an older MLflow (its schema is out of date); back it up and "
+                f"run `mlflow db upgrade {uri}`, or pass --tracking-uri sqlite:////another/mlflow.db.")
+    if path is not None:
+        return (f"MLflow store {path} cannot be opened as a database ({first}): it is not an MLflow sqlite file or "
+                "is damaged; pass --tracking-uri sqlite:////another/mlflow.db.")
+    if _is_server(uri):
+        return f"tracking server {uri} cannot be used ({first}); start it or pass --tracking-uri."
+    return (f"tracking URI {uri} cannot be used ({first}); pass --tracking-uri sqlite:////abs/path/mlflow.db or "
+            "http://host:5000.")
 
 
-def open_store(tracking_uri: str):
+@contextlib.contextmanager
+def _locked(lock_path: Path, *, shared: bool = False) -> Iterator[None]:
+    """An exclusive (or shared) `flock` on `lock_path`, made if missing. A folder where no lock file can be made
+    holds a store nobody can create or write either: the store is then opened without the lock."""
+    try:
+        lock = open(lock_path, "a")
+    except OSError:
+        logger.debug("no lock file %s: opening the store without it", lock_path)
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _created(path: Path) -> bool:
+    """Whether the sqlite file holds a store whose creation ended: MLflow records its schema's version (in
+    `alembic_version`) as it creates the tables, and no creator runs while the caller holds the shared lock."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            return db.execute("SELECT version_num FROM alembic_version").fetchone() is not None
+    except sqlite3.Error:  # not a database, or no such table: MLflow's own opening says which
+        return False
+
+
+def prepare_store(tracking_uri: str) -> MlflowClient:
+    """An `MlflowClient` on `tracking_uri`. A sqlite store that is new (or not a store yet) is created by whoever
+    comes first, under an exclusive lock on `<db>.lock` beside the file, and the others wait for it; a created store
+    only takes a shared lock for a moment, to read that it was created.
+
+    Raises:
+        UserError: the store cannot be opened (not a database, an unknown URI scheme, a server that does not
+            answer when the client is made).
+    """
+    _fail_fast_over_http(tracking_uri)
+    path = _sqlite_path(tracking_uri)
+    try:
+        if path is not None:
+            lock = path.with_name(path.name + ".lock")
+            with _locked(lock, shared=True):
+                created = _created(path)
+            if not created:
+                with _locked(lock):
+                    if not _created(path):  # still new: nobody created it while this process waited
+                        return MlflowClient(tracking_uri=tracking_uri)  # creates the tables
+        return MlflowClient(tracking_uri=tracking_uri)
+    except Exception as error:  # MLflow raises many kinds for an unknown, unreachable or broken store
+        raise UserError(_unusable(tracking_uri, error)) from error
+
+
+def open_store(tracking_uri: str) -> MlflowClient:
     """An `MlflowClient` on a store that already exists and answers; for readers, who must create nothing.
 
     Raises:
-        UserError: the sqlite file is missing, or the server does not answer.
+        UserError: the sqlite file is missing or not a store, the URI's scheme is unknown, or the server does not
+            answer.
     """
-    if tracking_uri.startswith("sqlite:///"):
-        path = Path(tracking_uri[len("sqlite:///"):])
-        if not path.is_file():
-            raise UserError(f"no MLflow store at {path} (from {tracking_uri}); pass --tracking-uri with the store "
-                            "the search wrote, e.g. sqlite:////abs/path/mlflow.db or http://host:5000.")
-    _fail_fast_over_http(tracking_uri)
-    client = MlflowClient(tracking_uri=tracking_uri)
+    path = _sqlite_path(tracking_uri)
+    if path is not None and not path.is_file():
+        raise UserError(f"no MLflow store at {path} (from {tracking_uri}); pass --tracking-uri with the store "
+                        "the search wrote, e.g. sqlite:////abs/path/mlflow.db or http://host:5000.")
+    client = prepare_store(tracking_uri)
     try:
         client.search_experiments(max_results=1)
     except Exception as error:  # MLflow raises many kinds for an unreachable or broken store
         raise UserError(_unusable(tracking_uri, error)) from error
     return client
+
+
+def _literal(value: str) -> str:
+    """`value` as a literal of an MLflow filter string (`filter_value`).
+
+    Raises:
+        UserError: the value holds both kinds of quote.
+    """
+    try:
+        return filter_value(value)
+    except ValueError as error:
+        raise UserError(f"{error}; use a name without one of the two kinds of quote.") from None
 
 
 class SearchTracker:
@@ -135,15 +227,16 @@ class SearchTracker:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.parent_run_id: str | None = None
-        self._client = None
+        self._client: MlflowClient | None = None
 
     def __getstate__(self):
         return {**self.__dict__, "_client": None}  # the client holds connections; rebuilt on demand
 
     @property
-    def client(self):
+    def client(self) -> MlflowClient:
+        """The MLflow client, made on first use (in each process the tracker is unpickled in) by `prepare_store`."""
         if self._client is None:
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            self._client = prepare_store(self.tracking_uri)
         return self._client
 
     @property
@@ -154,16 +247,17 @@ class SearchTracker:
         return self.parent_run_id
 
     def check(self) -> None:
-        """Fails fast, with one line, when the store cannot be opened or written."""
+        """Creates the store if new (`prepare_store`) and the search's experiment if missing; fails fast, with one
+        line, when the store cannot be opened or written."""
         uri = self.tracking_uri
-        if uri.startswith("sqlite:///"):
-            folder = Path(uri[len("sqlite:///"):]).parent
+        path = _sqlite_path(uri)
+        if path is not None:
+            folder = path.parent
             if not folder.is_dir() or not os.access(folder, os.W_OK):
                 raise UserError(
                     f"tracking location {uri} is not writable ({folder} is missing or read-only); "
                     "pass --tracking-uri sqlite:////a/writable/folder/mlflow.db."
                 )
-        _fail_fast_over_http(uri)
         try:
             self.experiment_id()
         except UserError:
@@ -179,11 +273,17 @@ class SearchTracker:
                 self.client.restore_experiment(found.experiment_id)
             self._describe(found)
             return found.experiment_id
-        artifacts = None
-        if self.tracking_uri.startswith("sqlite:///"):
-            artifacts = (Path(self.tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
-        return self.client.create_experiment(self.experiment, artifact_location=artifacts,
-                                             tags=experiment_tags(self.experiment))
+        path = _sqlite_path(self.tracking_uri)
+        artifacts = (path.parent / "mlartifacts").resolve().as_uri() if path is not None else None
+        try:
+            return self.client.create_experiment(self.experiment, artifact_location=artifacts,
+                                                 tags=experiment_tags(self.experiment))
+        except MlflowException as error:
+            made = (self.client.get_experiment_by_name(self.experiment)
+                    if error.error_code == "RESOURCE_ALREADY_EXISTS" else None)
+            if made is None:
+                raise
+            return made.experiment_id  # a search started at the same time made it: use theirs
 
     def _describe(self, experiment) -> None:
         """Adds the description and type to an experiment made without them (by an older version, or by hand);
@@ -210,7 +310,7 @@ class SearchTracker:
         for key in (f"tags.`{SEARCH_NAME_TAG}`", "attributes.run_name"):
             runs = self.client.search_runs(
                 [self.experiment_id()], max_results=1, order_by=["attributes.start_time DESC"],
-                filter_string=f"{key} = '{name}' and tags.`{KIND_TAG}` = '{SEARCH_KIND}'",
+                filter_string=f"{key} = {_literal(name)} and tags.`{KIND_TAG}` = {_literal(SEARCH_KIND)}",
             )
             if runs:
                 return runs[0]
@@ -228,17 +328,19 @@ class SearchTracker:
 
     def log_teacher(self, teacher_dir: str, metrics: dict, params: dict | None = None, *, standing: dict | None = None,
                     start_ms: int | None = None, end_ms: int | None = None) -> str:
-        """The prepared teacher's folder (tag) and its metrics (`teacher_*`) on the search's run, and the teacher as
-        a run of its own beside the trials (kind `teacher`, the students' metric names, `params`, the real start and
-        end of its preparation) so that MLflow's compare and chart views can show it with them. Returns that run's
-        id. A search has one teacher run: logging again (a teacher measured anew) logs into it.
+        """The prepared teacher's folder (param `teacher_dir`, which cannot change once logged, and tag) and its
+        metrics (`teacher_*`) on the search's run, and the teacher as a run of its own beside the trials (kind
+        `teacher`, the students' metric names, `params`, the real start and end of its preparation) so that MLflow's
+        compare and chart views can show it with them. Returns that run's id. A search has one teacher run: logging
+        again (a teacher measured anew) logs into it; a new folder then updates the tag, and the param keeps the
+        first (a warning says so).
 
         Args:
             standing: metrics of the teacher's run only: its standing against itself under the names the trials'
                 ratios have (speed-up 1, ...), so that charts of those place it too.
         """
         self.log_reference(metrics)
-        self.client.set_tag(self.search_run_id, TEACHER_DIR_TAG, teacher_dir)
+        self._log_teacher_dir(teacher_dir)
         run_id = self.teacher_run_id()
         if run_id is not None:
             self._log_metrics(run_id, metrics)
@@ -255,17 +357,43 @@ class SearchTracker:
         """The search's teacher run (`log_teacher`), or None: a search logged before teacher runs existed."""
         runs = self.client.search_runs(
             [self.experiment_id()], max_results=1, order_by=["attributes.start_time ASC"],
-            filter_string=f"tags.`{PARENT_TAG}` = '{self.search_run_id}' and tags.`{KIND_TAG}` = '{TEACHER_KIND}'",
+            filter_string=(f"tags.`{PARENT_TAG}` = {_literal(self.search_run_id)} "
+                           f"and tags.`{KIND_TAG}` = {_literal(TEACHER_KIND)}"),
         )
         return runs[0].info.run_id if runs else None
+
+    def _log_teacher_dir(self, teacher_dir: str) -> None:
+        """The teacher's folder as the search run's param `teacher_dir` (once: params cannot change) and tag."""
+        self.client.set_tag(self.search_run_id, TEACHER_DIR_TAG, teacher_dir)
+        logged = self.client.get_run(self.search_run_id).data.params.get(TEACHER_DIR_PARAM)
+        if logged is None:
+            self.client.log_param(self.search_run_id, TEACHER_DIR_PARAM, teacher_dir)
+        elif logged != teacher_dir:
+            logger.warning("the teacher was prepared again in %s; the search's run keeps %s as its param %s (MLflow "
+                           "params cannot change) and has the new folder in its tag %s", teacher_dir, logged,
+                           TEACHER_DIR_PARAM, TEACHER_DIR_TAG)
 
     @staticmethod
     def saved_teacher(run) -> tuple[dict, str | None]:
         """(the teacher's in-search metrics, its folder) as a search's run holds them. A search interrupted after
-        its re-check began keeps the in-search figures as `search_teacher_*`."""
+        its re-check began keeps the in-search figures as `search_teacher_*`.
+
+        The folder is the run's param `teacher_dir` (params cannot be changed after the fact; tags can), and only
+        when it still holds a saved model; else None, and the caller prepares the teacher again (from its cache).
+        A search logged before the param existed also gives None.
+        """
         saved = run.data.metrics
         prefix = SEARCH_TEACHER_PREFIX if any(k.startswith(SEARCH_TEACHER_PREFIX) for k in saved) else TEACHER_PREFIX
-        return unprefixed(prefix, saved), run.data.tags.get(TEACHER_DIR_TAG)
+        metrics = unprefixed(prefix, saved)
+        folder = run.data.params.get(TEACHER_DIR_PARAM)
+        if folder is None:
+            return metrics, None
+        missing = missing_parts(folder)
+        if missing:
+            logger.warning("the search's teacher folder %s (param %s of run %s) lacks %s: preparing the teacher again",
+                           folder, TEACHER_DIR_PARAM, run.info.run_id, ", ".join(missing))
+            return metrics, None
+        return metrics, folder
 
     def log_reference(self, metrics: dict) -> None:
         """The teacher's metrics on the parent run, prefixed `teacher_`."""
@@ -288,10 +416,12 @@ class SearchTracker:
         self._log_metrics(run_id, after, step=1)
         self.client.set_tag(run_id, RECHECKED_TAG, str(int(after.get("eval_samples", 0))))
 
-    def trial_runs(self) -> dict[str, str]:
-        """The search's child runs already in MLflow: Tune trial id → MLflow run id."""
+    def trial_runs(self, run_id: str | None = None) -> dict[str, str]:
+        """The trials' runs already in MLflow under the search's run (or under `run_id`, a search's run found but
+        not opened): Tune trial id → MLflow run id."""
+        parent = run_id if run_id is not None else self.search_run_id
         runs = self.client.search_runs(
-            [self.experiment_id()], filter_string=f"tags.{PARENT_TAG} = '{self.search_run_id}'", max_results=5000,
+            [self.experiment_id()], filter_string=f"tags.`{PARENT_TAG}` = {_literal(parent)}", max_results=5000,
         )
         return {r.data.tags[TRIAL_TAG]: r.info.run_id for r in runs if TRIAL_TAG in r.data.tags}
 
@@ -346,11 +476,11 @@ class SearchTracker:
             The hypervolume (see `shrinktune.front`), or None when the teacher's metrics cannot
             normalise the objectives (logged as a warning; the search goes on).
         """
+        volume: float | None = None
         try:
             volume = hypervolume(rows, objectives, reference)
         except ObjectiveError as error:
             logger.warning("hypervolume not logged: %s", error)
-            volume = None
         else:
             self.client.log_metric(self.search_run_id, "hypervolume", volume, step=step)
         if plots:
@@ -372,10 +502,22 @@ class SearchTracker:
         except Exception:
             logger.warning("frontier plots not written to run %s", self.parent_run_id, exc_info=True)
 
-    def end_search(self, status: str = "FINISHED", metrics: dict | None = None) -> None:
+    def end_search(self, status: str = "FINISHED", metrics: dict | None = None, *, state: str | None = None,
+                   note: str | None = None) -> None:
+        """Ends the search's run (if it has one) with `status` ("FINISHED", "FAILED", "KILLED") and final `metrics`.
+
+        Args:
+            state: the tag `shrinktune.state`, how the search ended in words readers filter on, e.g.
+                `schema.NO_TRIALS_STATE` for a search that ended before any trial.
+            note: the run's description in the MLflow UI (tag `mlflow.note.content`), e.g. why it ended so.
+        """
         if self.parent_run_id is not None:
             if metrics:
                 self._log_metrics(self.search_run_id, metrics)
+            if state is not None:
+                self.client.set_tag(self.parent_run_id, STATE_TAG, state)
+            if note is not None:
+                self.client.set_tag(self.parent_run_id, NOTE_TAG, note[:4000])
             self.client.set_terminated(self.parent_run_id, status=status)
 
     def tag(self, run_id: str, key: str, value: str) -> None:

@@ -36,6 +36,12 @@ RUNS_VIEW_QUERY = "workflowType=machine_learning"  # the UI's URL switch to its 
 
 SEARCH_NAME_TAG = "shrinktune.search_name"  # on the search's run: how a resumed search finds it again
 TEACHER_DIR_TAG = "shrinktune.teacher_dir"  # on the search's run: the prepared teacher's folder
+# Params, not tags, for paths the picker and resume trust: a param cannot be changed once logged.
+TEACHER_DIR_PARAM = "teacher_dir"  # on the search's (and its teacher's) run: the teacher's folder as first logged
+STORAGE_PARAM = "storage"  # on the search's run: Ray Tune's storage path; the search's folder is <storage>/<its name>
+CHECKPOINT_PARAM = "checkpoint"  # on a trial's run: its checkpoint folder (also the tag CHECKPOINT_TAG, for filters)
+STATE_TAG = "shrinktune.state"  # on the search's run: how it ended, when not in the usual way (NO_TRIALS_STATE)
+NO_TRIALS_STATE = "no-trials"  # the search ended before any trial ran
 
 TRIAL_TAG = "shrinktune.trial"  # on a trial's run: its Ray Tune trial id
 CHECKPOINT_TAG = "shrinktune.checkpoint"  # on a trial's run: its checkpoint folder

@@ -127,6 +127,16 @@ def test_a_trial_run_has_a_readable_name_and_lasts_as_long_as_its_trial(tmp_path
     assert run.info.run_name == "384x5 lr8.1e-4 sft · 4f2a9c1e" and run.data.tags["shrinktune.trial"] == "4f2a9c1e"
     assert (run.info.start_time, run.info.end_time) == (1_700_000_000_000, 1_700_000_125_000)
     assert tracker.trial_runs() == {"4f2a9c1e": run_id}
+    found = SearchTracker(default_tracking_uri(tmp_path), "timed").find_search("s")  # found, not opened
+    assert SearchTracker(default_tracking_uri(tmp_path), "timed").trial_runs(found.info.run_id) == {"4f2a9c1e": run_id}
+
+
+def _saved_model(folder: Path) -> str:
+    """A folder holding what `models.folders.missing_parts` asks of a saved model (the files' content is not read)."""
+    folder.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (folder / name).write_text("{}")
+    return str(folder)
 
 
 def test_the_teacher_is_a_run_beside_the_trials(tmp_path):
@@ -135,7 +145,8 @@ def test_the_teacher_is_a_run_beside_the_trials(tmp_path):
     re-check writes its figures as a trial's."""
     tracker = SearchTracker(default_tracking_uri(tmp_path), "with-teacher")
     parent = tracker.start_search("s", {})
-    teacher = tracker.log_teacher("/cache/teacher", {"rouge1": 0.3, "latency_ms": 100.0, "eval_samples": 4},
+    folder = _saved_model(tmp_path / "cache" / "teacher")
+    teacher = tracker.log_teacher(folder, {"rouge1": 0.3, "latency_ms": 100.0, "eval_samples": 4},
                                   {"teacher": "embedded", "generation.num_beams": 1},
                                   start_ms=1_700_000_000_000, end_ms=1_700_000_060_000)
     trial = tracker.log_trial("t1", {"latent_dim": 16}, {"rouge1": 0.2, "latency_ms": 50.0})
@@ -147,12 +158,12 @@ def test_the_teacher_is_a_run_beside_the_trials(tmp_path):
     assert (run.info.start_time, run.info.end_time) == (1_700_000_000_000, 1_700_000_060_000)
     search = tracker.client.get_run(parent)
     assert search.data.metrics["teacher_rouge1"] == 0.3
-    assert tracker.saved_teacher(search) == ({"rouge1": 0.3, "latency_ms": 100.0, "eval_samples": 4}, "/cache/teacher")
+    assert tracker.saved_teacher(search) == ({"rouge1": 0.3, "latency_ms": 100.0, "eval_samples": 4}, folder)
     assert tracker.trial_runs() == {"t1": trial}
     picked = tracker.client.search_runs([tracker.experiment_id()], "tags.`shrinktune.kind` = 'trial'")  # the picker's
     assert [r.info.run_id for r in picked] == [trial]
 
-    assert tracker.log_teacher("/cache/teacher", {"rouge1": 0.31}) == teacher  # measured again: the same run
+    assert tracker.log_teacher(folder, {"rouge1": 0.31}) == teacher  # measured again: the same run
     assert tracker.client.get_run(teacher).data.metrics["rouge1"] == 0.31
     tracker.log_recheck_reference({"rouge1": 0.31, "latency_ms": 100.0}, {"rouge1": 0.29, "eval_samples": 30})
     run = tracker.client.get_run(teacher)
@@ -160,3 +171,78 @@ def test_the_teacher_is_a_run_beside_the_trials(tmp_path):
     assert "search_latency_ms" not in run.data.metrics and run.data.tags["shrinktune.rechecked"] == "30"
     kinds = sorted(r.data.tags["shrinktune.kind"] for r in tracker.client.search_runs([tracker.experiment_id()]))
     assert kinds == ["search", "teacher", "trial"]
+
+
+def test_the_teachers_folder_is_read_back_from_its_param_and_only_when_it_holds_a_model(tmp_path, caplog):
+    """The folder a resumed search reuses is the run's param `teacher_dir` (a tag can be changed by anyone; a param
+    cannot): a tag pointed elsewhere is not followed, a folder that lost its weights is prepared again, and a search
+    logged before the param existed prepares its teacher again (from its cache)."""
+    import logging
+
+    tracker = SearchTracker(default_tracking_uri(tmp_path), "teacher-folder")
+    parent = tracker.start_search("s", {})
+    first = _saved_model(tmp_path / "teachers" / "first")
+    tracker.log_teacher(first, {"rouge1": 0.3})
+    tracker.log_teacher(first, {"rouge1": 0.3})  # the same folder again: nothing to change, nothing said
+    run = tracker.client.get_run(parent)
+    assert run.data.params["teacher_dir"] == first and run.data.tags["shrinktune.teacher_dir"] == first
+
+    second = _saved_model(tmp_path / "teachers" / "second")
+    with caplog.at_level(logging.WARNING, logger="shrinktune.tracking"):
+        tracker.log_teacher(second, {"rouge1": 0.32})  # measured anew in another folder: no error
+    assert f"keeps {first} as its param teacher_dir" in caplog.text
+    run = tracker.client.get_run(parent)
+    assert run.data.params["teacher_dir"] == first and run.data.tags["shrinktune.teacher_dir"] == second
+    assert tracker.saved_teacher(run) == ({"rouge1": 0.32}, first)
+
+    tracker.tag(parent, "shrinktune.teacher_dir", str(tmp_path / "elsewhere"))  # a tag edited by hand
+    assert tracker.saved_teacher(tracker.client.get_run(parent))[1] == first
+
+    (Path(first) / "model.safetensors").unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="shrinktune.tracking"):
+        assert tracker.saved_teacher(tracker.client.get_run(parent)) == ({"rouge1": 0.32}, None)
+    assert f"teacher folder {first}" in caplog.text and "lacks *.safetensors weights" in caplog.text
+
+    older = tracker.start_search("older", {})  # as an earlier version logged it: the tag only
+    tracker.log_reference({"rouge1": 0.3})
+    tracker.tag(older, "shrinktune.teacher_dir", second)
+    assert tracker.saved_teacher(tracker.client.get_run(older)) == ({"rouge1": 0.3}, None)
+
+
+def test_a_search_whose_name_has_a_quote_is_found_again(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = default_tracking_uri(tmp_path)
+    tracker = SearchTracker(uri, "quoted")
+    run_id = tracker.start_search("it's", {})
+    tracker.log_trial("t1", {}, {"rouge1": 0.1})
+    assert tracker.find_search("it's").info.run_id == run_id
+    assert tracker.find_search('say "hi"') is None
+    assert list(tracker.trial_runs()) == ["t1"]
+
+    client = MlflowClient(uri)  # a search started before the name tag existed: found by its run name
+    older = client.create_run(tracker.experiment_id(), run_name="bob's", tags={"shrinktune.kind": "search"})
+    assert tracker.find_search("bob's").info.run_id == older.info.run_id
+
+    with pytest.raises(UserError, match="holds both ' and \": MLflow cannot search for it; use a name without"):
+        tracker.find_search('it\'s "x"')
+
+
+def test_a_search_that_ended_before_any_trial_says_so_on_its_run(tmp_path):
+    from shrinktune.tracking.schema import NO_TRIALS_STATE, NOTE_TAG, STATE_TAG
+
+    tracker = SearchTracker(default_tracking_uri(tmp_path), "empty")
+    tracker.end_search("FAILED", state=NO_TRIALS_STATE, note="nothing to do")  # no run yet: nothing to end
+    parent = tracker.start_search("s", {})
+    tracker.end_search("FAILED", {"trials": 0}, state=NO_TRIALS_STATE,
+                       note="The search ended before any trial: the teacher could not be prepared.")
+    run = tracker.client.get_run(parent)
+    assert run.info.status == "FAILED" and run.data.metrics == {"trials": 0}
+    assert run.data.tags[STATE_TAG] == "no-trials"
+    assert run.data.tags[NOTE_TAG].startswith("The search ended before any trial")
+
+    other = tracker.start_search("t", {})
+    tracker.end_search()
+    assert STATE_TAG not in tracker.client.get_run(other).data.tags
+    assert NOTE_TAG not in tracker.client.get_run(other).data.tags
