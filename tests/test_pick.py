@@ -111,25 +111,41 @@ def test_suggested_pick_exists_on_the_rows():
 
 # ---------------------------------------------------------------- the store and the command line
 
+def save_checkpoint(folder, model, tokenizer) -> pathlib.Path:
+    """A trial checkpoint as a search saves it: the model, its tokenizer and the trial's record."""
+    from shrinktune.models.folders import TRIAL_INFO
+
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (pathlib.Path(folder) / TRIAL_INFO).write_text(json.dumps({"config": {}}))
+    return pathlib.Path(folder)
+
+
+def trial_folder(storage, search: str, trial: str) -> pathlib.Path:
+    """Where Ray Tune puts a trial's checkpoint: <storage>/<search name>/<trial folder>/checkpoint_NNNNNN."""
+    return pathlib.Path(storage) / search / f"trainable_{trial}" / "checkpoint_000000"
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, tokenizer, tiny_bert2bert):
-    """An MLflow store with an older search (one excellent trial) and the latest search (TRIALS, one failed)."""
+    """An MLflow store with an older search (one excellent trial) and the latest search (TRIALS, one failed), both
+    logging their Ray Tune storage, the latest's checkpoints inside it."""
     root = tmp_path_factory.mktemp("pick")
+    storage = root / "shrinktune_runs"
     tracker = SearchTracker(default_tracking_uri(root), "exp")
     tracker.check()
-    tracker.start_search("search-old", {"objectives": json.dumps(OBJ)})
+    tracker.start_search("search-old", {"objectives": json.dumps(OBJ), "storage": str(storage)})
     tracker.log_reference(TEACHER)
     tracker.log_trial("t0", {"latent_dim": 8}, {"rouge1": 0.5, "latency_ms": 10.0, "params_total": 100.0})
     tracker.end_search()
     time.sleep(0.02)  # the latest search starts strictly later
-    parent = tracker.start_search("search-new", {"objectives": json.dumps(OBJ)})
+    parent = tracker.start_search("search-new", {"objectives": json.dumps(OBJ), "storage": str(storage)})
     tracker.log_reference(TEACHER)
     runs, checkpoints = {}, {}
     for seed, (trial, metrics) in enumerate(TRIALS.items()):
-        folder = root / "checkpoints" / trial
+        folder = trial_folder(storage, "search-new", trial)
         if trial != "t3":
-            tiny_bert2bert(tokenizer, seed=seed).save_pretrained(folder)
-            tokenizer.save_pretrained(folder)
+            save_checkpoint(folder, tiny_bert2bert(tokenizer, seed=seed), tokenizer)
         checkpoints[trial] = folder
         runs[trial] = tracker.log_trial(trial, {"latent_dim": 16 * (seed + 1)}, metrics, checkpoint=str(folder))
     tracker.log_trial("t5", {"latent_dim": 8}, {}, status="FAILED", error="boom")
@@ -266,15 +282,136 @@ def test_a_registered_version_summarizes_in_a_fresh_process_elsewhere(capsys, st
     (["--constraint", "rouge1>=0.9"], r"none of the 4 finished trial\(s\) meets rouge1>=0.9; relax a --constraint"),
     (["--pick", "quickest"], r"unknown pick 'quickest'"),
     (["--search", "nope"], r"no search 'nope' in experiment 'exp'; recent searches: search-new, search-old"),
-    (["--register", "all-front"], r"trial t3's checkpoint .*/t3 is missing and its run holds no model artifacts"),
-    (["--export", "/tmp"], r"--export copies one checkpoint, but 3 trials are on the front; add --pick"),
+    (["--register", "all-front"],
+     r"trial t3's checkpoint .*/trainable_t3/checkpoint_000000 is missing and its run holds no model artifacts"),
+    (["--export", "TMP/new"], r"--export copies one checkpoint, but 3 trials are on the front; add --pick"),
     (["--alias", "prod"], r"--alias prod names a registered version; add --register NAME"),
     (["--pick", "best-rouge", "--register", "m", "--alias", "latest"], r"--alias must be .* got 'latest'"),
 ])
-def test_bad_input_is_one_line_and_exit_2(capsys, store, flags, message):
-    code, out, err = run_main(capsys, store, *flags, "--no-tag")
+def test_bad_input_is_one_line_and_exit_2(capsys, store, tmp_path, flags, message):
+    code, out, err = run_main(capsys, store, *[flag.replace("TMP", str(tmp_path)) for flag in flags], "--no-tag")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith("error: ") and re.search(message, err), err
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("bad/name%", r"it holds '%' '/'"),
+    ("a:b", r"it holds ':'"),
+    ("back\\slash", r"it holds '\\\\'"),
+    ("ask?", r"it holds '\?'"),
+    ("tab\tname", r"it holds '\\t'"),
+    ("   ", r"it is blank"),
+    ("..", r"'\.' and '\.\.' are folder names"),
+    ("x" * 257, r"it is 257 characters long, over 256"),
+    ("it's \"both\"", r"it holds both ' and \""),
+])
+def test_a_bad_model_name_is_refused_before_the_store_is_opened(capsys, tmp_path, name, problem):
+    """Checked with the other flags: the store is never opened (it does not exist here), nothing is uploaded."""
+    code = main(["exp", "--tracking-uri", f"sqlite:///{tmp_path}/none.db", "--pick", "best-rouge", "--register", name])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert re.search(r"^error: --register needs a model name MLflow's registry accepts: .* got .* \(" + problem
+                     + r"[^)]*\); e\.g\. --register shrinktune-summarizer\.$", err.strip()), err
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_the_model_name_rule_is_mlflows(tmp_path):
+    """Fails loudly when MLflow changes its rules: names the picker accepts are registered, searched and carried by
+    a models:/ URI; those it refuses for MLflow's sake, MLflow's own checks refuse (private functions, tested
+    here only)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.utils.models import _parse_model_uri
+    from mlflow.store.model_registry.file_store import _validate_model_name as file_registry_rule
+    from mlflow.tracking import MlflowClient
+    from mlflow.utils.validation import _validate_model_name as registry_rule
+
+    from shrinktune.pick.cli import check_model_name
+    from shrinktune.tracking.schema import filter_value
+
+    client = MlflowClient(default_tracking_uri(tmp_path))
+    for name in ("tiny-sum", "it's", 'say "hi"', "dot.name", "with space", "uni-é", "#1", "x" * 256):
+        check_model_name(name)
+        client.create_registered_model(name)
+        assert [m.name for m in client.search_registered_models(f"name = {filter_value(name)}")] == [name]
+        assert _parse_model_uri(f"models:/{name}@prod").name == name
+    for name in ("bad/name", "a:b", "..", " "):
+        with pytest.raises(MlflowException):
+            registry_rule(name)
+    registry_rule("pct%")  # the sqlite registry takes it; the file registry does not (nor '\\' on Windows)
+    with pytest.raises(MlflowException):
+        file_registry_rule("pct%")
+    for name in ("ask?x", "tab\tx"):  # the registry takes them, a models:/ URI does not carry them
+        assert _parse_model_uri(f"models:/{name}@prod").name != name
+    for name in ("bad/name%", "a:b", "..", " ", "pct%", "back\\slash", "ask?x", "tab\tx", "x" * 257):
+        with pytest.raises(ConfigError):
+            check_model_name(name)
+
+
+def test_an_export_folder_that_cannot_be_written_is_refused_before_the_store_is_opened(capsys, tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "a.txt").write_text("x")
+    (tmp_path / "file").write_text("x")
+    cases = {tmp_path / "full": r"--export .*/full exists and is not an empty folder; pass a new folder\.",
+             tmp_path / "file" / "sub" / "out": r"--export .*/out cannot be made: .*/file is a file, not a folder"}
+    if os.geteuid() != 0:  # root writes anywhere
+        (tmp_path / "locked").mkdir(mode=0o555)
+        cases[tmp_path / "locked" / "out"] = r"cannot be made: .*/locked is not writable; pass a folder you can write"
+    for destination, message in cases.items():
+        code = main(["exp", "--tracking-uri", f"sqlite:///{tmp_path}/none.db", "--pick", "best-rouge",
+                     "--export", str(destination)])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and re.search(message, err), err
+    assert not (tmp_path / "none.db").exists() and not (tmp_path / "file" / "sub").exists()
+
+
+# ---------------------------------------------------------------- which search: only those with finished trials
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """An experiment whose latest searches ended before any trial finished (one killed with a failed and a
+    running trial, one still running with none), after a search with a finished trial; and one with only such."""
+    root = tmp_path_factory.mktemp("interrupted")
+    tracker = SearchTracker(default_tracking_uri(root), "exp-int")
+    tracker.check()
+    tracker.start_search("done", {"objectives": json.dumps(OBJ)})
+    tracker.log_reference(TEACHER)
+    tracker.log_trial("d1", {}, TRIALS["t1"])
+    tracker.end_search()
+    time.sleep(0.02)
+    tracker.start_search("killed", {"objectives": json.dumps(OBJ)})
+    tracker.log_trial("k1", {}, {}, status="FAILED", error="boom")
+    tracker.log_trial("k2", {}, TRIALS["t2"], status="RUNNING")
+    tracker.end_search(status="KILLED")
+    time.sleep(0.02)
+    tracker.start_search("running", {"objectives": json.dumps(OBJ)})  # never ended
+    empty = SearchTracker(tracker.tracking_uri, "exp-none")
+    empty.start_search("stopped", {"objectives": json.dumps(OBJ)})
+    empty.end_search(status="KILLED")
+    return {"uri": tracker.tracking_uri}
+
+
+def test_the_default_search_is_the_latest_with_a_finished_trial(capsys, caplog, interrupted):
+    code = main(["exp-int", "--tracking-uri", interrupted["uri"], "--no-tag"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "Pareto front of 'exp-int' (done)" in out and _table_trials(out) == ["teacher", "d1"]
+    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert skipped == ["skipped newer search(es) without a FINISHED trial run: running (RUNNING), killed (KILLED); "
+                       "reading done"]
+
+
+@pytest.mark.parametrize("experiment, flags, message", [
+    ("exp-int", ["--search", "killed"], "search 'killed' has no FINISHED trial run (its run is KILLED); wait for a "
+     "trial to end, or pass another to --search (searches with finished trials: done)."),
+    ("exp-int", ["--search", "running"], "search 'running' has no FINISHED trial run (its run is RUNNING)"),
+    ("exp-none", [], "none of the 1 search run(s) in experiment 'exp-none' has a FINISHED trial run (latest: stopped, "
+     "KILLED); wait for a trial to end, or run `"),
+    ("exp-none", ["--all"], "none of the 1 search run(s) in experiment 'exp-none' has a FINISHED trial run"),
+])
+def test_a_search_without_finished_trials_is_one_line(capsys, interrupted, experiment, flags, message):
+    code = main([experiment, "--tracking-uri", interrupted["uri"], "--no-tag", *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
 
 
 def test_unknown_experiment_names_the_known_ones(capsys, store):
@@ -339,11 +476,9 @@ def test_export_after_the_checkpoint_folder_is_gone_takes_it_from_the_registered
                                                                                         tokenizer, tiny_bert2bert):
     from shrinktune import load_summarizer
 
-    folder = tmp_path / "checkpoint"
-    tiny_bert2bert(tokenizer, seed=7).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = save_checkpoint(trial_folder(tmp_path, "gone", "g1"), tiny_bert2bert(tokenizer, seed=7), tokenizer)
     tracker = SearchTracker(store["uri"], "exp-gone")
-    tracker.start_search("gone", {"objectives": json.dumps(OBJ)})
+    tracker.start_search("gone", {"objectives": json.dumps(OBJ), "storage": str(tmp_path)})
     tracker.log_reference(TEACHER)
     tracker.log_trial("g1", {}, TRIALS["t1"], checkpoint=str(folder))
     tracker.end_search()

@@ -1,6 +1,8 @@
 """`python -m platform.pareto ... --pick NAME --test`: the pick and the teacher on the test split, logged as test_*."""
 
 import json
+import shutil
+import time
 
 import pytest
 
@@ -11,33 +13,58 @@ from shrinktune.tracking.mlflow_tracking import SearchTracker, default_tracking_
 OBJ = {"rouge1": "max", "latency_ms": "min"}
 
 
+def _checkpoint(storage, search: str, trial: str, source) -> str:
+    """A copy of the trial checkpoint `source` where Ray Tune puts one: <storage>/<search>/<trial folder>/..."""
+    folder = storage / search / f"trainable_{trial}" / "checkpoint_000000"
+    shutil.copytree(source, folder)
+    return str(folder)
+
+
 @pytest.fixture(scope="module")
 def search(tmp_path_factory, tokenizer, tiny_bert2bert):
-    """A finished search on the embedded task: a tiny teacher folder, a trial with a 1-layer checkpoint and one whose
-    checkpoint is gone."""
+    """A finished search on the embedded task: a tiny teacher folder (its `teacher_dir` param; the tag points
+    elsewhere and is ignored), a trial with a 1-layer checkpoint and one whose checkpoint is gone. Beside it,
+    searches whose teacher is logged otherwise: only on their teacher's run, whole or not, or only as a tag."""
+    from shrinktune.models.folders import TRIAL_INFO
+
     root = tmp_path_factory.mktemp("heldout")
+    storage = root / "shrinktune_runs"
     teacher = root / "teacher"
     tiny_bert2bert(tokenizer, layers=2).save_pretrained(teacher)
     tokenizer.save_pretrained(teacher)
+    hollow = root / "hollow-teacher"  # no tokenizer
+    tiny_bert2bert(tokenizer, layers=2).save_pretrained(hollow)
     student = root / "student"
     tiny_bert2bert(tokenizer, layers=1, seed=1).save_pretrained(student)
     tokenizer.save_pretrained(student)
+    (student / TRIAL_INFO).write_text(json.dumps({"config": {"latent_dim": 32}}))
     tracker = SearchTracker(default_tracking_uri(root), "exp")
     tracker.check()
-    tracker.start_search("search", {"objectives": json.dumps(OBJ), "task": "summarization",
-                                    "generation": json.dumps({"max_new_tokens": 6, "no_repeat_ngram_size": 0})})
-    tracker.tag(tracker.parent_run_id, "shrinktune.teacher_dir", str(teacher))
-    tracker.log_reference({"rouge1": 0.2, "latency_ms": 100.0})
-    runs = {"kept": tracker.log_trial("kept", {"latent_dim": 32}, {"rouge1": 0.19, "latency_ms": 60.0},
-                                      checkpoint=str(student)),
-            "gone": tracker.log_trial("gone", {"latent_dim": 16}, {"rouge1": 0.15, "latency_ms": 30.0},
-                                      checkpoint=str(root / "missing"))}
-    tracker.end_search()
-    return {"uri": tracker.tracking_uri, "runs": runs}
+    params = {"objectives": json.dumps(OBJ), "task": "summarization", "storage": str(storage),
+              "generation": json.dumps({"max_new_tokens": 6, "no_repeat_ngram_size": 0})}
+    runs, teachers = {}, {}
+    for name, logged in (("search", "param"), ("child", "teacher run"), ("child-hollow", "hollow teacher run"),
+                         ("tagged", "tag")):
+        tracker.start_search(name, {**params, **({"teacher_dir": str(teacher)} if logged == "param" else {})})
+        if logged.endswith("teacher run"):
+            folder = str(hollow if "hollow" in logged else teacher)
+            teachers[name] = tracker.log_teacher(folder, {"rouge1": 0.2, "latency_ms": 100.0}, {"teacher_dir": folder})
+            tracker.tag(teachers[name], "shrinktune.teacher_dir", str(root / "elsewhere"))
+        tracker.tag(tracker.parent_run_id, "shrinktune.teacher_dir", str(root / "elsewhere"))
+        tracker.log_reference({"rouge1": 0.2, "latency_ms": 100.0})
+        kept = tracker.log_trial("kept", {"latent_dim": 32}, {"rouge1": 0.19, "latency_ms": 60.0},
+                                 checkpoint=_checkpoint(storage, name, "kept", student))
+        if name == "search":
+            runs["kept"] = kept
+            runs["gone"] = tracker.log_trial("gone", {"latent_dim": 16}, {"rouge1": 0.15, "latency_ms": 30.0},
+                                             checkpoint=str(storage / name / "trainable_gone" / "checkpoint_000000"))
+        tracker.end_search()
+        time.sleep(0.02)
+    return {"uri": tracker.tracking_uri, "runs": runs, "teacher": teacher, "hollow": hollow}
 
 
 def _main(capsys, search, *args):
-    code = main(["exp", "--tracking-uri", search["uri"], "--no-tag", *args])
+    code = main(["exp", "--tracking-uri", search["uri"], "--no-tag", "--search", "search", *args])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -77,3 +104,23 @@ def test_a_task_without_a_test_split_is_one_line_and_exit_2(capsys, search, monk
     code, out, err = _main(capsys, search, "--pick", "best-rouge", "--test")
     assert code == 2 and "has no usable test split" in err and "--test needs one" in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("name, message", [
+    ("child", "teacher TEACHER"),  # the teacher's run's param, not either tag
+    ("child-hollow", "search child-hollow's teacher folder HOLLOW is missing a tokenizer; --test needs it whole"),
+    ("tagged", "search tagged logged no teacher_dir param (on its run or its teacher's run); --test needs the "
+               "teacher's folder"),
+])
+def test_the_teacher_folder_comes_from_a_param_and_must_be_whole(capsys, monkeypatch, search, name, message):
+    import shrinktune.measure.heldout as heldout
+
+    def scored(checkpoint, teacher_dir, task, **kwargs):  # the folders it would score, as one line
+        raise UserError(f"teacher {teacher_dir}")
+
+    monkeypatch.setattr(heldout, "heldout_comparison", scored)
+    code = main(["exp", "--tracking-uri", search["uri"], "--no-tag", "--search", name, "--pick", "best-rouge",
+                 "--test"])
+    err = capsys.readouterr().err
+    message = message.replace("TEACHER", str(search["teacher"])).replace("HOLLOW", str(search["hollow"]))
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+TRIAL_INFO = "shrinktune_trial.json"  # beside a trial checkpoint: its settings, task and metrics
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model", "vocab.json")
 
 

@@ -17,10 +17,10 @@ import torch
 from shrinktune.data.examples import decoder_prompt, format_source
 from shrinktune.data.tasks import TASKS, Task
 from shrinktune.errors import UserError
+from shrinktune.models.folders import TRIAL_INFO
 from shrinktune.models.generation import decode_summaries, decoder_start_id, generate, prompt_token_ids
 from shrinktune.models.teacher import load_teacher, source_token_limit
 
-TRIAL_INFO = "shrinktune_trial.json"  # beside a trial checkpoint: its settings, task and metrics
 TEACHER_INFO = "shrinktune_teacher.json"  # beside a teacher folder Shrinktune wrote: its task (and recipe)
 DEFAULT_SOURCE_TOKENS = 256  # a folder that records no task: the encoder reads this many tokens
 

@@ -5,10 +5,11 @@ platform.pareto EXPERIMENT [flags]` from the repository root (see `--help`).
     shrinktune pareto summarization --constraint "latency_ms<=300" --pick fastest-within-6pct \\
         --register shrinktune-summarizer --export ./picked       # one checkpoint: registered, aliased, copied
 
-Reads the FINISHED trial runs of the latest search in the experiment (`--search` names another, `--all` takes
-every search), keeps those meeting every `--constraint`, computes the non-dominated set over the objectives (the
-search's own, from its run's `objectives` param, unless `--objectives` says otherwise) and prints it: the table of
-`shrinktune.pick.table` (the search's own columns, with the settings its space sampled), within 120 characters.
+Reads the FINISHED trial runs of the latest search in the experiment that has one (newer searches without one,
+interrupted early, are skipped and named; `--search` names another, `--all` takes every search), keeps those
+meeting every `--constraint`, computes the non-dominated set over the objectives (the search's own, from its run's
+`objectives` param, unless `--objectives` says otherwise) and prints it: the table of `shrinktune.pick.table` (the
+search's own columns, with the settings its space sampled), within 120 characters.
 
 Tagging: the runs on the printed front get `shrinktune.pareto=true` and the other runs read lose that tag, so the
 tag always means "on the front of the latest selection"; the selection itself (objectives and constraints) is
@@ -20,6 +21,11 @@ NAME, with `--pick` only the picked trial (alias: the pick's name unless `--alia
 trial on the front. With `MLFLOW_TRACKING_URI` set to the store (MLflow 3.17 resolves `models:/` URIs through
 it), `mlflow.pyfunc.load_model("models:/NAME@ALIAS").predict(["document ..."], params={"aspect": "approach"})`
 summarizes.
+
+Trust: --register, --export and --test read only a trial's checkpoint folder that is its run's `checkpoint` param
+(not the tag, which anyone who can write the store can change), lies inside its search's folder (`<storage>/<name>`)
+and holds a whole trial checkpoint (`shrinktune.pick.trust.trusted_checkpoint`); anything else is refused in one line
+before anything is written. A folder that is gone is taken from the copy MLflow holds, if any.
 
 This module holds the flags, the checks made before anything is written, and the output; what is read from and
 written to MLflow is in `shrinktune.pick.runs`, the objectives, constraints and picks in `shrinktune.pick.rules`.
@@ -41,7 +47,7 @@ from shrinktune.pick.runs import (
     Candidate,
     Selection,
     export,
-    missing_checkpoint,
+    has_logged_checkpoint,
     register,
     select,
     tag_front,
@@ -49,12 +55,17 @@ from shrinktune.pick.runs import (
     version_tags,
 )
 from shrinktune.pick.table import Row, checkpoint_lines, pareto_table, time_note
+from shrinktune.pick.trust import HeldOutInputs, heldout_inputs, trusted_checkpoint
 from shrinktune.tracking.schema import PARETO_TAG
 
 if TYPE_CHECKING:  # the held-out test's module loads torch; only --test imports it (in runs.test_pick)
     from shrinktune.measure.heldout import HeldOut
 
 _ALIAS = re.compile(r"^[\w\-]+$")  # MLflow's alias rule
+# What a registered model's name may not hold: '/' and ':' (every MLflow registry), '%' and '\' (its file registry;
+# '\' on Windows), '?' (a `models:/NAME@ALIAS` URI ends there); a URI drops control characters too.
+_NAME_FORBIDDEN = "/:\\%?"
+_NAME_LENGTH = 256  # the registry's column (MySQL and PostgreSQL enforce it)
 
 
 def format_selection(selection: Selection) -> str:
@@ -103,23 +114,65 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) and not float(value).is_integer() else f"{value:.0f}"
 
 
-def _check_outputs(args, selection: Selection, client) -> None:
-    """Everything --register / --export need, checked before anything is written."""
+def check_model_name(name: str) -> None:
+    """Refuses a `--register` name that MLflow's registries, a `models:/NAME@ALIAS` URI or a registry search cannot
+    take, before anything is uploaded.
+
+    Raises:
+        ConfigError: naming the rule broken.
+    """
+    bad = sorted({c for c in name if c in _NAME_FORBIDDEN or not c.isprintable()})
+    problem = ("it is blank" if not name.strip() else
+               f"it holds {' '.join(map(repr, bad))}" if bad else
+               "'.' and '..' are folder names" if name in (".", "..") else
+               f"it is {len(name)} characters long, over {_NAME_LENGTH}" if len(name) > _NAME_LENGTH else
+               "it holds both ' and \", which no registry search can match" if "'" in name and '"' in name else None)
+    if problem:
+        raise ConfigError(f"--register needs a model name MLflow's registry accepts: not blank, '.' or '..', none of "
+                          f"/ : \\ % ? or control characters, at most {_NAME_LENGTH} characters; got {name!r} "
+                          f"({problem}); e.g. --register shrinktune-summarizer.")
+
+
+def check_export(destination: Path) -> None:
+    """Refuses an `--export` folder that exists and is not empty, or that cannot be written or created.
+
+    Raises:
+        ConfigError: saying which folder is in the way and what to pass instead.
+    """
+    if destination.exists() or destination.is_symlink():
+        if not destination.is_dir() or any(destination.iterdir()):
+            raise ConfigError(f"--export {destination} exists and is not an empty folder; pass a new folder.")
+        if not os.access(destination, os.W_OK | os.X_OK):
+            raise ConfigError(f"--export {destination} is not writable; pass a folder you can write.")
+        return
+    parent = next(p for p in destination.absolute().parents if p.exists())  # the folder it would be made in
+    if not parent.is_dir():
+        raise ConfigError(f"--export {destination} cannot be made: {parent} is a file, not a folder; pass a folder "
+                          "path.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--export {destination} cannot be made: {parent} is not writable; pass a folder you can "
+                          "write.")
+
+
+def _check_outputs(args, selection: Selection,
+                   client) -> tuple[dict[str, Path | None], HeldOutInputs | None]:
+    """Everything --register / --export / --test need, checked before anything is written: returns the trusted
+    checkpoint folder of each target (`trusted_checkpoint`; None: gone, MLflow holds it) and what --test scores."""
     targets = selection.targets()
     if args.alias and len(targets) > 1:
         raise UserError(f"--alias names one version, but {len(targets)} trials are on the front; add --pick "
                         "(e.g. --pick fastest-within-2pct) or a --constraint that leaves one.")
     if args.export and len(targets) > 1:
         raise UserError(f"--export copies one checkpoint, but {len(targets)} trials are on the front; add --pick.")
-    if args.export:
-        destination = Path(args.export)
-        if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
-            raise UserError(f"--export {destination} exists and is not an empty folder; pass a new folder.")
-    if args.register or args.export:
+    folders: dict[str, Path | None] = {}
+    if args.register or args.export or args.test:
         for target in targets:
-            if missing_checkpoint(client, target):
+            folders[target.run_id] = folder = trusted_checkpoint(selection, target)
+            if folder is None and (args.register or args.export) and not has_logged_checkpoint(client, target.run_id):
                 raise UserError(f"trial {target.trial}'s checkpoint {target.checkpoint or '(none logged)'} is missing "
                                 "and its run holds no model artifacts; rerun the search, or pick another trial.")
+    held_out = heldout_inputs(client, selection, folders[selection.chosen.run_id]) if args.test else None
+    return folders, held_out
 
 
 def pick_command(args) -> int:
@@ -137,6 +190,10 @@ def pick_command(args) -> int:
     if args.test and not pick:
         raise ConfigError("--test scores one checkpoint on the test split; add --pick "
                           "(e.g. --pick fastest-within-5pct).")
+    if args.register:
+        check_model_name(args.register)
+    if args.export:
+        check_export(Path(args.export))
     # Imported here: it loads mlflow (seconds); `--help` and bad flags answer without it.
     from shrinktune.tracking.mlflow_tracking import default_tracking_uri, open_store
 
@@ -144,7 +201,7 @@ def pick_command(args) -> int:
         os.environ.get("SHRINKTUNE_HOME") or Path.cwd())
     client = open_store(uri)
     selection = select(client, args.experiment, objectives, constraints, pick, args.search, args.all)
-    _check_outputs(args, selection, client)
+    folders, held_out = _check_outputs(args, selection, client)
 
     names = ", ".join(p.info.run_name or p.info.run_id for p in selection.searches)
     print(f"Pareto front of {args.experiment!r} ({names}): {len(selection.front)} of {len(selection.kept)} trial(s)"
@@ -161,24 +218,24 @@ def pick_command(args) -> int:
     if not args.no_tag:
         tag_front(client, selection, constraints)
     if args.register:
-        _register(args, client, selection, pick, uri)
+        _register(args, client, selection, folders, pick, uri)
     if args.export:
         target = selection.targets()[0]
-        destination = export(client, target, Path(args.export), uri)
+        destination = export(client, target, folders[target.run_id], Path(args.export), uri)
         print(f"exported trial {target.trial} to {destination}; "
               f"load it with shrinktune.load_summarizer('{destination}')")
-    if args.test:
-        print(format_heldout(selection.chosen, test_pick(client, selection, args.test_samples)))
+    if held_out is not None:
+        print(format_heldout(selection.chosen, test_pick(client, selection.chosen, held_out, args.test_samples)))
     return 0
 
 
-def _register(args, client, selection: Selection, pick, uri: str) -> None:
+def _register(args, client, selection: Selection, folders: dict[str, Path | None], pick, uri: str) -> None:
     """Registers the pick (or the front) as versions of `--register`, aliased, and says how to load one."""
     aliases = list(args.alias) or ([pick.name.replace(".", "_")] if pick else [])
     version = 0
     for target in selection.targets():
-        version = register(client, args.register, target, aliases, version_tags(target, selection.objectives, pick),
-                           uri)
+        version = register(client, args.register, target, folders[target.run_id], aliases,
+                           version_tags(target, selection.objectives, pick), uri)
         print(f"registered trial {target.trial} as {args.register} version {version}"
               + (f" (alias {', '.join('@' + a for a in aliases)})" if aliases else ""))
     print(load_hint(uri, f"models:/{args.register}@{aliases[0]}" if aliases else f"models:/{args.register}/{version}"))
@@ -202,7 +259,8 @@ def build_parser(prog: str = "python -m platform.pareto") -> argparse.ArgumentPa
                         '"rouge1>=0.98*teacher"; repeatable')
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
                         "sqlite:///<$SHRINKTUNE_HOME or the cwd>/mlflow.db)")
-    parser.add_argument("--search", default=None, help="a search run's name or id (default: the latest search)")
+    parser.add_argument("--search", default=None, help="a search run's name or id (default: the latest search with a "
+                        "finished trial)")
     parser.add_argument("--all", action="store_true", help="read the trials of every search in the experiment")
     parser.add_argument("--pick", default=None, help="pick one trial by a named rule: best-rouge, fastest, smallest, "
                         "fastest-within-<N>pct, smallest-within-<N>pct (ROUGE-1 at most N %% below the teacher's)")

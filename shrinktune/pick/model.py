@@ -24,6 +24,8 @@ import mlflow.pyfunc
 import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
+from shrinktune.tracking.schema import filter_value
+
 MODEL_NAME = "summarizer"  # the logged model's name on the trial's run (also `runs:/<run>/summarizer`)
 MODEL_TYPE = "shrinktune-summarizer"  # how the picker recognises its own logged models
 CHECKPOINT = "checkpoint"  # the checkpoint folder's key among the MLflow model's artifacts
@@ -145,7 +147,8 @@ def find_summarizer_model(client, run_id: str):
     from mlflow.entities import LoggedModelStatus
 
     run = client.get_run(run_id)
-    found = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    found = client.search_logged_models([run.info.experiment_id],
+                                        filter_string=f"source_run_id = {filter_value(run_id)}")
     ours = [m for m in found if m.model_type == MODEL_TYPE and m.status == LoggedModelStatus.READY]
     return max(ours, key=lambda m: m.creation_timestamp, default=None)
 

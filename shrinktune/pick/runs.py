@@ -4,13 +4,15 @@
 their front, the pick and the settings the searches sampled; `tag_front`, `register`, `export` and `test_pick`
 write the outcome back or out. `register` logs the checkpoint as an MLflow model (`shrinktune.pick.model`) and
 registers that.
+
+A checkpoint folder is a path read from MLflow, which others can write: it is only uploaded, copied or tested when
+`shrinktune.pick.trust.trusted_checkpoint` accepts it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,7 +24,9 @@ from shrinktune.errors import UserError
 from shrinktune.front import pareto_front
 from shrinktune.pick.rules import Constraint, Pick
 from shrinktune.pick.table import differing_settings
+from shrinktune.pick.trust import HeldOutInputs, copy_regular_files
 from shrinktune.tracking.schema import (
+    CHECKPOINT_PARAM,
     CHECKPOINT_TAG,
     DEGENERATE_TAG,
     KIND_TAG,
@@ -33,10 +37,10 @@ from shrinktune.tracking.schema import (
     SEARCH_KIND,
     SEARCH_TAG,
     SELECTION_TAG,
-    TEACHER_DIR_TAG,
     TEACHER_PREFIX,
     TRIAL_KIND,
     TRIAL_TAG,
+    filter_value,
     unprefixed,
 )
 
@@ -89,6 +93,10 @@ class Selection:
             return [self.kept[self.picked]]
         return [self.kept[i] for i in self.front]
 
+    def search_of(self, candidate: Candidate):
+        """The search run (an mlflow Run) the candidate is a trial of."""
+        return next(p for p in self.searches if p.info.run_id == candidate.search)
+
 
 def _all_runs(client, experiment_id: str, filter_string: str, order_by: list[str] | None = None) -> list:
     runs, token = [], None
@@ -111,23 +119,42 @@ def find_experiment(client, name: str):
     return found
 
 
-def find_searches(client, experiment, search: str | None, every: bool) -> list:
-    """The parent runs to read: all (`every`), the one named or id'd by `search`, or the latest."""
-    parents = _all_runs(client, experiment.experiment_id, f"tags.`{KIND_TAG}` = '{SEARCH_KIND}'",
+def _name(run) -> str:
+    return run.info.run_name or run.info.run_id
+
+
+def find_searches(client, experiment, search: str | None, every: bool, finished: set[str]) -> list:
+    """The parent runs to read: all (`every`), the one named or id'd by `search`, or the latest; only searches
+    with a FINISHED trial run (their ids: `finished`) count. Newer searches passed over are logged."""
+    parents = _all_runs(client, experiment.experiment_id, f"tags.`{KIND_TAG}` = {filter_value(SEARCH_KIND)}",
                         order_by=["attributes.start_time DESC"])
     if not parents:
         raise UserError(f"experiment {experiment.name!r} holds no search runs (tag {KIND_TAG}={SEARCH_KIND}); "
                         f"run `{entry_command('search')}` first.")
-    if every:
-        return parents
-    if search is None:
-        return parents[:1]
-    chosen = [p for p in parents if search in (p.info.run_id, p.info.run_name)]
-    if not chosen:
-        recent = ", ".join(p.info.run_name or p.info.run_id for p in parents[:5])
-        raise UserError(f"no search {search!r} in experiment {experiment.name!r}; recent searches: {recent}. "
-                        "Pass a search run's name or id to --search, or --all.")
-    return chosen[:1]  # the latest of that name
+    usable = [p for p in parents if p.info.run_id in finished]
+    if search is not None:
+        named = [p for p in parents if search in (p.info.run_id, p.info.run_name)]
+        if not named:
+            recent = ", ".join(_name(p) for p in parents[:5])
+            raise UserError(f"no search {search!r} in experiment {experiment.name!r}; recent searches: {recent}. "
+                            "Pass a search run's name or id to --search, or --all.")
+        chosen = [p for p in named if p.info.run_id in finished]
+        if not chosen:
+            others = ", ".join(_name(p) for p in usable[:5]) or "none"
+            raise UserError(f"search {search!r} has no FINISHED trial run (its run is {named[0].info.status}); wait "
+                            f"for a trial to end, or pass another to --search (searches with finished trials: "
+                            f"{others}).")
+        return chosen[:1]  # the latest of that name
+    if not usable:
+        raise UserError(f"none of the {len(parents)} search run(s) in experiment {experiment.name!r} has a FINISHED "
+                        f"trial run (latest: {_name(parents[0])}, {parents[0].info.status}); wait for a trial to "
+                        f"end, or run `{entry_command('search')}` again.")
+    skipped = parents[:parents.index(usable[0])] if not every else [p for p in parents if p not in usable]
+    if skipped:
+        logger.warning("skipped %s search(es) without a FINISHED trial run: %s; reading %s",
+                       "newer" if not every else "the", ", ".join(f"{_name(p)} ({p.info.status})" for p in skipped),
+                       _name(usable[0]) if not every else f"the other {len(usable)}")
+    return usable if every else usable[:1]
 
 
 def search_objectives(searches: list) -> dict[str, str]:
@@ -154,9 +181,13 @@ def search_objectives(searches: list) -> dict[str, str]:
 
 def _candidate(run) -> Candidate:
     params = dict(run.data.params)
-    checkpoint = run.data.tags.get(CHECKPOINT_TAG) or params.pop("checkpoint", None)
-    params.pop("checkpoint", None)
-    return Candidate(run_id=run.info.run_id, trial=run.data.tags.get(TRIAL_TAG, run.info.run_name or "?"),
+    trial = run.data.tags.get(TRIAL_TAG, run.info.run_name or "?")
+    checkpoint = params.pop(CHECKPOINT_PARAM, None)
+    tagged = run.data.tags.get(CHECKPOINT_TAG)
+    if tagged and tagged != checkpoint:  # a tag can be rewritten by anyone who can write the store; a param cannot
+        logger.warning("trial %s: its %s tag (%s) differs from its %s param (%s); the tag is ignored",
+                       trial, CHECKPOINT_TAG, tagged, CHECKPOINT_PARAM, checkpoint or "none logged")
+    return Candidate(run_id=run.info.run_id, trial=trial,
                      search=run.data.tags.get(PARENT_TAG, ""), metrics=dict(run.data.metrics),
                      config=params, checkpoint=checkpoint, tagged=run.data.tags.get(PARETO_TAG) == "true",
                      rechecked=RECHECKED_TAG in run.data.tags,
@@ -167,17 +198,14 @@ def select(client, experiment: str, objectives: dict[str, str] | None, constrain
            pick: Pick | None = None, search: str | None = None, every: bool = False) -> Selection:
     """Reads the trials, applies the constraints, computes the front and applies the pick; changes nothing."""
     found = find_experiment(client, experiment)
-    searches = find_searches(client, found, search, every)
+    finished = f"tags.`{KIND_TAG}` = {filter_value(TRIAL_KIND)} and attributes.status = {filter_value('FINISHED')}"
+    runs = _all_runs(client, found.experiment_id, finished)
+    searches = find_searches(client, found, search, every, {r.data.tags.get(PARENT_TAG) for r in runs})
     objectives = objectives or search_objectives(searches)
     latest = searches[0]  # the reference teacher; with --all, that of the latest search
     reference = unprefixed(TEACHER_PREFIX, latest.data.metrics)
     ids = {p.info.run_id for p in searches}
-    runs = _all_runs(client, found.experiment_id,
-                     f"tags.`{KIND_TAG}` = '{TRIAL_KIND}' and attributes.status = 'FINISHED'")
-    candidates = [_candidate(r) for r in runs if r.data.tags.get(PARENT_TAG) in ids]
-    if not candidates:
-        raise UserError(f"search {latest.info.run_name or latest.info.run_id} has no FINISHED trial runs; "
-                        "wait for trials to end, or pick another with --search / --all.")
+    candidates = [_candidate(r) for r in runs if r.data.tags.get(PARENT_TAG) in ids]  # ≥ 1: find_searches
     # A search that re-checked its front measured those trials on more pairs and rounds than the rest: mixing the
     # two fidelities would let a cheaply measured trial displace a re-checked one. Degenerate trials are no choice.
     if any(c.rechecked for c in candidates):
@@ -247,14 +275,12 @@ def has_legacy_artifacts(client, run_id: str) -> bool:
     return bool(client.list_artifacts(run_id, LEGACY_ARTIFACTS))
 
 
-def missing_checkpoint(client, candidate: Candidate) -> bool:
-    """Neither the trial's checkpoint folder, nor a summarizer model of its run, nor its run's `model` artifacts
-    are there to register or export."""
+def has_logged_checkpoint(client, run_id: str) -> bool:
+    """Whether MLflow holds the trial's checkpoint: a summarizer model of its run, or its run's `model` artifacts
+    (what register and export fall back on when the folder is gone)."""
     from shrinktune.pick.model import find_summarizer_model
 
-    present = bool(candidate.checkpoint) and Path(str(candidate.checkpoint)).is_dir()
-    return (not present and find_summarizer_model(client, candidate.run_id) is None
-            and not has_legacy_artifacts(client, candidate.run_id))
+    return find_summarizer_model(client, run_id) is not None or has_legacy_artifacts(client, run_id)
 
 
 def version_tags(candidate: Candidate, objectives: dict[str, str], pick: Pick | None) -> dict[str, str]:
@@ -263,32 +289,35 @@ def version_tags(candidate: Candidate, objectives: dict[str, str], pick: Pick | 
             **{m: str(candidate.metrics.get(m)) for m in objectives}}
 
 
-def summarizer_model(client, candidate: Candidate, tracking_uri: str):
+def summarizer_model(client, candidate: Candidate, folder: Path | None, tracking_uri: str):
     """The trial's summarizer model (a `LoggedModel`, see `shrinktune.pick.model`): the one its run holds, or one
-    logged now from its checkpoint folder (or, when that is gone, from its run's older `model` artifacts)."""
+    logged now from its checkpoint `folder` (`trusted_checkpoint`; None when it is gone: from its run's older
+    `model` artifacts)."""
     from shrinktune.pick.model import find_summarizer_model, log_summarizer_model
 
     found = find_summarizer_model(client, candidate.run_id)
     if found is not None:
         return found
     logger.info("logging trial %s's checkpoint as an MLflow model of run %s", candidate.trial, candidate.run_id)
-    if candidate.checkpoint and Path(candidate.checkpoint).is_dir():
-        return client.get_logged_model(log_summarizer_model(client, candidate.run_id, candidate.checkpoint))
-    with tempfile.TemporaryDirectory() as folder:
-        checkpoint = _download(f"runs:/{candidate.run_id}/{LEGACY_ARTIFACTS}", Path(folder), tracking_uri)
+    with tempfile.TemporaryDirectory() as staging:
+        if folder is not None:  # its regular files only: MLflow's copy would follow a link planted since the check
+            checkpoint = copy_regular_files(folder, Path(staging) / folder.name)
+        else:
+            checkpoint = Path(_download(f"runs:/{candidate.run_id}/{LEGACY_ARTIFACTS}", Path(staging), tracking_uri))
         return client.get_logged_model(log_summarizer_model(client, candidate.run_id, checkpoint))
 
 
-def register(client, name: str, candidate: Candidate, aliases: list[str], tags: dict, tracking_uri: str) -> int:
-    """Registers a trial's summarizer model (`summarizer_model`) as a version of `name` — reusing the version
-    of the same model if there is one — and points `aliases` at it; returns the version number.
+def register(client, name: str, candidate: Candidate, folder: Path | None, aliases: list[str], tags: dict,
+             tracking_uri: str) -> int:
+    """Registers a trial's summarizer model (`summarizer_model`, from `folder`) as a version of `name` — reusing the
+    version of the same model if there is one — and points `aliases` at it; returns the version number.
 
     The version loads with `mlflow.pyfunc.load_model("models:/<name>@<alias>")` and summarizes with `predict`."""
     # Imported here: mlflow takes seconds to import, and only writing to the registry needs this name.
     from mlflow.exceptions import MlflowException
 
     try:
-        model = summarizer_model(client, candidate, tracking_uri)
+        model = summarizer_model(client, candidate, folder, tracking_uri)
         try:
             client.get_registered_model(name)
         except MlflowException:
@@ -296,8 +325,9 @@ def register(client, name: str, candidate: Candidate, aliases: list[str], tags: 
         # The model's storage as the source: MLflow's sqlite registry would resolve a `models:/<id>` source
         # through the process-wide tracking URI, not this client's.
         source = model.artifact_location
-        existing = [v for v in client.search_model_versions(f"name = '{name}' and run_id = '{candidate.run_id}'")
-                    if v.source == source]
+        versions = client.search_model_versions(
+            f"name = {filter_value(name)} and run_id = {filter_value(candidate.run_id)}")
+        existing = [v for v in versions if v.source == source]
         version = existing[0] if existing else client.create_model_version(
             name, source=source, run_id=candidate.run_id, tags=tags, model_id=model.model_id)
         for alias in aliases:
@@ -308,20 +338,18 @@ def register(client, name: str, candidate: Candidate, aliases: list[str], tags: 
     return int(version.version)
 
 
-def export(client, candidate: Candidate, destination: Path, tracking_uri: str) -> Path:
-    """Copies the trial's checkpoint folder to `destination` — from its summarizer model, or its run's older
-    `model` artifacts, if the folder is gone."""
+def export(client, candidate: Candidate, folder: Path | None, destination: Path, tracking_uri: str) -> Path:
+    """Copies the trial's checkpoint `folder` (`trusted_checkpoint`) to `destination` — its regular files only — or,
+    when it is gone (None), the checkpoint of its summarizer model, or of its run's older `model` artifacts."""
     from shrinktune.pick.model import checkpoint_uri, find_summarizer_model
 
-    if candidate.checkpoint and Path(candidate.checkpoint).is_dir():
-        shutil.copytree(candidate.checkpoint, destination, dirs_exist_ok=True)
-        return destination
+    if folder is not None:
+        return copy_regular_files(folder, destination)
     model = find_summarizer_model(client, candidate.run_id)
     uri = (checkpoint_uri(model, tracking_uri) if model is not None
            else f"runs:/{candidate.run_id}/{LEGACY_ARTIFACTS}")
-    with tempfile.TemporaryDirectory() as folder:
-        shutil.copytree(_download(uri, Path(folder), tracking_uri), destination, dirs_exist_ok=True)
-    return destination
+    with tempfile.TemporaryDirectory() as staging:
+        return copy_regular_files(Path(_download(uri, Path(staging), tracking_uri)), destination)
 
 
 def _download(uri: str, folder: Path, tracking_uri: str) -> str:
@@ -332,26 +360,16 @@ def _download(uri: str, folder: Path, tracking_uri: str) -> str:
     return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder), tracking_uri=tracking_uri)
 
 
-def test_pick(client, selection: Selection, samples: int) -> HeldOut:
-    """Scores the pick and the teacher on the task's test split (`heldout_comparison`), logs its `test_*` metrics
-    to the pick's run and returns the `HeldOut` result."""
+def test_pick(client, chosen: Candidate, inputs: HeldOutInputs, samples: int) -> HeldOut:
+    """Scores the pick and the teacher (`heldout_inputs`) on the task's test split (`heldout_comparison`), logs its
+    `test_*` metrics to the pick's run and returns the `HeldOut` result."""
     # Imported here: the held-out test loads torch, transformers and the data; the rest of the picker needs none.
     from mlflow.entities import Metric
 
     from shrinktune.measure.heldout import heldout_comparison
 
-    chosen, search = selection.chosen, selection.searches[0]
-    if not chosen.checkpoint or not Path(chosen.checkpoint).is_dir():
-        raise UserError(f"trial {chosen.trial} has no checkpoint folder here ({chosen.checkpoint or 'none logged'}); "
-                        "--test needs it: run it where the search's storage is, or pick another trial.")
-    teacher_dir = search.data.tags.get(TEACHER_DIR_TAG)
-    task = search.data.params.get("task")
-    if not teacher_dir or not task:
-        raise UserError(f"search {search.info.run_name} logged no teacher folder or task; --test needs both: "
-                        "rerun the search with this version.")
-    generation = json.loads(search.data.params["generation"]) if search.data.params.get("generation") else None
-    held = heldout_comparison(chosen.checkpoint, teacher_dir, task, generation=generation, samples=samples)
+    held = heldout_comparison(str(inputs.checkpoint), str(inputs.teacher_dir), inputs.task,
+                              generation=inputs.generation, samples=samples)
     now = int(time.time() * 1000)
     client.log_batch(chosen.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in held.metrics().items()])
     return held
-

@@ -36,9 +36,10 @@ from shrinktune.measure.latency import generation_record
 from shrinktune.measure.speed import SpeedRounds, architecture_key, at_length, compare_speed, time_alone
 from shrinktune.models.autoencoder import Autoencoder
 from shrinktune.models.families import decoder_module, depth, encoder_module, family_of, half_configs
+from shrinktune.models.folders import TRIAL_INFO
 from shrinktune.models.generation import GenerationSettings
 from shrinktune.models.student import build_student
-from shrinktune.models.summarizer import TRIAL_INFO, task_record
+from shrinktune.models.summarizer import task_record
 from shrinktune.models.teacher import EMBEDDED_TEACHER, load_teacher, source_token_limit
 from shrinktune.models.weight_compression import compression_structure
 from shrinktune.settings import EvaluationSettings, TrialSettings

@@ -32,9 +32,10 @@ from safetensors.torch import load_file, save_file
 from shrinktune.data.examples import Example
 from shrinktune.data.tasks import Task
 from shrinktune.errors import ConfigError, UserError
+from shrinktune.models.folders import TRIAL_INFO
 from shrinktune.models.generation import GenerationSettings
 from shrinktune.models.int8 import dequantize_int8, quantize_int8
-from shrinktune.models.summarizer import TEACHER_INFO, TRIAL_INFO, task_record
+from shrinktune.models.summarizer import TEACHER_INFO, task_record
 from shrinktune.models.teacher import build_bert2bert, load_teacher, minilm_path
 from shrinktune.training.cache import cached_dir, file_fingerprint, fingerprint
 from shrinktune.training.encode import (
