@@ -16,15 +16,24 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import NoReturn
 
 from shrinktune.errors import UserError
+from shrinktune.paths import check_writable_file
 from shrinktune.search.cluster import check_job_server, job_server_url, submitted_working_dir
 
 logger = logging.getLogger("shrinktune")
 WIDTH = 120  # what the search prints fits a terminal this wide (`shrinktune.pick.table.WIDTH`)
 
 
-def _search_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, with a bad flag said in one line (and where `--help` is) rather than the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}; see `{self.prog} --help`.\n")
+
+
+def _search_parser(parser: ArgumentParser) -> ArgumentParser:
     parser.add_argument("space", nargs="?", default="summarization",
                         help="task / search-space name (search_spaces/<name>.yaml) or a path to a space file")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
@@ -192,7 +201,13 @@ def run_search_command(args) -> int:
     space = plan.space
     logger.info("search space %s: task %s, teacher %s, %d dimension(s); MLflow %s",
                 space.path, space.task, space.teacher, len(space.dimensions), options.tracking_uri)
-    outcome = run_search(plan)
+    try:
+        outcome = run_search(plan)
+    except KeyboardInterrupt:  # before Tune ran (teacher preparation, measurement): Tune's own stops return
+        print(f"\nsearch {plan.name} interrupted before its trials ended. Continue it (with the same --storage and "
+              f"--tracking-uri, if given) with:\n  {entry_command('search')} {args.space} --resume {plan.name}",
+              file=sys.stderr)
+        return 130
     if outcome.interrupted:
         print("\n" + resume_hint(outcome, args.space, options.storage_path), file=sys.stderr)
         return 130
@@ -245,7 +260,7 @@ def submit_command(args, search_args: list[str]) -> int:
 
 def submit_main(argv: list[str] | None = None) -> int:
     """`python -m platform.submit [--address URL] [SPACE] [search flags]`."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m platform.submit", description="Submit a search to a Ray cluster as a Ray job "
         "(checks the job server and the token first). Other arguments go to `python -m platform.search`.")
     parser.add_argument("--address", default=None,
@@ -265,16 +280,18 @@ def prepare_teacher_command(args) -> int:
     from shrinktune.data.tasks import get_task, load_task_splits
     from shrinktune.training.teacher import SHIPPED_TEACHER, export_embedded_teacher
 
+    path = Path(args.out or SHIPPED_TEACHER).expanduser().resolve()
+    check_writable_file(path, "--out")  # before minutes of training
     task = get_task("summarization")
     train = load_task_splits(task, ("train",))["train"]
-    path = export_embedded_teacher(task, train, path=Path(args.out or SHIPPED_TEACHER))
+    path = export_embedded_teacher(task, train, path=path)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB)")
     return 0
 
 
 def prepare_teacher_main(argv: list[str] | None = None) -> int:
     """`python -m platform.prepare_teacher [--out PATH]`."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m platform.prepare_teacher", description="Retrain the embedded teacher (about 7 minutes on 2 CPU "
         "cores) and write the int8 file the package ships.")
     parser.add_argument("--out", default=None, help="where to write it (default: the package's assets folder)")
@@ -283,14 +300,14 @@ def prepare_teacher_main(argv: list[str] | None = None) -> int:
 
 def search_main(argv: list[str] | None = None) -> int:
     """`python -m platform.search [SPACE] [flags]`."""
-    parser = _search_parser(argparse.ArgumentParser(prog="python -m platform.search",
+    parser = _search_parser(ArgumentParser(prog="python -m platform.search",
                                                     description="Search for compressed summarizers."))
     return _run(run_search_command, parser.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
     """`shrinktune <command> ...` — the same commands as `python -m platform.<command>`, from anywhere."""
-    parser = argparse.ArgumentParser(prog="shrinktune", description="Search for compressed summarizers.")
+    parser = ArgumentParser(prog="shrinktune", description="Search for compressed summarizers.")
     commands = parser.add_subparsers(dest="command", required=True)
     _search_parser(commands.add_parser("search", help="run a search (python -m platform.search)"))
     commands.add_parser("pareto", help="show, pick, register and export from a finished search "

@@ -90,6 +90,79 @@ def test_new_search_under_a_taken_name(tmp_path):
                            "continue it with --resume taken, or pick another --name")
 
 
+@pytest.mark.parametrize("argv,needle", [
+    (["--trials", "abc"],
+     "error: argument --trials: invalid int value: 'abc'; see `python -m platform.search --help`."),
+    (["--sampler", "x"], "error: argument --sampler: invalid choice: 'x'"),
+    (["--bogus"], "error: unrecognized arguments: --bogus; see `python -m platform.search --help`."),
+    (["--name"], "error: argument --name: expected one argument"),
+])
+def test_a_mistyped_flag_is_one_line_not_the_usage(argv, needle, capsys):
+    from shrinktune.cli import search_main
+
+    with pytest.raises(SystemExit) as stopped:
+        search_main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(needle), err
+
+
+def test_every_command_says_a_mistyped_flag_in_one_line(capsys):
+    from shrinktune.cli import main, prepare_teacher_main, submit_main
+
+    for call, argv, prog in ((main, ["bogus"], "shrinktune"), (main, [], "shrinktune"),
+                             (submit_main, ["--address"], "python -m platform.submit"),
+                             (prepare_teacher_main, ["--out"], "python -m platform.prepare_teacher")):
+        with pytest.raises(SystemExit) as stopped:
+            call(argv)
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and err.count("\n") == 1 and err.endswith(f"see `{prog} --help`.\n"), err
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda p: p.mkdir(), "is a folder, not a search-space file; pass a .yaml file in it, or a space name"),
+    (lambda p: p.write_bytes(b"teacher: \xff\xfe\n"), "not UTF-8 text (byte 0xff at offset 9); save the space "
+                                                        "file as UTF-8"),
+])
+def test_a_space_path_that_is_no_yaml_text(tmp_path, make, needle, capsys):
+    from shrinktune.cli import search_main
+
+    path = tmp_path / "odd.yaml"
+    make(path)
+    assert search_main([str(path), "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err and str(path) in err, err
+
+
+def test_a_teacher_folder_without_a_model_config(tmp_path, capsys):
+    from shrinktune.cli import search_main
+
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "notes.txt").write_text("not a model")
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE.format(path=space, low=16, high=32, layers=1).replace("embedded", str(teacher)))
+    assert search_main([str(space), "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"teacher '{teacher}' has no readable config" in err, err
+    assert "save_pretrained (config.json, weights, tokenizer)" in err
+
+
+def test_prepare_teacher_checks_its_output_before_training(tmp_path, capsys, monkeypatch):
+    from shrinktune import cli
+    from shrinktune.training import teacher
+
+    monkeypatch.setattr(teacher, "export_embedded_teacher", lambda *a, **k: pytest.fail("trained anyway"))
+    (tmp_path / "a-file").write_text("")
+    for out, needle in ((tmp_path, "is a folder; pass a file path"),
+                        (tmp_path / "missing" / "t.safetensors", "is not a folder (missing, or a file)"),
+                        (tmp_path / "a-file" / "t.safetensors", "is not a folder (missing, or a file)"),
+                        (pathlib.Path("/proc/t.safetensors"), "its folder /proc is not writable")):
+        assert cli.prepare_teacher_main(["--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--out {out}" in err and needle in err, err
+
+
 @pytest.mark.parametrize("flags,needle", [
     (["--retries", "-1"], "--retries must be ≥ 0, got -1"),
     (["--resume", "a", "--name", "b"], "--resume a continues a search under its own name; drop --name b"),

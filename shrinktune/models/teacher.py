@@ -90,8 +90,9 @@ def load_teacher(name_or_path: str | Path, device=None, role: str = "teacher"):
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as error:  # ValueError: a config without a known `model_type`
         raise UserError(
-            f"{role} {source!r} could not be loaded ({str(error).strip().splitlines()[0][:200]}); pass a local folder "
-            "written by save_pretrained (config.json, weights, tokenizer), or a hub id on a machine that reaches the hub."
+            f"{role} {source!r} could not be loaded ({str(error).strip().splitlines()[0][:200]}); pass a local "
+            "folder written by save_pretrained (config.json, weights, tokenizer), or a hub id on a machine that "
+            "reaches the hub."
         ) from error
     if device is not None:
         model.to(device)

@@ -1,14 +1,21 @@
 """The pre-flight of a search: every check, once, before Ray starts or anything is written.
 
 `prepare_search(space, options)` reads the space file once (finding its teacher's shape from the teacher's config
-alone), checks the flags, the planned faults, the name (a new search must not reuse one; a resumed one must exist,
-in Ray Tune's storage and in MLflow, with the same space) and the tracking store, and returns a `SearchPlan`:
-everything `run_search` needs. Nothing here changes process-wide state.
+alone), checks the flags, the planned faults, the folders (storage and cache: made, writable), the tracking store
+and the name (a new search must not reuse one, in the storage or in MLflow; a resumed one must exist, with the same
+space), claims the search's folder and returns a `SearchPlan`: everything `run_search` needs. Nothing here changes
+process-wide state.
+
+The storage holds Ray Tune's pickled state, which `--resume` unpickles: the storage folder and each search's folder
+are made owner-only (0700), and a search folder another user owns is refused (see jobs/README.md, Security).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +27,24 @@ from transformers import AutoConfig
 from shrinktune.errors import ConfigError, UserError
 from shrinktune.models.families import depth, family_of
 from shrinktune.models.teacher import EMBEDDED_TEACHER, minilm_path
+from shrinktune.paths import check_folder
 from shrinktune.search.faults import FAULTS_ENV, Fault, parse_faults
 from shrinktune.search.space import SearchSpace, resolve_space_path
 from shrinktune.search.trial import TrialContext
 from shrinktune.settings import SAMPLERS, SearchSettings
 from shrinktune.tracking.mlflow_tracking import SearchTracker
+
+logger = logging.getLogger(__name__)
+
+NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a search's name is a folder of the storage, not a path
+CLAIM = ".shrinktune-search"  # made (exclusively) in a search's folder by the search that owns the name
+
+
+def check_name(name: str, flag: str) -> None:
+    """A search name is one folder of the storage and a value in MLflow queries: letters, digits, '.', '_', '-'."""
+    if not NAME_RULE.match(name) or name in (".", ".."):
+        raise ConfigError(f"{flag} must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit "
+                          f"(it names a folder of the storage), got {name!r}; e.g. {flag} bart-small-1.")
 
 
 @dataclass(frozen=True)
@@ -60,6 +80,9 @@ class RunOptions:
             raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}.")
         if self.resume is not None and self.name is not None and self.name != self.resume:
             raise ConfigError(f"--resume {self.resume} continues a search under its own name; drop --name {self.name}.")
+        for flag, value in (("--name", self.name), ("--resume", self.resume)):
+            if value is not None:
+                check_name(value, flag)
 
 
 @dataclass(frozen=True)
@@ -74,6 +97,7 @@ class SearchPlan:
     faults: tuple[Fault, ...] = ()  # trials that fail on purpose (SHRINKTUNE_FAIL_TRIALS)
     previous: Any = None  # the MLflow run of the search being resumed (None: a new search)
     ignored_flags: tuple[str, ...] = ()  # budget flags a resumed search cannot honour (it keeps its own)
+    restore: bool = False  # Ray Tune's state is restored (False: Tune starts afresh, under `previous` if resumed)
 
     @property
     def folder(self) -> Path:
@@ -95,9 +119,10 @@ def teacher_shape(teacher: str) -> tuple[int, int, int]:
         return config.hidden_size, config.num_hidden_layers, config.num_hidden_layers
     try:
         config = AutoConfig.from_pretrained(teacher)
-    except OSError as error:
-        raise UserError(f"teacher {teacher!r} has no readable config ({str(error).splitlines()[0]}); "
-                        "pass a local folder or a reachable hub id.") from None
+    except (OSError, ValueError) as error:  # ValueError: a config.json without a known `model_type`
+        raise UserError(f"teacher {teacher!r} has no readable config ({str(error).strip().splitlines()[0][:200]}); "
+                        "pass a folder written by save_pretrained (config.json, weights, tokenizer) or a reachable "
+                        "hub id.") from None
     encoder, decoder = (config.encoder, config.decoder) if hasattr(config, "encoder") else (config, config)
     try:
         return getattr(encoder, family_of(encoder).width), depth(decoder, "decoder"), depth(encoder, "encoder")
@@ -105,29 +130,141 @@ def teacher_shape(teacher: str) -> tuple[int, int, int]:
         raise UserError(f"teacher {teacher!r}: {error}") from None
 
 
+def check_owned(folder: Path) -> None:
+    """Refuses a search folder another user owns: resuming unpickles the Ray Tune state in it."""
+    if folder.exists() and folder.stat().st_uid != os.getuid():
+        raise UserError(f"search folder {folder} belongs to another user (uid {folder.stat().st_uid}); its Ray Tune "
+                        "state would run code as you: use your own --storage.")
+
+
+def searches_in(storage: Path) -> str:
+    """The searches Ray Tune can continue under `storage`, listed for a message."""
+    known = sorted(p.name for p in storage.iterdir() if tune.Tuner.can_restore(str(p))) if storage.is_dir() else []
+    if not known:
+        return "none there yet"
+    return f"{len(known)} there: {', '.join(known[-5:])}{' ...' if len(known) > 5 else ''}"
+
+
 def check_resumable(storage_path: str, name: str) -> Path:
     """The folder of the search `name` under `storage_path`, if Ray Tune can continue it; else one UserError line
     that says where the searches are."""
     path = Path(storage_path) / name
     if tune.Tuner.can_restore(str(path)):
+        check_owned(path)
         return path
     storage = Path(storage_path)
-    known = sorted(p.name for p in storage.iterdir() if tune.Tuner.can_restore(str(p))) if storage.is_dir() else []
-    listed = "none there yet"
-    if known:
-        listed = f"{len(known)} there: {', '.join(known[-5:])}{' ...' if len(known) > 5 else ''}"
     raise UserError(
         f"no search {name!r} to resume: {path} holds no Ray Tune state; searches are the folders of {storage} "
-        f"({listed}): list them with `ls {storage}`, or pass the --storage the search ran with."
+        f"({searches_in(storage)}): list them with `ls {storage}`, or pass the --storage the search ran with."
     )
+
+
+def claim(storage_path: str, name: str) -> bool:
+    """Takes the name `name` for a new search: makes its folder (owner-only) and, exclusively, the claim file in it
+    (`host pid`). False when the name is taken: anything else in the folder, or the claim of a search starting now.
+    The claim of a search that died on this host before its MLflow run opened is taken over."""
+    folder = Path(storage_path) / name
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        check_owned(folder)
+        if {p.name for p in folder.iterdir()} != {CLAIM}:  # a search's files, or an empty folder someone made
+            return False
+    marker = folder / CLAIM
+    if marker.exists() and _stale(marker):
+        marker.unlink(missing_ok=True)
+    try:
+        with open(marker, "x") as handle:
+            handle.write(f"{socket.gethostname()} {os.getpid()}\n")
+    except FileExistsError:
+        return False
+    return True
+
+
+def _stale(marker: Path) -> bool:
+    """Whether a claim was made on this host by a process that is gone."""
+    try:
+        host, pid = marker.read_text().split()
+        if host != socket.gethostname():
+            return False
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def release(storage_path: str, name: str) -> None:
+    """Gives the name of a search that never started (no MLflow run) back: its claim and, if empty, its folder."""
+    folder = Path(storage_path) / name
+    (folder / CLAIM).unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def check_new_search(storage_path: str, name: str) -> None:
     """Refuses to start a search under the name of one that exists: their trials would mix in one folder."""
     path = Path(storage_path) / name
-    if path.exists():
+    if path.exists() and {p.name for p in path.iterdir()} != {CLAIM}:
         raise UserError(f"a search named {name!r} already exists at {path}; continue it with --resume {name}, "
                         "or pick another --name.")
+
+
+def _new_name(tracker: SearchTracker, storage_path: str, wanted: str | None, space: str) -> str:
+    """The name of a new search, claimed: `wanted` (refused when a search has it, in the storage or in MLflow), or
+    `<space>-<timestamp>` (with `-2`, `-3`... when searches started in the same second)."""
+    if wanted:
+        if tracker.find_search(wanted) is not None:
+            raise UserError(f"a search named {wanted!r} is already in MLflow experiment {space!r} at "
+                            f"{tracker.tracking_uri}; continue it with --resume {wanted}, or pick another --name.")
+        check_new_search(storage_path, wanted)
+        if not claim(storage_path, wanted):
+            raise UserError(f"a search named {wanted!r} is starting at {Path(storage_path) / wanted} (its "
+                            f"{CLAIM}); pick another --name, or delete that folder if no search is starting.")
+        return wanted
+    stamp = f"{re.sub(r'[^A-Za-z0-9._-]', '-', space).lstrip('.-_') or 'search'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for count in range(1, 1000):
+        name = stamp if count == 1 else f"{stamp}-{count}"
+        if tracker.find_search(name) is None and claim(storage_path, name):
+            return name
+    raise UserError(f"no free search name {stamp}-N under {storage_path}; pass --name.")
+
+
+def _resumed(tracker: SearchTracker, storage_path: str, name: str, space: SearchSpace) -> tuple[Any, bool]:
+    """(the MLflow run of the search `name`, whether Ray Tune restores its state) for `--resume name`.
+
+    A search interrupted before Ray Tune saved any state (while the teacher was prepared or measured) has its MLflow
+    run but no Tune state: it starts afresh under that run. A search whose Tune state is gone although trials of it
+    ended is refused: they would run again.
+    """
+    folder = Path(storage_path) / name
+    check_owned(folder)
+    restore = tune.Tuner.can_restore(str(folder))
+    previous = tracker.find_search(name)
+    if previous is None:
+        if not restore:
+            check_resumable(storage_path, name)  # raises, listing the searches there
+        raise UserError(
+            f"search {name!r} has Ray Tune state but no run in MLflow experiment {space.name!r} at "
+            f"{tracker.tracking_uri}; pass the search space and --tracking-uri it was started with."
+        )
+    started = previous.data.params.get("space")
+    if started and started != str(space.path):
+        raise UserError(f"search {name!r} was started with the space {started}, got {space.path}; "
+                        f"resume it with that space.")
+    if not restore:
+        ended = tracker.trial_runs(previous.info.run_id)
+        if ended:
+            raise UserError(
+                f"search {name!r} has {len(ended)} trial run(s) in MLflow but no Ray Tune state at {folder}; pass "
+                f"the --storage it ran with ({previous.data.params.get('storage', 'see its MLflow run')}).")
+        logger.info("search %s was interrupted before any trial ended: its trials start afresh, under its MLflow run",
+                    name)
+        check_folder(folder, "--storage", private=True)
+    return previous, restore
 
 
 def _budget(space: SearchSpace, options: RunOptions, previous) -> tuple[SearchSettings, list[str]]:
@@ -157,28 +294,22 @@ def prepare_search(space: str | Path, options: RunOptions, *, space_dirs: list[P
             it together), the teacher's config, the name, or the tracking store.
     """
     faults = parse_faults(os.environ.get(FAULTS_ENV, ""))
-    if options.resume:
-        check_resumable(options.storage_path, options.resume)
-    elif options.name:
+    # The storage's answers first: they need neither the space nor the store.
+    if options.resume and not (Path(options.storage_path) / options.resume).is_dir():
+        check_resumable(options.storage_path, options.resume)  # no folder at all
+    if options.name:
         check_new_search(options.storage_path, options.name)
+    check_folder(options.storage_path, "--storage", private=True)
+    check_folder(options.cache_root, "--cache-dir")
     loaded = SearchSpace.load(resolve_space_path(str(space), space_dirs), shape_of=teacher_shape)
     tracker = SearchTracker(options.tracking_uri, experiment=loaded.name)
     tracker.check()
-    name = options.resume or options.name or f"{loaded.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    previous = None
+    previous, restore = None, False
     if options.resume:
-        previous = tracker.find_search(name)
-        if previous is None:
-            raise UserError(
-                f"search {name!r} has Ray Tune state but no run in MLflow experiment {loaded.name!r} at "
-                f"{tracker.tracking_uri}; pass the search space and --tracking-uri it was started with."
-            )
-        started = previous.data.params.get("space")
-        if started and started != str(loaded.path):
-            raise UserError(f"search {name!r} was started with the space {started}, got {loaded.path}; "
-                            f"resume it with that space.")
+        name = options.resume
+        previous, restore = _resumed(tracker, options.storage_path, name, loaded)
     else:
-        check_new_search(options.storage_path, name)
+        name = _new_name(tracker, options.storage_path, options.name, loaded.name)  # claimed: the last check
     budget, ignored = _budget(loaded, options, previous)
     return SearchPlan(space=loaded, options=options, name=name, budget=budget, tracker=tracker, faults=faults,
-                      previous=previous, ignored_flags=tuple(ignored))
+                      previous=previous, ignored_flags=tuple(ignored), restore=restore)

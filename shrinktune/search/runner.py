@@ -43,7 +43,7 @@ from shrinktune.search.callbacks import MlflowTrialLogger, error_summary
 from shrinktune.search.cluster import leave_uploaded_copy, submitted_working_dir
 from shrinktune.search.faults import FAULTS_ENV, Fault, inject_fault
 from shrinktune.search.pareto import below_floor, indistinct_members
-from shrinktune.search.plan import SearchPlan
+from shrinktune.search.plan import SearchPlan, release
 from shrinktune.search.samplers import make_searcher
 from shrinktune.search.space import SearchSpace, is_feasible
 from shrinktune.search.trial import (
@@ -56,7 +56,14 @@ from shrinktune.search.trial import (
 )
 from shrinktune.settings import EvaluationSettings, as_params
 from shrinktune.tracking.mlflow_tracking import SearchTracker
-from shrinktune.tracking.schema import DEGENERATE_TAG, FEASIBLE_TAG, INDISTINCT_TAG, PARETO_TAG
+from shrinktune.tracking.schema import (
+    DEGENERATE_TAG,
+    FEASIBLE_TAG,
+    INDISTINCT_TAG,
+    NO_TRIALS_STATE,
+    PARETO_TAG,
+    STORAGE_PARAM,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -304,7 +311,12 @@ def _finish(outcome: SearchOutcome, tracker: SearchTracker, space: SearchSpace, 
     if outcome.interrupted:
         logger.warning("search %s interrupted with %d of %d trial(s) ended; continue it with --resume %s",
                        outcome.name, len(outcome.rows), trials, outcome.name)
-        tracker.end_search("KILLED", counts)
+        if outcome.rows:
+            tracker.end_search("KILLED", counts)
+        else:
+            tracker.end_search("KILLED", counts, state=NO_TRIALS_STATE, note=(
+                f"Stopped (KILLED) before any trial ended: no results yet. Continue it with --resume {outcome.name} "
+                "(the same space, --storage and --tracking-uri)."))
         return outcome
     tags: dict[str, dict[str, str]] = {}
     for index in outcome.front:
@@ -337,7 +349,8 @@ def _open_tracking(plan: SearchPlan, cpus: float, gpus: float) -> None:
         logger.info("resuming search %s from %s (MLflow run %s)", plan.name, plan.folder, tracker.parent_run_id)
         return
     tracker.start_search(plan.name, {
-        "space": str(space.path), "task": space.task, "teacher": space.teacher, **as_params(budget),
+        "space": str(space.path), "task": space.task, "teacher": space.teacher,
+        STORAGE_PARAM: plan.options.storage_path, **as_params(budget),
         **as_params(space.evaluation, "evaluation."), "cpus_per_trial": cpus, "gpus_per_trial": gpus,
         "objectives": json.dumps(space.objectives), "constraints": json.dumps(space.constraints),
         "generation": json.dumps(space.generation.as_dict()), **as_params(space.generation, "generation."),
@@ -414,7 +427,7 @@ def _tuner(plan: SearchPlan, trainable, callbacks: list):
     """Ray Tune's tuner: a new one driving Optuna over the space, or, resuming, the search's own restored (its
     sampler, budget and trials as they were; this run's callbacks and verbosity)."""
     space, budget, verbose = plan.space, plan.budget, plan.options.verbose
-    if plan.previous is not None:
+    if plan.restore:
         tuner = tune.Tuner.restore(str(plan.folder), trainable=trainable, resume_unfinished=True, resume_errored=False)
         _refresh_restored(tuner, callbacks, verbose)
         return tuner
@@ -444,18 +457,25 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
     if plan.ignored_flags:
         logger.warning("resuming %s: %s ignored; a search keeps the budget, sampler and retries it started with",
                        plan.name, ", ".join(plan.ignored_flags))
-    if submitted_working_dir():
-        leave_uploaded_copy(Path(options.storage_path).parent)
-    ray = start_ray(options.address, options.verbose)
-    resources = ray.cluster_resources()
-    cpus, gpus = trial_resources(ray.nodes(), budget.max_concurrent, options.cpus_per_trial, options.gpus_per_trial)
-    context = plan.context(threads=int(cpus) if not gpus else 0)
-    logger.info("Ray: %s CPUs, %s GPUs; %d trial(s), %d at a time, %s CPU + %s GPU each, %d retr%s per trial",
-                resources.get("CPU", 0), resources.get("GPU", 0), budget.trials, budget.max_concurrent, cpus, gpus,
-                budget.retries, "y" if budget.retries == 1 else "ies")
-    if plan.faults:
-        logger.warning("%s: trial(s) %s will fail on purpose", FAULTS_ENV, ", ".join(str(f.trial) for f in plan.faults))
-    _open_tracking(plan, cpus, gpus)
+    try:
+        if submitted_working_dir():
+            leave_uploaded_copy(Path(options.storage_path).parent)
+        ray = start_ray(options.address, options.verbose)
+        resources = ray.cluster_resources()
+        cpus, gpus = trial_resources(ray.nodes(), budget.max_concurrent, options.cpus_per_trial,
+                                     options.gpus_per_trial)
+        context = plan.context(threads=int(cpus) if not gpus else 0)
+        logger.info("Ray: %s CPUs, %s GPUs; %d trial(s), %d at a time, %s CPU + %s GPU each, %d retr%s per trial",
+                    resources.get("CPU", 0), resources.get("GPU", 0), budget.trials, budget.max_concurrent, cpus,
+                    gpus, budget.retries, "y" if budget.retries == 1 else "ies")
+        if plan.faults:
+            logger.warning("%s: trial(s) %s will fail on purpose", FAULTS_ENV,
+                           ", ".join(str(f.trial) for f in plan.faults))
+        _open_tracking(plan, cpus, gpus)
+    except BaseException:
+        if tracker.parent_run_id is None and plan.previous is None:
+            release(options.storage_path, plan.name)  # it never started: its name is free again
+        raise
     try:
         context = _reference(ray, tracker, plan.previous, context, cpus, gpus)
         trainable = tune.with_resources(tune.with_parameters(search_trial, context=context, faults=plan.faults,
@@ -474,9 +494,22 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
                 logger.warning("the front could not be re-checked (%s); it is shown on the search's own numbers",
                                str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__)
     except KeyboardInterrupt:
-        tracker.end_search("KILLED")
+        _end_early(plan, "KILLED")
         raise
     except BaseException:
-        tracker.end_search("FAILED")
+        _end_early(plan, "FAILED")
         raise
     return _finish(outcome, tracker, space, budget.trials)
+
+
+def _end_early(plan: SearchPlan, status: str, ended: int | None = None) -> None:
+    """Ends the search's run as `status` before its trials all ended; a search in which no trial ended says so on
+    its run (state and description), so that nobody takes it for a finished search."""
+    if ended is None:
+        ended = len(plan.tracker.trial_runs()) if plan.tracker.parent_run_id else 0
+    if ended:
+        plan.tracker.end_search(status)
+        return
+    plan.tracker.end_search(status, state=NO_TRIALS_STATE, note=(
+        f"Stopped ({status}) before any trial ended: no results yet. Continue it with --resume {plan.name} "
+        "(the same space, --storage and --tracking-uri)."))

@@ -230,10 +230,38 @@ def test_failed_trials_are_recorded_once_and_the_search_goes_on(tmp_path, tiny_t
         assert line in out.stdout  # the failed trials' reasons, listed after the Pareto table
 
 
+def _stop_early(command, log) -> int:
+    """Runs the search `command` and interrupts it (Ctrl-C) while its teacher is prepared; returns its exit code."""
+    with open(log, "w") as handle:
+        driver = subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while "preparing and measuring the teacher" not in log.read_text():
+            assert driver.poll() is None, f"the search ended before it could be interrupted:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGINT)  # the driver only, as a terminal's Ctrl-C reaches it
+        return driver.wait(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+
+
 @pytest.mark.e2e
 def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, tiny_teacher_dir, shared_cache):
+    """Stopped while its teacher is prepared, then killed after its first trial, the search resumes each time and
+    ends with every trial exactly once."""
+    early = tmp_path / "early.log"
+    code = _stop_early(_command(tmp_path, tiny_teacher_dir, shared_cache, 2, "--name", "killed"), early)
+    assert code == 130, early.read_text()[-3000:]
+    assert "search killed interrupted before its trials ended" in early.read_text()
+    assert "--resume killed" in early.read_text()
+    _, [parent] = _runs(tmp_path, "search")
+    assert parent.info.status == "KILLED" and _runs(tmp_path, "trial")[1] == []
+    assert "Stopped (KILLED) before any trial ended: no results yet" in parent.data.tags["mlflow.note.content"]
+
     log = tmp_path / "killed.log"
-    command = _command(tmp_path, tiny_teacher_dir, shared_cache, 2, "--name", "killed")
+    command = _command(tmp_path, tiny_teacher_dir, shared_cache, 2, "--resume", "killed")
     with open(log, "w") as handle:
         # Its own session: the driver and the local Ray it starts form one process group, killed together.
         driver = subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
@@ -255,7 +283,7 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, tiny
                 os.killpg(driver.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    assert "search killed: if it is interrupted, continue it with --resume killed" in log.read_text()
+    assert "search killed was interrupted before any trial ended: its trials start afresh" in log.read_text()
 
     client, [before] = _runs(tmp_path, "trial")
     checkpoint = pathlib.Path(before.data.params["checkpoint"])

@@ -1,0 +1,48 @@
+"""Folders and files people pass (`--storage`, `--cache-dir`, `--out`), checked before any work starts.
+
+Writability is tried, not inferred from permission bits: root passes every `os.access` check, yet cannot write into
+/proc or onto a read-only mount.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from shrinktune.errors import UserError
+
+
+def can_write_in(folder: Path) -> bool:
+    """Whether a file can be made (and removed) in `folder`."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".shrinktune-probe-"):
+            return True
+    except OSError:
+        return False
+
+
+def check_folder(path: str | Path, flag: str, private: bool = False) -> Path:
+    """Makes the folder `path` (owner-only, 0700, with `private`) if it is not there, and checks files can be written
+    in it; else one UserError line naming the flag."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700 if private else 0o777)
+    except OSError as error:
+        raise UserError(f"{flag} {folder} cannot be made a folder ({error.strerror}); pass a writable folder."
+                        ) from None
+    if not can_write_in(folder):
+        raise UserError(f"{flag} {folder} is not writable by this user; pass a writable folder.")
+    return folder
+
+
+def check_writable_file(path: Path, flag: str) -> None:
+    """Refuses a file path that cannot be written — a folder, or a place whose folder is missing or read-only — in
+    one line naming the flag."""
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; pass a file path, e.g. {path / 'teacher.safetensors'}.")
+    folder = path.parent
+    if not folder.is_dir():
+        raise UserError(f"{flag} {path}: {folder} is not a folder (missing, or a file); make it first or pass "
+                        "another path.")
+    if not can_write_in(folder):
+        raise UserError(f"{flag} {path}: its folder {folder} is not writable by this user; pass a writable path.")
