@@ -61,6 +61,8 @@ def _search_parser(parser: ArgumentParser) -> ArgumentParser:
                         help="continue the interrupted search NAME (a folder of the storage path), with the same space")
     parser.add_argument("--verbose", action="store_true",
                         help="also show Ray Tune's own progress and result boxes")
+    parser.add_argument("--listen-all", action="store_true",
+                        help="let a local Ray started by the search listen on the network (default: loopback only)")
     return parser
 
 
@@ -187,7 +189,7 @@ def _run_options(args):
         cache_root=str(Path(args.cache_dir).expanduser().resolve() if args.cache_dir else cache_root()),
         address=args.address, trials=args.trials, max_concurrent=args.max_concurrent,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, sampler=args.sampler, name=args.name,
-        retries=args.retries, resume=args.resume, verbose=args.verbose,
+        retries=args.retries, resume=args.resume, verbose=args.verbose, listen_all=args.listen_all,
     )
 
 
@@ -247,7 +249,7 @@ def _run(handler, args) -> int:
 def submit_command(args, search_args: list[str]) -> int:
     """Checks the cluster, then hands the search to `ray job submit` with the project as the working directory."""
     url = job_server_url(args.address or os.environ.get("RAY_ADDRESS"))
-    version = check_job_server(url)
+    version = check_job_server(url, allow_http_token=args.allow_http_token)
     logger.info("Ray %s job server at %s: submitting the search", version, url)
     root = Path(__file__).resolve().parents[1]
     command = ["ray", "job", "submit", "--address", url, "--working-dir", str(root)]
@@ -265,6 +267,9 @@ def submit_main(argv: list[str] | None = None) -> int:
         "(checks the job server and the token first). Other arguments go to `python -m platform.search`.")
     parser.add_argument("--address", default=None,
                         help="job server, http://<head>:8265 (default: RAY_ADDRESS, else local)")
+    parser.add_argument("--allow-http-token", action="store_true",
+                        help="send the Ray token over plain http to a non-loopback job server (default: refused; "
+                        "use an SSH tunnel to the head's 8265, or https)")
     args, rest = parser.parse_known_args(argv)
     _setup_logging()
     try:

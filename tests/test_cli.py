@@ -276,6 +276,26 @@ def test_verbose_flag_reaches_the_run_options(tmp_path, monkeypatch):
     parser = _search_parser(argparse.ArgumentParser())
     assert _run_options(parser.parse_args(["--verbose"])).verbose is True
     assert _run_options(parser.parse_args([])).verbose is False
+    assert _run_options(parser.parse_args(["--listen-all"])).listen_all is True
+    assert _run_options(parser.parse_args([])).listen_all is False
+
+
+def test_submit_refuses_to_send_the_token_in_clear_text_unless_allowed(monkeypatch, capsys):
+    from shrinktune import cli
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "secret")
+    monkeypatch.delenv("SHRINKTUNE_ALLOW_HTTP_TOKEN", raising=False)
+    monkeypatch.setattr(cli.subprocess, "call", lambda command, cwd: pytest.fail("submitted anyway"))
+    assert cli.submit_main(["--address", "http://192.0.2.1:8265"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "192.0.2.1" in err and "--allow-http-token" in err, err
+
+    seen = {}
+    monkeypatch.setattr(cli, "check_job_server", lambda url, allow_http_token: seen.update(allowed=allow_http_token))
+    monkeypatch.setattr(cli.subprocess, "call", lambda command, cwd: 0)
+    assert cli.submit_main(["--address", "http://192.0.2.1:8265", "--allow-http-token", "summarization"]) == 0
+    assert seen == {"allowed": True}
 
 
 def test_shrinktune_pareto_runs_outside_the_repository_root(tmp_path):

@@ -244,7 +244,20 @@ def test_ray_nodes_share_storage_cache_and_tracking():
         env = environment(service)
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
         assert env["SHRINKTUNE_CACHE"] == "/cache"
-        assert env.get("RAY_AUTH_MODE") is None  # left to Ray, or passed through from the shell
+
+
+def test_ray_token_auth_is_on_with_one_required_token():
+    services = load_compose()["services"]
+    tokens = set()
+    for name in ("ray-head", "ray-worker"):
+        env = environment(services[name])
+        assert env.get("RAY_AUTH_MODE") == "token", f"compose.yaml: {name} must run with RAY_AUTH_MODE=token"
+        token = env.get("RAY_AUTH_TOKEN") or ""
+        # ${VAR:?message}: compose refuses to start without a non-empty token rather than run a cluster without one
+        assert re.fullmatch(r"\$\{RAY_AUTH_TOKEN:\?[^}]+\}", token), f"compose.yaml: {name} RAY_AUTH_TOKEN={token}"
+        tokens.add(token)
+    assert len(tokens) == 1  # every node of a cluster needs the same token
+    assert "RAY_AUTH_TOKEN" not in environment(services["mlflow"])
 
 
 def test_ray_worker_joins_the_head():

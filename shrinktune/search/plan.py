@@ -64,6 +64,7 @@ class RunOptions:
     retries: int | None = None  # extra attempts for a failed trial; default the space's `retries`
     resume: str | None = None  # name of an interrupted search under storage_path to continue
     verbose: bool = False  # Ray Tune's own tables and warnings too (default: one progress line per ended trial)
+    listen_all: bool = False  # a local Ray started by the search listens on the network too (default: loopback)
 
     def __post_init__(self):
         for flag in ("trials", "max_concurrent"):

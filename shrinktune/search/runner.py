@@ -40,7 +40,7 @@ from shrinktune.errors import UserError
 from shrinktune.front import pareto_front
 from shrinktune.models.generation import GenerationSettings
 from shrinktune.search.callbacks import MlflowTrialLogger, error_summary
-from shrinktune.search.cluster import leave_uploaded_copy, submitted_working_dir
+from shrinktune.search.cluster import bind_local_ray, leave_uploaded_copy, submitted_working_dir
 from shrinktune.search.faults import FAULTS_ENV, Fault, inject_fault
 from shrinktune.search.pareto import below_floor, indistinct_members
 from shrinktune.search.plan import SearchPlan, release
@@ -131,9 +131,12 @@ def trial_resources(nodes: list[dict], concurrent: int, cpus: float | None, gpus
     return cpus, gpus
 
 
-def start_ray(address: str | None, verbose: bool = False):
+def start_ray(address: str | None, verbose: bool = False, listen_all: bool = False):
     """Joins the cluster at `address` (or RAY_ADDRESS, or a running local one) or starts a local Ray; its driver
     logs errors only, and with `verbose` its warnings too (advice for Ray users, e.g. on the size of uploads).
+
+    A local Ray started here listens on loopback only, unless `listen_all` (`bind_local_ray`): nothing else needs to
+    reach it, and its metrics endpoints answer without authentication.
 
     The `shrinktune` package travels with the job (`py_modules`), so trial workers on every node import the same
     code as this driver, whether or not the project is installed there; its dependencies must be. A job submitted
@@ -145,6 +148,8 @@ def start_ray(address: str | None, verbose: bool = False):
     kwargs: dict[str, Any] = {"address": address} if address else {}
     where = address or os.environ.get("RAY_ADDRESS") or "a new local Ray"
     _check_reachable(address or os.environ.get("RAY_ADDRESS"))
+    if address == "local" or (address is None and not os.environ.get("RAY_ADDRESS")):
+        bind_local_ray(listen_all)  # a Ray this process may start; joining a running one is not affected
     if not submitted_working_dir():
         kwargs["runtime_env"] = {"py_modules": [str(Path(shrinktune.__file__).parent)]}
     try:
@@ -460,7 +465,7 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
     try:
         if submitted_working_dir():
             leave_uploaded_copy(Path(options.storage_path).parent)
-        ray = start_ray(options.address, options.verbose)
+        ray = start_ray(options.address, options.verbose, options.listen_all)
         resources = ray.cluster_resources()
         cpus, gpus = trial_resources(ray.nodes(), budget.max_concurrent, options.cpus_per_trial,
                                      options.gpus_per_trial)

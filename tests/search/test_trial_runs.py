@@ -114,6 +114,10 @@ def test_the_teacher_run_is_logged_once_and_not_again_when_resumed(tmp_path, mon
     tracker = plan.tracker
     tracker.start_search("s", {})
     measured = []
+    folder = tmp_path / "teacher"  # what a prepared teacher's folder holds: read back only when it does
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (folder / name).write_text("{}")
 
     def prepare(context):
         measured.append(context.teacher_dir)
