@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True)
+def shrinktune_logs_reach_caplog(monkeypatch):
+    """A trial run in this process (`quiet_libraries`) gives the "shrinktune" logger a handler of its own and stops
+    it propagating; every test starts with it propagating again, so that caplog sees its records."""
+    monkeypatch.setattr(logging.getLogger("shrinktune"), "propagate", True)
 
 
 @pytest.fixture(scope="session")

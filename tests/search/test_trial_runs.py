@@ -63,8 +63,6 @@ def test_run_names_say_the_shape_learning_rate_and_method_then_the_tune_id():
 
 
 def test_the_runner_logs_a_trial_with_its_settings_its_real_times_and_the_progress(tmp_path, caplog, monkeypatch):
-    # a trial run earlier in this process (quiet_libraries) stops "shrinktune" propagating to the root: caplog's
-    monkeypatch.setattr(logging.getLogger("shrinktune"), "propagate", True)
     plan = _plan(tmp_path)
     plan.tracker.start_search("s", {})
     context = plan.context(threads=1)

@@ -131,7 +131,6 @@ def test_log_frontier_logs_hypervolume_per_trial_and_plots_at_the_end(store):
 def test_log_frontier_without_teacher_values_warns_and_goes_on(store, caplog, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.setattr(logging.getLogger("shrinktune"), "propagate", True)  # a trial run in-process may stop it
     tracker = SearchTracker(store, "exp-no-teacher")
     parent = tracker.start_search("search-1", {})
     with caplog.at_level(logging.WARNING, logger="shrinktune"):
