@@ -1,4 +1,5 @@
-"""Folders and files people pass (`--storage`, `--cache-dir`, `--out`), checked before any work starts.
+"""Folders and files: those people pass (`--storage`, `--cache-dir`, `--out`, `--export`), checked before any work
+starts, and the file lock that processes sharing a folder take (`file_lock`).
 
 Writability is tried, not inferred from permission bits: root passes every `os.access` check, yet cannot write into
 /proc or onto a read-only mount.
@@ -6,10 +7,41 @@ Writability is tried, not inferred from permission bits: root passes every `os.a
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from shrinktune.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, shared: bool = False, required: bool = True) -> Iterator[None]:
+    """An exclusive (or `shared`) `flock` on the file `path`, made (with its folder) if missing, held for the block:
+    how processes on one machine, or on a shared file system that supports it, take turns.
+
+    Args:
+        required: when False, a lock file that cannot be made is not an error: the block runs without the lock.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path, "a")
+    except OSError:
+        if required:
+            raise
+        logger.debug("no lock file %s: going on without it", path)
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def can_write_in(folder: Path) -> bool:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shrinktune.errors import ConfigError, UserError
+from shrinktune.paths import can_write_in
 from shrinktune.pick.rules import QUALITY, parse_constraint, parse_objectives, parse_pick
 from shrinktune.pick.runs import (
     Candidate,
@@ -142,14 +143,14 @@ def check_export(destination: Path) -> None:
     if destination.exists() or destination.is_symlink():
         if not destination.is_dir() or any(destination.iterdir()):
             raise ConfigError(f"--export {destination} exists and is not an empty folder; pass a new folder.")
-        if not os.access(destination, os.W_OK | os.X_OK):
+        if not can_write_in(destination):
             raise ConfigError(f"--export {destination} is not writable; pass a folder you can write.")
         return
     parent = next(p for p in destination.absolute().parents if p.exists())  # the folder it would be made in
     if not parent.is_dir():
         raise ConfigError(f"--export {destination} cannot be made: {parent} is a file, not a folder; pass a folder "
                           "path.")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not can_write_in(parent):
         raise ConfigError(f"--export {destination} cannot be made: {parent} is not writable; pass a folder you can "
                           "write.")
 

@@ -24,7 +24,7 @@ from shrinktune.errors import UserError
 from shrinktune.front import pareto_front
 from shrinktune.pick.rules import Constraint, Pick
 from shrinktune.pick.table import differing_settings
-from shrinktune.pick.trust import HeldOutInputs, copy_regular_files
+from shrinktune.pick.trust import HeldOutInputs, copy_regular_files, run_label
 from shrinktune.tracking.schema import (
     CHECKPOINT_PARAM,
     CHECKPOINT_TAG,
@@ -119,10 +119,6 @@ def find_experiment(client, name: str):
     return found
 
 
-def _name(run) -> str:
-    return run.info.run_name or run.info.run_id
-
-
 def find_searches(client, experiment, search: str | None, every: bool, finished: set[str]) -> list:
     """The parent runs to read: all (`every`), the one named or id'd by `search`, or the latest; only searches
     with a FINISHED trial run (their ids: `finished`) count. Newer searches passed over are logged."""
@@ -135,25 +131,25 @@ def find_searches(client, experiment, search: str | None, every: bool, finished:
     if search is not None:
         named = [p for p in parents if search in (p.info.run_id, p.info.run_name)]
         if not named:
-            recent = ", ".join(_name(p) for p in parents[:5])
+            recent = ", ".join(run_label(p) for p in parents[:5])
             raise UserError(f"no search {search!r} in experiment {experiment.name!r}; recent searches: {recent}. "
                             "Pass a search run's name or id to --search, or --all.")
         chosen = [p for p in named if p.info.run_id in finished]
         if not chosen:
-            others = ", ".join(_name(p) for p in usable[:5]) or "none"
+            others = ", ".join(run_label(p) for p in usable[:5]) or "none"
             raise UserError(f"search {search!r} has no FINISHED trial run (its run is {named[0].info.status}); wait "
                             f"for a trial to end, or pass another to --search (searches with finished trials: "
                             f"{others}).")
         return chosen[:1]  # the latest of that name
     if not usable:
         raise UserError(f"none of the {len(parents)} search run(s) in experiment {experiment.name!r} has a FINISHED "
-                        f"trial run (latest: {_name(parents[0])}, {parents[0].info.status}); wait for a trial to "
+                        f"trial run (latest: {run_label(parents[0])}, {parents[0].info.status}); wait for a trial to "
                         f"end, or run `{entry_command('search')}` again.")
     skipped = parents[:parents.index(usable[0])] if not every else [p for p in parents if p not in usable]
     if skipped:
         logger.warning("skipped %s search(es) without a FINISHED trial run: %s; reading %s",
-                       "newer" if not every else "the", ", ".join(f"{_name(p)} ({p.info.status})" for p in skipped),
-                       _name(usable[0]) if not every else f"the other {len(usable)}")
+                       "newer" if not every else "the", ", ".join(f"{run_label(p)} ({p.info.status})" for p in skipped),
+                       run_label(usable[0]) if not every else f"the other {len(usable)}")
     return usable if every else usable[:1]
 
 
@@ -166,7 +162,7 @@ def search_objectives(searches: list) -> dict[str, str]:
             parsed = json.loads(text) if text else None
         except ValueError:
             parsed = None
-        found[parent.info.run_name or parent.info.run_id] = parsed if isinstance(parsed, dict) else None
+        found[run_label(parent)] = parsed if isinstance(parsed, dict) else None
     missing = [k for k, v in found.items() if v is None]
     if missing:
         raise UserError(f"search {missing[0]} has no readable `objectives` param; "

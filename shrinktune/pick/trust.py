@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _name(run) -> str:
+def run_label(run) -> str:
+    """How a message names an MLflow run: its name, else its id."""
     return run.info.run_name or run.info.run_id
 
 
@@ -123,14 +124,14 @@ def heldout_inputs(client, selection: Selection, checkpoint: Path | None) -> Hel
                           f"and tags.`{KIND_TAG}` = {filter_value(TEACHER_KIND)}")
         folder = found[0].data.params.get(TEACHER_DIR_PARAM) if found else None
     if not folder:
-        raise UserError(f"search {_name(search)} logged no {TEACHER_DIR_PARAM} param (on its run or its teacher's "
+        raise UserError(f"search {run_label(search)} logged no {TEACHER_DIR_PARAM} param (on its run or its teacher's "
                         "run); --test needs the teacher's folder: rerun the search with this version.")
     if not params.get("task"):
-        raise UserError(f"search {_name(search)} logged no task param; --test needs it: rerun the search with this "
+        raise UserError(f"search {run_label(search)} logged no task param; --test needs it: rerun the search with this "
                         "version.")
     missing = missing_parts(folder)
     if missing:
-        raise UserError(f"search {_name(search)}'s teacher folder {folder} is missing {', '.join(missing)}; --test "
+        raise UserError(f"search {run_label(search)}'s teacher folder {folder} is missing {', '.join(missing)}; --test "
                         "needs it whole: run --test where the search prepared its teacher, or rerun the search.")
     generation = json.loads(params["generation"]) if params.get("generation") else None
     return HeldOutInputs(checkpoint, Path(folder).resolve(), params["task"], generation)

@@ -33,6 +33,7 @@ from shrinktune.search.space import SearchSpace, resolve_space_path
 from shrinktune.search.trial import TrialContext
 from shrinktune.settings import SAMPLERS, SearchSettings
 from shrinktune.tracking.mlflow_tracking import SearchTracker
+from shrinktune.tracking.schema import STORAGE_PARAM
 
 logger = logging.getLogger(__name__)
 
@@ -261,10 +262,9 @@ def _resumed(tracker: SearchTracker, storage_path: str, name: str, space: Search
         if ended:
             raise UserError(
                 f"search {name!r} has {len(ended)} trial run(s) in MLflow but no Ray Tune state at {folder}; pass "
-                f"the --storage it ran with ({previous.data.params.get('storage', 'see its MLflow run')}).")
+                f"the --storage it ran with ({previous.data.params.get(STORAGE_PARAM, 'see its MLflow run')}).")
         logger.info("search %s was interrupted before any trial ended: its trials start afresh, under its MLflow run",
                     name)
-        check_folder(folder, "--storage", private=True)
     return previous, restore
 
 

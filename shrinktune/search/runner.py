@@ -316,12 +316,7 @@ def _finish(outcome: SearchOutcome, tracker: SearchTracker, space: SearchSpace, 
     if outcome.interrupted:
         logger.warning("search %s interrupted with %d of %d trial(s) ended; continue it with --resume %s",
                        outcome.name, len(outcome.rows), trials, outcome.name)
-        if outcome.rows:
-            tracker.end_search("KILLED", counts)
-        else:
-            tracker.end_search("KILLED", counts, state=NO_TRIALS_STATE, note=(
-                f"Stopped (KILLED) before any trial ended: no results yet. Continue it with --resume {outcome.name} "
-                "(the same space, --storage and --tracking-uri)."))
+        _end_early(tracker, outcome.name, "KILLED", len(outcome.rows), counts)
         return outcome
     tags: dict[str, dict[str, str]] = {}
     for index in outcome.front:
@@ -498,23 +493,19 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
             except Exception as error:  # the trials are in MLflow already: show their front rather than nothing
                 logger.warning("the front could not be re-checked (%s); it is shown on the search's own numbers",
                                str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__)
-    except KeyboardInterrupt:
-        _end_early(plan, "KILLED")
-        raise
-    except BaseException:
-        _end_early(plan, "FAILED")
+    except BaseException as error:
+        ended = len(tracker.trial_runs()) if tracker.parent_run_id else 0
+        _end_early(tracker, plan.name, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED", ended)
         raise
     return _finish(outcome, tracker, space, budget.trials)
 
 
-def _end_early(plan: SearchPlan, status: str, ended: int | None = None) -> None:
-    """Ends the search's run as `status` before its trials all ended; a search in which no trial ended says so on
-    its run (state and description), so that nobody takes it for a finished search."""
-    if ended is None:
-        ended = len(plan.tracker.trial_runs()) if plan.tracker.parent_run_id else 0
+def _end_early(tracker: SearchTracker, name: str, status: str, ended: int, metrics: dict | None = None) -> None:
+    """Ends the search's run as `status` before its trials all ended (`ended` of them did); a search in which no
+    trial ended says so on its run (state and description), so that nobody takes it for a finished search."""
     if ended:
-        plan.tracker.end_search(status)
+        tracker.end_search(status, metrics)
         return
-    plan.tracker.end_search(status, state=NO_TRIALS_STATE, note=(
-        f"Stopped ({status}) before any trial ended: no results yet. Continue it with --resume {plan.name} "
-        "(the same space, --storage and --tracking-uri)."))
+    tracker.end_search(status, metrics, state=NO_TRIALS_STATE, note=(
+        f"Stopped ({status}) before any trial ended: no results yet. Continue it with --resume {name} (the same "
+        "space, --storage and --tracking-uri)."))

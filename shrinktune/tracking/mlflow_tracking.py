@@ -10,14 +10,12 @@ when two processes open the same new file at once.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import math
 import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from mlflow.entities import Metric, Param
@@ -27,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from shrinktune.errors import UserError
 from shrinktune.front import ObjectiveError, hypervolume, pareto_front
 from shrinktune.models.folders import missing_parts
+from shrinktune.paths import file_lock
 from shrinktune.tracking.plots import frontier_html, frontier_png
 from shrinktune.tracking.schema import (
     CHECKPOINT_TAG,
@@ -134,24 +133,6 @@ def _unusable(uri: str, error: Exception) -> str:
             "http://host:5000.")
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path, *, shared: bool = False) -> Iterator[None]:
-    """An exclusive (or shared) `flock` on `lock_path`, made if missing. A folder where no lock file can be made
-    holds a store nobody can create or write either: the store is then opened without the lock."""
-    try:
-        lock = open(lock_path, "a")
-    except OSError:
-        logger.debug("no lock file %s: opening the store without it", lock_path)
-        yield
-        return
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _created(path: Path) -> bool:
     """Whether the sqlite file holds a store whose creation ended: MLflow records its schema's version (in
     `alembic_version`) as it creates the tables, and no creator runs while the caller holds the shared lock."""
@@ -178,10 +159,10 @@ def prepare_store(tracking_uri: str) -> MlflowClient:
     try:
         if path is not None:
             lock = path.with_name(path.name + ".lock")
-            with _locked(lock, shared=True):
+            with file_lock(lock, shared=True, required=False):  # a folder nobody can write: no store to make
                 created = _created(path)
             if not created:
-                with _locked(lock):
+                with file_lock(lock, required=False):
                     if not _created(path):  # still new: nobody created it while this process waited
                         return MlflowClient(tracking_uri=tracking_uri)  # creates the tables
         return MlflowClient(tracking_uri=tracking_uri)

@@ -8,8 +8,6 @@ file lock, so trials running at once compute each thing once and never read a ha
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -18,6 +16,8 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from shrinktune.paths import file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -52,17 +52,6 @@ def file_fingerprint(path: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path):
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def cached_dir(kind: str, key: str, produce: Callable[[Path], None], root: Path | None = None) -> Path:
     """Returns `<root>/<kind>/<key>/`, calling `produce(tmp_dir)` to fill it the first time.
 
@@ -73,7 +62,7 @@ def cached_dir(kind: str, key: str, produce: Callable[[Path], None], root: Path 
     final = root / kind / key
     if (final / ".complete").exists():
         return final
-    with _locked(root / kind / f"{key}.lock"):
+    with file_lock(root / kind / f"{key}.lock"):
         if (final / ".complete").exists():
             return final
         final.parent.mkdir(parents=True, exist_ok=True)

@@ -230,16 +230,25 @@ def test_failed_trials_are_recorded_once_and_the_search_goes_on(tmp_path, tiny_t
         assert line in out.stdout  # the failed trials' reasons, listed after the Pareto table
 
 
-def _stop_early(command, log) -> int:
-    """Runs the search `command` and interrupts it (Ctrl-C) while its teacher is prepared; returns its exit code."""
+def _started_until(command, log, text: str, timeout: float) -> subprocess.Popen:
+    """Starts the search `command` in a session of its own (the driver and the local Ray it starts form one process
+    group, killed together), its output in `log`, and returns once `text` is there; it must still run then."""
     with open(log, "w") as handle:
         driver = subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        if driver.poll() is not None or time.monotonic() > deadline:
+            if driver.poll() is None:
+                os.killpg(driver.pid, signal.SIGKILL)
+            pytest.fail(f"the search ended or ran {timeout:g} s before {text!r}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    return driver
+
+
+def _stop_early(command, log) -> int:
+    """Runs the search `command` and interrupts it (Ctrl-C) while its teacher is prepared; returns its exit code."""
+    driver = _started_until(command, log, "preparing and measuring the teacher", 300)
     try:
-        deadline = time.monotonic() + 300
-        while "preparing and measuring the teacher" not in log.read_text():
-            assert driver.poll() is None, f"the search ended before it could be interrupted:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
         driver.send_signal(signal.SIGINT)  # the driver only, as a terminal's Ctrl-C reaches it
         return driver.wait(timeout=120)
     finally:
@@ -262,15 +271,8 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, tiny
 
     log = tmp_path / "killed.log"
     command = _command(tmp_path, tiny_teacher_dir, shared_cache, 2, "--resume", "killed")
-    with open(log, "w") as handle:
-        # Its own session: the driver and the local Ray it starts form one process group, killed together.
-        driver = subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    driver = _started_until(command, log, "finished → MLflow run", 600)
     try:
-        deadline = time.monotonic() + 600
-        while "finished → MLflow run" not in log.read_text():
-            assert driver.poll() is None, f"the search ended before it could be killed:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
         deadline = time.monotonic() + 30
