@@ -50,7 +50,7 @@ def _search_parser(parser: ArgumentParser) -> ArgumentParser:
     parser.add_argument("--cpus-per-trial", type=float, default=None,
                         help="CPUs per trial (default: all / concurrency)")
     parser.add_argument("--gpus-per-trial", type=float, default=None,
-                        help="GPUs per trial, fractions allowed (default: 1 if the cluster has GPUs)")
+                        help="GPUs per trial, a fraction ≤ 1 or a whole number (default: all / concurrency, at most 1)")
     parser.add_argument("--sampler", choices=("tpe", "nsga2", "random"), default=None,
                         help="Optuna sampler (overrides the space file)")
     parser.add_argument("--name", default=None, help="name of this search's run (default: <space>-<timestamp>)")

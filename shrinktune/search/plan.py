@@ -48,6 +48,20 @@ def check_name(name: str, flag: str) -> None:
                           f"(it names a folder of the storage), got {name!r}; e.g. {flag} bart-small-1.")
 
 
+GPU_STEPS = 10_000  # Ray counts a resource in steps of 1/10000; a finer fraction is refused
+
+
+def check_gpus_per_trial(gpus: float) -> None:
+    """Ray's rule for a GPU request: 0, a fraction from 0.0001 to 1, or a whole number of GPUs.
+
+    Ray 2.60 refuses any other request (1.5, 0.00001) only when it schedules it, and under Tune the search then
+    fails with "Tracked actor is not managed by this event manager", not the reason; refused here in one line.
+    """
+    if not (gpus == 0 or 1 / GPU_STEPS <= gpus <= 1 or (gpus > 1 and float(gpus).is_integer())):
+        raise ConfigError(f"--gpus-per-trial must be 0, a fraction from {1 / GPU_STEPS:g} to 1 (trials then share a "
+                          f"GPU) or a whole number of GPUs, got {gpus:g}.")
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How and where a search runs (command-line flags override the space file's budget)."""
@@ -59,7 +73,7 @@ class RunOptions:
     trials: int | None = None  # overrides search.trials
     max_concurrent: int | None = None  # overrides search.max_concurrent
     cpus_per_trial: float | None = None  # default: the cluster's CPUs / max_concurrent
-    gpus_per_trial: float | None = None  # default: 1 when the cluster has GPUs, else 0
+    gpus_per_trial: float | None = None  # default: the cluster's GPUs / max_concurrent, at most 1 (0: none)
     sampler: str | None = None  # overrides search.sampler
     name: str | None = None  # Tune experiment name; default <space>-<timestamp>
     retries: int | None = None  # extra attempts for a failed trial; default the space's `retries`
@@ -76,6 +90,8 @@ class RunOptions:
             value = getattr(self, flag)
             if value is not None and value < 0:
                 raise ConfigError(f"--{flag.replace('_', '-')} must be ≥ 0, got {value}.")
+        if self.gpus_per_trial is not None:
+            check_gpus_per_trial(self.gpus_per_trial)
         if self.retries is not None and not isinstance(self.retries, int):
             raise ConfigError(f"--retries must be a whole number of attempts, got {self.retries!r}.")
         if self.sampler is not None and self.sampler not in SAMPLERS:

@@ -19,6 +19,7 @@ import contextlib
 import importlib.metadata as md
 import json
 import logging
+import math
 import os
 import platform as stdlib_platform
 import re
@@ -36,14 +37,14 @@ from ray.exceptions import AuthenticationError
 from ray.tune.search import ConcurrencyLimiter
 
 import shrinktune
-from shrinktune.errors import UserError
+from shrinktune.errors import ConfigError, UserError
 from shrinktune.front import pareto_front
 from shrinktune.models.generation import GenerationSettings
 from shrinktune.search.callbacks import MlflowTrialLogger, error_summary
 from shrinktune.search.cluster import bind_local_ray, leave_uploaded_copy, submitted_working_dir
 from shrinktune.search.faults import FAULTS_ENV, Fault, inject_fault
 from shrinktune.search.pareto import below_floor, indistinct_members
-from shrinktune.search.plan import SearchPlan, release
+from shrinktune.search.plan import GPU_STEPS, SearchPlan, check_gpus_per_trial, release
 from shrinktune.search.samplers import make_searcher
 from shrinktune.search.space import SearchSpace, is_feasible
 from shrinktune.search.trial import (
@@ -111,24 +112,41 @@ def _versions() -> dict:
 
 
 def trial_resources(nodes: list[dict], concurrent: int, cpus: float | None, gpus: float | None) -> tuple[float, float]:
-    """CPUs and GPUs per trial: the flags, or what one node can give each of `concurrent` trials.
+    """CPUs and GPUs per trial: the flags, or what the cluster can give each of `concurrent` trials.
 
+    By default the cluster's GPUs are shared among the concurrent trials, at most one GPU each: one GPU and two
+    trials at a time give 0.5 each (both run at once, on the same GPU), four GPUs and two trials give 1 each; a
+    share is rounded down to Ray's step of 0.0001 (one GPU, three trials: 0.3333 each).
     A trial runs on one node, so a request larger than the largest node would wait forever; it is refused.
+
+    Raises:
+        ConfigError: `gpus` breaks Ray's rule for GPU requests (`check_gpus_per_trial`).
+        UserError: a trial asks for more than the largest node has.
     """
     alive = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
     node_cpus = max((r.get("CPU", 0) for r in alive), default=0)
     node_gpus = max((r.get("GPU", 0) for r in alive), default=0)
     total_cpus = sum(r.get("CPU", 0) for r in alive)
+    total_gpus = sum(r.get("GPU", 0) for r in alive)
     if cpus is None:
         cpus = max(1, min(int(total_cpus // concurrent), int(node_cpus)))
     if gpus is None:
-        gpus = 1 if node_gpus >= 1 else 0
+        share = math.floor(min(1.0, total_gpus / concurrent) * GPU_STEPS + 1e-6)  # in Ray's steps, rounded down
+        gpus = 0 if total_gpus <= 0 else 1 if share >= GPU_STEPS else max(1, share) / GPU_STEPS
+    check_gpus_per_trial(gpus)
     if cpus > node_cpus or gpus > node_gpus:
         raise UserError(
             f"a trial asks for {cpus:g} CPU and {gpus:g} GPU but the largest node has {node_cpus:g} CPU and "
             f"{node_gpus:g} GPU; lower --cpus-per-trial / --gpus-per-trial or add a larger node."
         )
     return cpus, gpus
+
+
+def check_trial_device(dtype: str, gpus: float) -> None:
+    """bf16 and fp16 train and measure on GPUs: trials that get none are refused before they start."""
+    if dtype != "fp32" and not gpus:
+        raise ConfigError(f"evaluation.dtype {dtype} needs GPUs, and the trials get none (the cluster has no GPU, or "
+                          "--gpus-per-trial 0); use dtype: fp32, or run the search where GPUs are.")
 
 
 def start_ray(address: str | None, verbose: bool = False, listen_all: bool = False):
@@ -464,6 +482,7 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
         resources = ray.cluster_resources()
         cpus, gpus = trial_resources(ray.nodes(), budget.max_concurrent, options.cpus_per_trial,
                                      options.gpus_per_trial)
+        check_trial_device(plan.space.evaluation.dtype, gpus)
         context = plan.context(threads=int(cpus) if not gpus else 0)
         logger.info("Ray: %s CPUs, %s GPUs; %d trial(s), %d at a time, %s CPU + %s GPU each, %d retr%s per trial",
                     resources.get("CPU", 0), resources.get("GPU", 0), budget.trials, budget.max_concurrent, cpus,
