@@ -23,6 +23,7 @@ from typing import Any
 from shrinktune.errors import ConfigError
 
 SAMPLERS = ("tpe", "nsga2", "random")
+DTYPES = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,12 @@ class EvaluationSettings:
     latency_cap_s: float = number(60, "... or for at most this many seconds per architecture", above=0)
     recheck_samples: int = integer(
         500, "validation pairs the final front is re-checked on (the whole split when fewer; 0 = no re-check)", low=0)
+    runtime: str = choice(
+        "eager", "how generation runs: transformers' `generate`, or greedy with static caches and a compiled decoder "
+        "step (a CUDA graph on GPUs; token-identical; greedy only)", ("eager", "compiled"))
+    dtype: str = choice(
+        "fp32", "precision of fine-tuning (autocast) and of every measurement; bf16 and fp16 need a GPU that has them",
+        DTYPES)
 
     def __post_init__(self):
         check(self)

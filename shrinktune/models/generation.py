@@ -97,21 +97,29 @@ class SourceCopyBias(LogitsProcessor):
         # (source per score row, token bias per score row), built at the first step
         self._rows: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    def rows(self, source_ids: torch.Tensor, rows: int, vocab: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(each score row's source (rows, source_len), its token bias (rows, vocab)) for `source_ids`."""
+        if rows % source_ids.shape[0]:
+            raise ValueError(f"SourceCopyBias: {rows} score rows do not expand {source_ids.shape[0]} sources")
+        source = source_ids.to(device).repeat_interleave(rows // source_ids.shape[0], dim=0)
+        static = torch.zeros(rows, vocab, dtype=torch.float32, device=device).scatter_(1, source, self.token_bias)
+        static[:, self.ignore_ids] = 0
+        return source, static
+
     def _per_row(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = scores.shape[0]
-        if self._rows is None or self._rows[0].shape[0] != rows:
-            if rows % self.source_ids.shape[0]:
-                raise ValueError(f"SourceCopyBias: {rows} score rows do not expand {self.source_ids.shape[0]} sources")
-            source = self.source_ids.to(scores.device).repeat_interleave(rows // self.source_ids.shape[0], dim=0)
-            static = torch.zeros_like(scores, dtype=torch.float32).scatter_(1, source, self.token_bias)
-            static[:, self.ignore_ids] = 0
-            self._rows = (source, static)
+        if self._rows is None or self._rows[0].shape[0] != scores.shape[0]:
+            self._rows = self.rows(self.source_ids, scores.shape[0], scores.shape[1], scores.device)
         return self._rows
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         source, bias = self._per_row(scores)
+        return self.apply(scores, source, bias, input_ids[:, -1:])
+
+    def apply(self, scores: torch.Tensor, source: torch.Tensor, bias: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """The biased log-probabilities, from the rows' sources and token biases (`rows`) and their last generated
+        token `last` (rows, 1): tensor operations only, so that a compiled decoder step can run it."""
         if self.continuation_bias:
-            follows = (source[:, :-1] == input_ids[:, -1:]).float() * self.continuation_bias
+            follows = (source[:, :-1] == last).float() * self.continuation_bias
             continuation = torch.zeros_like(bias).scatter_reduce_(1, source[:, 1:], follows, reduce="amax")
             continuation[:, self.ignore_ids] = 0
             bias = bias + continuation
@@ -125,6 +133,10 @@ class SourceCopyBias(LogitsProcessor):
         words = words - torch.logsumexp(words, dim=-1, keepdim=True).clamp(min=torch.finfo(words.dtype).min) + word_mass
         words[:, self.stop_ids] = stop
         return words.to(scores.dtype)
+
+    def constants(self) -> tuple:
+        """What besides the sources decides the bias (equal for every call of one model's settings)."""
+        return self.token_bias, self.continuation_bias, tuple(self.ignore_ids), tuple(self.stop_ids)
 
 
 def source_copy_bias(model, source_ids: torch.Tensor) -> SourceCopyBias | None:
@@ -140,13 +152,18 @@ def source_copy_bias(model, source_ids: torch.Tensor) -> SourceCopyBias | None:
 
 
 def generate(model, **inputs) -> torch.Tensor:
-    """`model.generate(**inputs)` under `model.generation_config`, including its source-copy bias if it sets one.
+    """`model.generate(**inputs)` under `model.generation_config`, including its source-copy bias if it sets one,
+    in the model's runtime: transformers' `generate`, or the compiled greedy loop that
+    `shrinktune.models.decoding.set_runtime(model, "compiled")` gave it (token-identical).
 
     Every generation the project measures or serves goes through here, so a setting decodes the same everywhere.
     """
+    from shrinktune.models.decoding import compiled_decoder  # decoding imports this module
+
     bias = source_copy_bias(model, inputs["input_ids"]) if "input_ids" in inputs else None
     if bias is not None:
         processors = LogitsProcessorList(inputs.pop("logits_processor", None) or [])
         processors.append(bias)
         inputs["logits_processor"] = processors
-    return model.generate(**inputs)
+    runtime = compiled_decoder(model)
+    return model.generate(**inputs) if runtime is None else runtime.generate(**inputs)

@@ -289,6 +289,9 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
         enqueue = []
     for i, point in enumerate(enqueue):
         _check_point(f"search.enqueue[{i}]", point, dimensions, fixed, problems)
+    if (decoding is not None and evaluation.get("runtime") == "compiled" and decoding.num_beams > 1):
+        problems.append(f"evaluation.runtime compiled decodes greedily, but generation.num_beams is "
+                        f"{decoding.num_beams}; set num_beams: 1 or runtime: eager")
     if problems or decoding is None or not isinstance(task, str) or not isinstance(teacher, str):
         return None
     unique: list[dict] = []

@@ -23,6 +23,7 @@ import transformers
 
 from shrinktune.data.tasks import get_task, load_task_splits
 from shrinktune.errors import ConfigError
+from shrinktune.measure.bound import bound_record, measure_bandwidth, spec_bandwidth
 from shrinktune.measure.evaluate import (
     batched_latency,
     cost_metrics,
@@ -32,12 +33,15 @@ from shrinktune.measure.evaluate import (
     score_summaries,
     timing_inputs,
 )
-from shrinktune.measure.latency import generation_record
+from shrinktune.measure.finetune_memory import MB, full_finetune_peak_bytes
+from shrinktune.measure.latency import generation_record, time_encoder
 from shrinktune.measure.speed import SpeedRounds, architecture_key, at_length, compare_speed, time_alone
 from shrinktune.models.autoencoder import Autoencoder
+from shrinktune.models.decoding import check_runtime, compiled_decoder, set_runtime
 from shrinktune.models.families import decoder_module, depth, encoder_module, family_of, half_configs
 from shrinktune.models.folders import TRIAL_INFO
 from shrinktune.models.generation import GenerationSettings
+from shrinktune.models.precision import cast_for_measuring, check_dtype
 from shrinktune.models.student import build_student
 from shrinktune.models.summarizer import task_record
 from shrinktune.models.teacher import EMBEDDED_TEACHER, load_teacher, source_token_limit
@@ -114,6 +118,69 @@ def _runtime() -> dict:
             "transformers": transformers.__version__}
 
 
+def measured(model, ctx: TrialContext):
+    """The model as trials measure it: cast to `evaluation.dtype` (a copy, unless fp32) and generating in
+    `evaluation.runtime`. Its outputs are the model's own: the compiled runtime is token-identical."""
+    model = cast_for_measuring(model, ctx.evaluation.dtype)
+    set_runtime(model, ctx.evaluation.runtime)
+    return model
+
+
+def check_precision_and_runtime(ctx: TrialContext, teacher) -> None:
+    """One line before any work when this device cannot train in `evaluation.dtype` or the teacher's decoding
+    cannot run in `evaluation.runtime`."""
+    check_dtype(ctx.evaluation.dtype, _device())
+    check_runtime(ctx.evaluation.runtime, teacher.generation_config)
+
+
+_BANDWIDTH: dict[str, float] = {}
+
+
+def bandwidth(device: torch.device) -> float:
+    """The device's memory bandwidth in bytes/s: the datasheet figure on a GPU that reports it, else measured by a
+    copy (once per process)."""
+    key = str(device)
+    if key not in _BANDWIDTH:
+        _BANDWIDTH[key] = spec_bandwidth(device) or measure_bandwidth(device)
+    return _BANDWIDTH[key]
+
+
+def bound_metrics(model, inputs: list[dict], new_tokens: int, measured_ms: float) -> dict:
+    """The memory-bandwidth bound of this model's batch-1 generation at `new_tokens` (its weights and caches read
+    once per token, plus its encoder's measured time), beside the measured time per summary."""
+    device = next(model.parameters()).device
+    encoder_ms = time_encoder(model, inputs, warmup=1, repeats=3).median_ms
+    source = round(float(np.mean([batch["input_ids"].shape[-1] for batch in inputs])))
+    prompt = round(float(np.mean([batch["decoder_input_ids"].shape[-1] if "decoder_input_ids" in batch else 1
+                                  for batch in inputs])))
+    record = bound_record(model, batch_size=1, source_tokens=source, prompt_tokens=prompt, new_tokens=new_tokens,
+                          measured_ms=measured_ms, encoder_ms=encoder_ms, bandwidth_bytes_per_s=bandwidth(device))
+    return {"bound_ms": record["bound_ms"], "bound_ratio": record["bound_ratio"], "encoder_ms": encoder_ms,
+            "bandwidth_gbs": record["bandwidth_gbs"]}
+
+
+def runtime_metrics(model) -> dict:
+    """Whether the compiled runtime compiled (1) or fell back to its uncompiled step (0); {} when eager."""
+    decoder = compiled_decoder(model)
+    if decoder is None:
+        return {}
+    return {"compiled_step": float(decoder.compiled_shapes > 0 and decoder.fallback is None)}
+
+
+def full_memory(model, trainable: str) -> dict:
+    """Fine-tuning memory the papers' way (whole model; a student's encoder and bottleneck frozen), on CUDA only:
+    on a CPU it costs tens of seconds a trial, and the papers' claim is a GPU claim."""
+    if _device().type != "cuda":
+        return {}
+    peak = full_finetune_peak_bytes(model, trainable=trainable, source_tokens=min(512, _source_limit(model)))
+    return {"train_full_peak_mb": peak / MB}
+
+
+def _source_limit(model) -> int:
+    config = half_configs(model)[0]
+    return int(getattr(config, "max_position_embeddings", 0) or 512)
+
+
 def _timing(model, tokenizer, task, ctx: TrialContext, validation) -> tuple[list[dict], int]:
     """(batch-1 inputs of the first `latency_samples` validation pairs, tokens every timed summary is forced to)."""
     inputs = timing_inputs(model, tokenizer, validation[: ctx.evaluation.latency_samples],
@@ -140,7 +207,8 @@ def speed_rounds(teacher, student, tokenizer, task, ctx: TrialContext, validatio
     """Interleaved teacher-vs-student rounds (`compare_speed`), measured once per architecture and runtime and
     cached: a second trial of the same shape re-uses them. Returns (rounds, whether the cache had them)."""
     inputs, new_tokens = _timing(student, tokenizer, task, ctx, validation)
-    key = fingerprint("speed-v3", architecture_key(teacher), architecture_key(student), _runtime(), new_tokens,
+    key = fingerprint("speed-v4", architecture_key(teacher), architecture_key(student), _runtime(),
+                      ctx.evaluation.runtime, ctx.evaluation.dtype, new_tokens,
                       [list(batch["input_ids"].shape) for batch in inputs], ctx.evaluation.latency_target_pct / 100,
                       ctx.evaluation.latency_cap_s)
     root = Path(ctx.cache_root)
@@ -178,10 +246,11 @@ def speed_metrics(rounds, reference: dict, tokens: float) -> dict:
     }
 
 
-def _costs(model, tokenizer, task, ctx: TrialContext, validation, pairs, settings, weights) -> dict:
+def _costs(model, trained, tokenizer, task, ctx: TrialContext, validation, pairs, settings, weights) -> dict:
+    """Generation memory of the measured `model`; fine-tuning memory of the fp32 `trained` one (autocast)."""
     return cost_metrics(model, tokenizer, validation[: ctx.evaluation.samples],
                         max_source_tokens=task.max_source_tokens,
-                        training_step=training_step_fn(model, pairs, settings), training_weights=weights)
+                        training_step=training_step_fn(trained, pairs, settings), training_weights=weights)
 
 
 def _quality(model, tokenizer, task, examples):
@@ -201,7 +270,7 @@ def teacher_evaluation(teacher, tokenizer, task, ctx: TrialContext, validation, 
     pairs): the search's reference and the final re-check share its summaries."""
     examples = validation[:samples]
     key = fingerprint("teacher-eval", file_fingerprint(ctx.teacher_dir), generation_record(teacher),
-                      task.max_source_tokens, [e.id for e in examples])
+                      ctx.evaluation.dtype, task.max_source_tokens, [e.id for e in examples])
 
     def produce(folder: Path) -> None:
         texts, lengths = generate_with_lengths(teacher, tokenizer, examples, max_source_tokens=task.max_source_tokens,
@@ -239,15 +308,22 @@ def prepare_reference(ctx: TrialContext) -> tuple[str, dict]:
         torch.set_num_threads(ctx.threads)
     ctx = _prepared(ctx)
     task, splits, teacher, tokenizer, pairs = _load_shared(ctx)
+    check_precision_and_runtime(ctx, teacher)
     validation = splits["validation"]
-    settings = FinetuneSettings(batch_size=ctx.defaults.batch_size)
-    logger.info("measuring the teacher")
-    quality = teacher_evaluation(teacher, tokenizer, task, ctx, validation,
+    settings = FinetuneSettings(batch_size=ctx.defaults.batch_size, dtype=ctx.evaluation.dtype)
+    logger.info("measuring the teacher (%s, %s)", ctx.evaluation.dtype, ctx.evaluation.runtime)
+    model = measured(teacher, ctx)
+    quality = teacher_evaluation(model, tokenizer, task, ctx, validation,
                                  max(ctx.evaluation.samples, ctx.evaluation.recheck_samples))
     metrics = dict(quality(ctx.evaluation.samples).metrics)
-    metrics.update(teacher_speed(teacher, tokenizer, task, ctx, validation, metrics["tokens_per_summary"]))
-    metrics.update(_batched_latency(teacher, tokenizer, task, ctx, validation))
-    metrics.update(_costs(teacher, tokenizer, task, ctx, validation, pairs, settings, _trained_modules(teacher)))
+    metrics.update(teacher_speed(model, tokenizer, task, ctx, validation, metrics["tokens_per_summary"]))
+    inputs, new_tokens = _timing(model, tokenizer, task, ctx, validation)
+    metrics.update(bound_metrics(model, inputs, new_tokens, metrics["latency_fixed_ms"]))
+    metrics.update(runtime_metrics(model))
+    metrics.update(_batched_latency(model, tokenizer, task, ctx, validation))
+    metrics.update(_costs(model, teacher, tokenizer, task, ctx, validation, pairs, settings,
+                          _trained_modules(teacher)))
+    metrics.update(full_memory(teacher, "all"))
     return ctx.teacher_dir, metrics
 
 
@@ -278,6 +354,8 @@ def ratios(metrics: dict, reference: dict) -> dict:
         out["speedup"] = reference["latency_ms"] / metrics["latency_ms"]
     if reference.get("train_peak_mb") and metrics.get("train_peak_mb"):
         out["train_memory_ratio"] = metrics["train_peak_mb"] / reference["train_peak_mb"]
+    if reference.get("train_full_peak_mb") and metrics.get("train_full_peak_mb"):
+        out["train_full_memory_ratio"] = metrics["train_full_peak_mb"] / reference["train_full_peak_mb"]
     if reference.get("params_decoder") and metrics.get("params_decoder"):
         out["decoder_params_ratio"] = metrics["params_decoder"] / reference["params_decoder"]
     for key in ("rouge1", "rouge2", "rougeL"):
@@ -359,6 +437,7 @@ def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_
     quiet_libraries()
     trial = replace(ctx.defaults, **config)
     task, splits, teacher, tokenizer, pairs = _load_shared(ctx)
+    check_precision_and_runtime(ctx, teacher)
     encoder_config = half_configs(teacher)[0]
     width = getattr(encoder_config, family_of(encoder_config).width)
     latent = trial.latent_dim or width
@@ -380,7 +459,7 @@ def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_
     ctx.generation.apply(student)  # measured with the search's decoding, and saved with it
     settings = FinetuneSettings(
         epochs=trial.epochs, learning_rate=trial.learning_rate, batch_size=trial.batch_size,
-        label_smoothing=trial.label_smoothing, seed=ctx.seed,
+        label_smoothing=trial.label_smoothing, seed=ctx.seed, dtype=ctx.evaluation.dtype,
     )
     train_pairs = _training_pairs(teacher, tokenizer, task, splits, student_pairs, trial, ctx)
     history = finetune_on_states(
@@ -390,14 +469,19 @@ def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_
     )
     metrics["train_loss"] = history[-1]
     _compress_weights(student, trial, ctx, metrics)
-    quality = _quality(student, tokenizer, task, splits["validation"][: ctx.evaluation.samples])
+    model = measured(student, ctx)
+    quality = _quality(model, tokenizer, task, splits["validation"][: ctx.evaluation.samples])
     metrics.update(quality.metrics)
-    rounds, cached = speed_rounds(teacher, student, tokenizer, task, ctx, splits["validation"])
+    rounds, cached = speed_rounds(measured(teacher, ctx), model, tokenizer, task, ctx, splits["validation"])
     metrics.update(speed_metrics(rounds, ctx.reference, quality.metrics["tokens_per_summary"]))
     metrics["latency_cached"] = float(cached)
-    metrics.update(_batched_latency(student, tokenizer, task, ctx, splits["validation"]))
-    metrics.update(_costs(student, tokenizer, task, ctx, splits["validation"], student_pairs, settings,
+    inputs, new_tokens = _timing(model, tokenizer, task, ctx, splits["validation"])
+    metrics.update(bound_metrics(model, inputs, new_tokens, rounds.latency("candidate").median))
+    metrics.update(runtime_metrics(model))
+    metrics.update(_batched_latency(model, tokenizer, task, ctx, splits["validation"]))
+    metrics.update(_costs(model, student, tokenizer, task, ctx, splits["validation"], student_pairs, settings,
                           _trained_modules(student)))
+    metrics.update(full_memory(student, "decoder"))
     predictions = quality.predictions
     metrics.update(ratios(metrics, ctx.reference))
     checkpoint_dir = Path(checkpoint_dir)
@@ -405,6 +489,7 @@ def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_
     tokenizer.save_pretrained(checkpoint_dir)
     (checkpoint_dir / TRIAL_INFO).write_text(json.dumps(
         {"config": asdict(trial), **task_record(task, student), "generation": ctx.generation.as_dict(),
+         "runtime": {**_runtime(), "decoding": ctx.evaluation.runtime, "dtype": ctx.evaluation.dtype},
          "metrics": metrics, "train_loss": history, "sample_predictions": predictions[:6]}, indent=2, default=float))
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
@@ -434,6 +519,7 @@ def recheck_front(ctx: TrialContext, checkpoints: dict[str, str]) -> Recheck:
     teacher, tokenizer = load_teacher(ctx.teacher_dir, device=_device())
     task = replace(task, max_source_tokens=source_token_limit(teacher, task.max_source_tokens))
     ctx.generation.apply(teacher)
+    teacher = measured(teacher, ctx)
     samples = min(len(validation), ctx.evaluation.recheck_samples)
     logger.info("re-checking the front: the teacher and %d trial(s) on %d validation pairs", len(checkpoints), samples)
     made = teacher_evaluation(teacher, tokenizer, task, ctx, validation, max(ctx.evaluation.samples, samples))
@@ -443,6 +529,7 @@ def recheck_front(ctx: TrialContext, checkpoints: dict[str, str]) -> Recheck:
     pair_rouge1, members = {"teacher": quality.pair_rouge1}, {}
     for trial_id, checkpoint in checkpoints.items():
         student, _ = load_teacher(checkpoint, device=_device(), role="checkpoint")
+        student = measured(student, ctx)
         scored = _quality(student, tokenizer, task, validation[:samples])
         rounds, cached = speed_rounds(teacher, student, tokenizer, task, ctx, validation)
         metrics = {**scored.metrics, **speed_metrics(rounds, reference, scored.metrics["tokens_per_summary"]),

@@ -19,6 +19,7 @@ import torch
 
 from shrinktune.errors import ConfigError
 from shrinktune.models.families import encoder_module
+from shrinktune.models.precision import autocast, grad_scaler
 from shrinktune.training.distill import (
     METHODS,
     Batch,
@@ -43,6 +44,7 @@ class FinetuneSettings:
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     max_grad_norm: float = 1.0  # gradient clipping
     seed: int = 0  # shuffling and dropout
+    dtype: str = "fp32"  # forward passes under autocast in this precision ("bf16", "fp16": GPUs only)
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -127,6 +129,7 @@ def finetune_on_states(
         encode_latent = lambda s: s  # noqa: E731
     steps_per_epoch = math.ceil(len(pairs) / settings.batch_size)
     optimizer, schedule = make_optimizer(params, settings, steps_per_epoch * settings.epochs)
+    scaler = grad_scaler(settings.dtype, device)
     generator = torch.Generator().manual_seed(settings.seed)
     history = []
     for epoch in range(1, settings.epochs + 1):
@@ -147,14 +150,17 @@ def finetune_on_states(
                 decoder_input_ids=pairs.decoder_input_ids[rows].to(device),
                 labels=pairs.labels[rows].to(device),
             )
-            loss, parts = method.batch_loss(model, teacher, batch, distill, projection, settings.label_smoothing)
+            with autocast(settings.dtype, device):
+                loss, parts = method.batch_loss(model, teacher, batch, distill, projection, settings.label_smoothing)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}, "
                                          f"step {start // settings.batch_size}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             schedule.step()
             total, count = total + loss.item() * len(rows), count + len(rows)
             for name, value in parts.items():
@@ -194,7 +200,8 @@ def training_step_fn(model: torch.nn.Module, pairs: EncodedPairs, settings: Fine
         states, attention_mask, decoder_input_ids, labels = batch
         with torch.no_grad():
             states = getattr(clone, "encode_latent", lambda s: s)(states)
-        loss = seq2seq_loss(clone, states, attention_mask, decoder_input_ids, labels)
+        with autocast(settings.dtype, device):
+            loss = seq2seq_loss(clone, states, attention_mask, decoder_input_ids, labels)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -138,3 +138,37 @@ def test_a_bart_teacher_runs_a_whole_trial(tmp_path, tokenizer):
     ctx = replace(ctx, reference=reference)
     metrics = run_configuration({"latent_dim": 16, "decoder_layers": 1, "encoder_layers": 1}, ctx, tmp_path / "ck")
     assert metrics["params_decoder"] < reference["params_decoder"] and metrics["ae_mse"] > 0
+
+
+def test_the_compiled_runtime_measures_the_same_summaries_and_shows_the_bound(tmp_path, tiny_teacher_dir):
+    def reference(runtime: str) -> dict:
+        ctx = TrialContext(task="summarization", teacher_dir=str(tiny_teacher_dir), cache_root=str(tmp_path / runtime),
+                           generation=GenerationSettings(max_new_tokens=6), threads=1,
+                           evaluation=EvaluationSettings(samples=4, latency_samples=2, latency_repeats=2,
+                                                         latency_cap_s=1, recheck_samples=0, runtime=runtime),
+                           defaults=TrialSettings(batch_size=8, ae_epochs=1))
+        return prepare_reference(ctx)[1]
+
+    eager, compiled = reference("eager"), reference("compiled")
+    for key in ("rouge1", "rouge2", "tokens_per_summary"):  # token-identical summaries
+        assert compiled[key] == eager[key]
+    for metrics in (eager, compiled):
+        # the bound: weights and caches read once per token at the device's bandwidth, plus the encoder
+        assert 0 < metrics["encoder_ms"] < metrics["bound_ms"] < metrics["latency_fixed_ms"]
+        assert metrics["bound_ratio"] == pytest.approx(metrics["latency_fixed_ms"] / metrics["bound_ms"])
+        assert metrics["bandwidth_gbs"] > 0
+    assert compiled["compiled_step"] == 0  # on a CPU the step runs uncompiled (static caches); on CUDA it compiles
+    assert "compiled_step" not in eager and "train_full_peak_mb" not in eager  # the papers' memory: CUDA only
+
+
+def test_a_gpu_precision_on_a_cpu_is_one_line_before_any_work(tmp_path, tiny_teacher_dir):
+    from shrinktune.search.runner import check_trial_device
+
+    ctx = TrialContext(task="summarization", teacher_dir=str(tiny_teacher_dir), cache_root=str(tmp_path / "c"),
+                       evaluation=EvaluationSettings(dtype="bf16"))
+    with pytest.raises(ConfigError, match=r"^dtype bf16 is for GPUs, and this trial runs on the CPU; use dtype: fp32"):
+        prepare_reference(ctx)
+    with pytest.raises(ConfigError, match=r"evaluation.dtype fp16 needs GPUs, and the trials get none"):
+        check_trial_device("fp16", 0)
+    check_trial_device("bf16", 0.5)
+    check_trial_device("fp32", 0)

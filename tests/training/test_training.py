@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -80,6 +82,24 @@ def test_finetuning_lowers_loss_and_leaves_encoder_and_bottleneck_frozen(pairs, 
     assert all(torch.equal(v, student.bottleneck.state_dict()[k]) for k, v in bottleneck_before.items())  # BN stats too
     assert all(not p.requires_grad for p in student.encoder.parameters())
     assert all(p.grad is None for p in student.encoder.parameters())
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_mixed_precision_trains_under_autocast_and_keeps_fp32_weights(pairs, tiny_teacher, dtype, monkeypatch):
+    """Autocast runs on a CPU too (the search refuses these precisions there; `check_dtype`): the forward passes run
+    in the precision, the weights and the optimiser stay in fp32, and fp16's gradient scaler steps the optimiser."""
+    import shrinktune.training.finetune as finetune
+
+    seen = []
+    real = finetune.autocast
+    monkeypatch.setattr(finetune, "autocast", lambda name, device: seen.append(name) or real(name, device))
+    student = build_student(tiny_teacher, latent_dim=32, decoder_layers=1)
+    before = [p.clone() for p in student.decoder.parameters()]
+    history = finetune_on_states(student, pairs, FinetuneSettings(epochs=2, learning_rate=3e-3, batch_size=4,
+                                                                  dtype=dtype))
+    assert seen and set(seen) == {dtype} and all(map(math.isfinite, history))
+    assert all(p.dtype == torch.float32 for p in student.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, student.decoder.parameters()))  # it trained
 
 
 def test_nan_loss_stops_training(pairs, tiny_teacher):
