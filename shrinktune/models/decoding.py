@@ -191,6 +191,12 @@ class StaticGreedy:
         self.compiled_shapes = 0  # decoder-step compilations so far
         self.fallback: str | None = None  # why compilation was given up (then the step runs eagerly)
 
+    def __deepcopy__(self, memo) -> StaticGreedy:
+        """A copy of the model (`copy.deepcopy(model)`, e.g. to train it) gets a fresh runtime of its own, not the
+        buffers and compiled steps that read the original's weights."""
+        model = memo.get(id(self.model), self.model)
+        return StaticGreedy(model, self.compile, self.backend)
+
     # ---- the step -------------------------------------------------------------------------------------------
 
     def _choose(self, buffers: _Buffers, logits: torch.Tensor, plan: _Plan, bias) -> None:
@@ -251,7 +257,14 @@ class StaticGreedy:
         torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 1024)
         if self.backend is not None:
             return torch.compile(step, backend=self.backend, dynamic=False)
-        return torch.compile(step, mode="reduce-overhead", dynamic=False)
+        graphed = torch.compile(step, mode="reduce-overhead", dynamic=False)
+
+        def replay() -> None:
+            # each call is a new step of CUDA-graph trees: nothing of the last replay is read back
+            torch.compiler.cudagraph_mark_step_begin()
+            graphed()
+
+        return replay
 
     def _compiles(self, device: torch.device) -> bool:
         return self.fallback is None and (self.compile if self.compile is not None else device.type == "cuda")

@@ -156,3 +156,17 @@ def test_a_compiled_search_with_beam_search_is_refused_with_the_space(tmp_path):
     with pytest.raises(ConfigError, match="evaluation.runtime compiled decodes greedily, but generation.num_beams "
                                           "is 4; set num_beams: 1 or runtime: eager"):
         SearchSpace.load(path)
+
+
+def test_a_copy_of_a_model_gets_a_runtime_of_its_own():
+    model = make_tiny("bart")
+    GenerationSettings(max_new_tokens=4).apply(model)
+    set_runtime(model, "compiled")
+    with torch.no_grad():
+        generate(model, input_ids=SOURCE)
+    clone = copy.deepcopy(model)  # as a memory measurement or a fine-tuning step copies it
+    runtime = compiled_decoder(clone)
+    assert runtime is not None and runtime is not compiled_decoder(model)
+    assert runtime.model is clone and not runtime._steps  # no buffers of the original's shapes
+    with torch.no_grad():
+        assert torch.equal(generate(clone, input_ids=SOURCE), generate(model, input_ids=SOURCE))
