@@ -25,9 +25,11 @@ so a long run of varied shapes pays for several compilations; the latency measur
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -88,13 +90,27 @@ def set_runtime(model, runtime: str) -> None:
 
 
 def runtime_of(model) -> str:
-    return "compiled" if isinstance(getattr(model, "_shrinktune_decoder", None), StaticGreedy) else "eager"
+    return "eager" if compiled_decoder(model) is None else "compiled"
 
 
 def compiled_decoder(model) -> StaticGreedy | None:
-    """The compiled runtime `set_runtime` gave `model`, or None (eager)."""
+    """The compiled runtime `set_runtime` gave `model`, or None (eager, or inside `eager_generation()`)."""
     decoder = getattr(model, "_shrinktune_decoder", None)
-    return decoder if isinstance(decoder, StaticGreedy) else None
+    return decoder if isinstance(decoder, StaticGreedy) and not _EAGER.get() else None
+
+
+_EAGER: contextvars.ContextVar[bool] = contextvars.ContextVar("shrinktune_eager_generation", default=False)
+
+
+@contextlib.contextmanager
+def eager_generation() -> Iterator[None]:
+    """Every model generates eagerly inside: for many summaries of varied shapes (ROUGE), where compiling a step
+    per shape would cost more than it saves; the summaries are the same either way."""
+    token = _EAGER.set(True)
+    try:
+        yield
+    finally:
+        _EAGER.reset(token)
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -37,7 +37,7 @@ from shrinktune.measure.finetune_memory import MB, full_finetune_peak_bytes
 from shrinktune.measure.latency import generation_record, time_encoder
 from shrinktune.measure.speed import SpeedRounds, architecture_key, at_length, compare_speed, time_alone
 from shrinktune.models.autoencoder import Autoencoder
-from shrinktune.models.decoding import check_runtime, compiled_decoder, set_runtime
+from shrinktune.models.decoding import check_runtime, compiled_decoder, eager_generation, set_runtime
 from shrinktune.models.families import decoder_module, depth, encoder_module, family_of, half_configs
 from shrinktune.models.folders import TRIAL_INFO
 from shrinktune.models.generation import GenerationSettings
@@ -119,8 +119,9 @@ def _runtime() -> dict:
 
 
 def measured(model, ctx: TrialContext):
-    """The model as trials measure it: cast to `evaluation.dtype` (a copy, unless fp32) and generating in
-    `evaluation.runtime`. Its outputs are the model's own: the compiled runtime is token-identical."""
+    """The model as trials measure it: cast to `evaluation.dtype` (a copy, unless fp32) and timed in
+    `evaluation.runtime`. Its summaries for ROUGE and the memory of generating are made eagerly
+    (`eager_generation`): the compiled runtime is token-identical, and would compile a step for every batch shape."""
     model = cast_for_measuring(model, ctx.evaluation.dtype)
     set_runtime(model, ctx.evaluation.runtime)
     return model
@@ -247,15 +248,17 @@ def speed_metrics(rounds, reference: dict, tokens: float) -> dict:
 
 
 def _costs(model, trained, tokenizer, task, ctx: TrialContext, validation, pairs, settings, weights) -> dict:
-    """Generation memory of the measured `model`; fine-tuning memory of the fp32 `trained` one (autocast)."""
-    return cost_metrics(model, tokenizer, validation[: ctx.evaluation.samples],
-                        max_source_tokens=task.max_source_tokens,
-                        training_step=training_step_fn(trained, pairs, settings), training_weights=weights)
+    """Generation memory of the measured `model` (eager); fine-tuning memory of the fp32 `trained` one (autocast)."""
+    with eager_generation():
+        return cost_metrics(model, tokenizer, validation[: ctx.evaluation.samples],
+                            max_source_tokens=task.max_source_tokens,
+                            training_step=training_step_fn(trained, pairs, settings), training_weights=weights)
 
 
 def _quality(model, tokenizer, task, examples):
-    return score_summaries(model, tokenizer, examples, max_source_tokens=task.max_source_tokens,
-                           batch_size=SCORING_BATCH)
+    with eager_generation():
+        return score_summaries(model, tokenizer, examples, max_source_tokens=task.max_source_tokens,
+                               batch_size=SCORING_BATCH)
 
 
 def _batched_latency(model, tokenizer, task, ctx: TrialContext, validation) -> dict:
@@ -273,8 +276,9 @@ def teacher_evaluation(teacher, tokenizer, task, ctx: TrialContext, validation, 
                       ctx.evaluation.dtype, task.max_source_tokens, [e.id for e in examples])
 
     def produce(folder: Path) -> None:
-        texts, lengths = generate_with_lengths(teacher, tokenizer, examples, max_source_tokens=task.max_source_tokens,
-                                               batch_size=SCORING_BATCH)
+        with eager_generation():
+            texts, lengths = generate_with_lengths(teacher, tokenizer, examples,
+                                                   max_source_tokens=task.max_source_tokens, batch_size=SCORING_BATCH)
         (folder / "predictions.json").write_text(json.dumps({"predictions": texts, "lengths": lengths}))
 
     folder = cached_dir("teacher-eval", key, produce, Path(ctx.cache_root))

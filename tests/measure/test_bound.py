@@ -1,12 +1,12 @@
 """The memory-bandwidth bound: bytes counted by hand, caches checked against the ones transformers really fills."""
 
-import copy
 import math
 from types import SimpleNamespace
 
 import pytest
+import tiny_models
 import torch
-import transformers as tf
+from tiny_models import FAMILIES
 
 from shrinktune.errors import ConfigError
 from shrinktune.measure import bound
@@ -19,45 +19,16 @@ from shrinktune.measure.bound import (
     measure_bandwidth,
     spec_bandwidth,
 )
-from shrinktune.models.autoencoder import Autoencoder
-from shrinktune.models.student import build_student
-
-FAMILIES = ["bart", "pegasus", "t5", "bert2bert"]
 
 
 def make_tiny(kind: str, vocab: int = 120, layers: int = 2, **overrides):
-    """A random 32-wide model (as tests/models/test_families.py builds them; tests/ is no package to import)."""
-    torch.manual_seed(0)
-    bart_like = dict(vocab_size=vocab, d_model=32, encoder_layers=layers, decoder_layers=layers,
-                     encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                     max_position_embeddings=64, **overrides)
-    if kind == "bart":
-        model = tf.BartForConditionalGeneration(tf.BartConfig(**bart_like))
-    elif kind == "pegasus":
-        model = tf.PegasusForConditionalGeneration(
-            tf.PegasusConfig(**bart_like, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
-    elif kind == "t5":
-        model = tf.T5ForConditionalGeneration(tf.T5Config(
-            vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=layers, num_decoder_layers=layers, num_heads=4,
-            feed_forward_proj="gated-gelu", tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0,
-            eos_token_id=1))
-    else:
-        half = tf.BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                             intermediate_size=64, max_position_embeddings=64)
-        config = tf.EncoderDecoderConfig.from_encoder_decoder_configs(half, copy.deepcopy(half))
-        model = tf.EncoderDecoderModel(config=config)
-        model.config.decoder_start_token_id, model.config.pad_token_id = 2, 0
-        model.generation_config.decoder_start_token_id, model.generation_config.pad_token_id = 2, 0
-        model.generation_config.eos_token_id = 3
-    return model.eval()
+    """`tiny_models.make_tiny`, 2 layers deep."""
+    return tiny_models.make_tiny(kind, vocab, layers, **overrides)
 
 
 def make_latent(kind: str):
     """A latent student of `make_tiny(kind)`: its decoder 16 wide (the teacher's head size 8, so 2 heads), 2 deep."""
-    teacher = make_tiny(kind)
-    ae = Autoencoder(32, 16).eval()
-    return build_student(teacher, latent_dim=16, decoder_layers=2, bottleneck=ae.encoder,
-                         bottleneck_spec=ae.spec).eval()
+    return tiny_models.make_latent(make_tiny(kind))
 
 
 def real_cache_bytes(model, batch: int, source: int, target: int) -> dict[str, int]:

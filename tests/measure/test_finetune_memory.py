@@ -1,58 +1,28 @@
 """Full fine-tuning memory (the papers' comparison): tiny random models of every family, on the CPU."""
 
-import copy
 import gc
 import weakref
-from typing import Any
 
 import pytest
+import tiny_models
 import torch
-import transformers as tf
+from tiny_models import FAMILIES, make_tiny
 
 from shrinktune.errors import ConfigError
 from shrinktune.measure import finetune_memory
 from shrinktune.measure.finetune_memory import MB, finetune_memory_record, full_finetune_peak_bytes
 from shrinktune.measure.memory import tensor_bytes
 from shrinktune.measure.params import unique_tensors
-from shrinktune.models.autoencoder import Autoencoder
-from shrinktune.models.student import LatentEncoderDecoderModel, build_student
+from shrinktune.models.student import LatentEncoderDecoderModel
 
-FAMILIES = ["bart", "pegasus", "t5", "bert2bert"]
 SMALL = dict(batch_size=2, source_tokens=16, target_tokens=8)
-
-
-def make_tiny(kind: str, vocab: int = 120, layers: int = 3):
-    """As tests/models/test_families.py: a random BART, Pegasus, T5 (untied head, gated FFN) or bert2bert."""
-    torch.manual_seed(0)
-    model: Any
-    bart_like: dict[str, Any] = dict(vocab_size=vocab, d_model=32, encoder_layers=layers, decoder_layers=layers,
-                     encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                     max_position_embeddings=64)
-    if kind == "bart":
-        model = tf.BartForConditionalGeneration(tf.BartConfig(**bart_like))
-    elif kind == "pegasus":
-        model = tf.PegasusForConditionalGeneration(
-            tf.PegasusConfig(**bart_like, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
-    elif kind == "t5":
-        model = tf.T5ForConditionalGeneration(tf.T5Config(  # type: ignore[call-arg]
-            vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=layers, num_decoder_layers=layers, num_heads=4,
-            feed_forward_proj="gated-gelu", tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0,
-            eos_token_id=1))
-    else:
-        half = tf.BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                             intermediate_size=64, max_position_embeddings=64)
-        config = tf.EncoderDecoderConfig.from_encoder_decoder_configs(half, copy.deepcopy(half))
-        model = tf.EncoderDecoderModel(config=config)
-        model.config.decoder_start_token_id, model.config.pad_token_id = 2, 0
-    return model.eval()
 
 
 def make_latent(kind: str):
     teacher = make_tiny(kind)
-    ae = Autoencoder(32, 16)
-    student = build_student(teacher, latent_dim=16, decoder_layers=2, bottleneck=ae.encoder, bottleneck_spec=ae.spec)
+    student = tiny_models.make_latent(teacher)
     assert isinstance(student, LatentEncoderDecoderModel)
-    return teacher, student.eval()
+    return teacher, student
 
 
 def _decoder_trainable_bytes(model) -> int:

@@ -4,47 +4,18 @@ import copy
 
 import pytest
 import torch
-import transformers as tf
+from tiny_models import FAMILIES, make_latent, make_tiny
 
 from shrinktune.errors import ConfigError
-from shrinktune.models.autoencoder import Autoencoder
-from shrinktune.models.decoding import StaticGreedy, check_runtime, compiled_decoder, runtime_of, set_runtime
+from shrinktune.models.decoding import (
+    StaticGreedy,
+    check_runtime,
+    compiled_decoder,
+    eager_generation,
+    runtime_of,
+    set_runtime,
+)
 from shrinktune.models.generation import GenerationSettings, generate
-from shrinktune.models.student import build_student
-
-FAMILIES = ["bart", "pegasus", "t5", "bert2bert"]
-
-
-def make_tiny(kind: str, vocab: int = 120, layers: int = 3):
-    torch.manual_seed(0)
-    bart_like = dict(vocab_size=vocab, d_model=32, encoder_layers=layers, decoder_layers=layers,
-                     encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                     max_position_embeddings=64)
-    if kind == "bart":
-        model = tf.BartForConditionalGeneration(tf.BartConfig(**bart_like))
-    elif kind == "pegasus":
-        model = tf.PegasusForConditionalGeneration(
-            tf.PegasusConfig(**bart_like, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
-    elif kind == "t5":
-        model = tf.T5ForConditionalGeneration(tf.T5Config(
-            vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=layers, num_decoder_layers=layers, num_heads=4,
-            feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))
-    else:
-        half = tf.BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                             intermediate_size=64, max_position_embeddings=64)
-        config = tf.EncoderDecoderConfig.from_encoder_decoder_configs(half, copy.deepcopy(half))
-        model = tf.EncoderDecoderModel(config=config)
-        model.config.decoder_start_token_id, model.config.pad_token_id = 2, 0
-        model.generation_config.decoder_start_token_id, model.generation_config.pad_token_id = 2, 0
-        model.generation_config.eos_token_id = 3
-    return model.eval()
-
-
-def _latent(teacher):
-    ae = Autoencoder(32, 16).eval()
-    return build_student(teacher, latent_dim=16, decoder_layers=2, bottleneck=ae.encoder,
-                         bottleneck_spec=ae.spec).eval()
-
 
 SOURCE = torch.randint(4, 120, (2, 10), generator=torch.Generator().manual_seed(1))
 MASK = torch.ones_like(SOURCE)
@@ -68,7 +39,7 @@ def _inputs(model):
 @pytest.mark.parametrize("student", [False, True], ids=["teacher", "latent"])
 def test_compiled_runtime_decodes_token_for_token_as_generate(kind, student):
     model = make_tiny(kind)
-    model = _latent(model) if student else model
+    model = make_latent(model) if student else model
     for settings in SETTINGS:
         GenerationSettings(max_new_tokens=12, **settings).apply(model)
         if kind == "bart":  # BART's hub configs force the first and the last token
@@ -99,13 +70,19 @@ def test_rows_that_end_early_are_padded_and_the_loop_stops_when_all_have_ended()
 
 def test_the_compiled_step_is_checked_against_the_uncompiled_one_and_given_up_if_it_differs(monkeypatch):
     model = make_tiny("bart")
+    GenerationSettings(max_new_tokens=8, no_repeat_ngram_size=3, source_token_bias=2.0,
+                       source_continuation_bias=1.0).apply(model)  # what inductor on a CPU got wrong
+    with torch.no_grad():
+        expected = generate(model, input_ids=SOURCE, attention_mask=MASK)
+    runner = StaticGreedy(model, compile=True, backend="aot_eager")  # dynamo traces the step, as on a GPU
+    model._shrinktune_decoder = runner
+    with torch.no_grad():
+        assert torch.equal(generate(model, input_ids=SOURCE, attention_mask=MASK), expected)
+    assert runner.compiled_shapes == 1 and runner.fallback is None
+    del model._shrinktune_decoder
     GenerationSettings(max_new_tokens=8, no_repeat_ngram_size=3).apply(model)
     with torch.no_grad():
-        expected = model.generate(input_ids=SOURCE, attention_mask=MASK)
-    runner = StaticGreedy(model, compile=True, backend="aot_eager")  # dynamo traces the step, as on a GPU
-    with torch.no_grad():
-        assert torch.equal(runner.generate(input_ids=SOURCE, attention_mask=MASK), expected)
-    assert runner.compiled_shapes == 1 and runner.fallback is None
+        expected = generate(model, input_ids=SOURCE, attention_mask=MASK)
 
     # a compiler that changes the tokens (as inductor did on a CPU) is caught on the shape's first call
     broken = StaticGreedy(model, compile=True, backend="aot_eager")
@@ -170,3 +147,14 @@ def test_a_copy_of_a_model_gets_a_runtime_of_its_own():
     assert runtime.model is clone and not runtime._steps  # no buffers of the original's shapes
     with torch.no_grad():
         assert torch.equal(generate(clone, input_ids=SOURCE), generate(model, input_ids=SOURCE))
+
+
+def test_eager_generation_sets_the_compiled_runtime_aside_while_it_lasts(monkeypatch):
+
+    model = make_tiny("bart")
+    set_runtime(model, "compiled")
+    with eager_generation():
+        assert compiled_decoder(model) is None and runtime_of(model) == "eager"
+        monkeypatch.setattr(StaticGreedy, "generate", lambda *a, **k: pytest.fail("the compiled loop ran"))
+        generate(model, input_ids=SOURCE)
+    assert runtime_of(model) == "compiled"

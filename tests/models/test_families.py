@@ -1,45 +1,16 @@
 """Students of every supported family: BART, Pegasus, T5 (untied head, gated FFN) and bert2bert, tiny and random."""
 
-import copy
 
 import pytest
 import torch
 import transformers as tf
+from tiny_models import FAMILIES, make_tiny
 
 from shrinktune.errors import ConfigError
 from shrinktune.models.autoencoder import Autoencoder
 from shrinktune.models.families import build_decoder, layer_prefixes, narrow_decoder_config
 from shrinktune.models.student import LatentEncoderDecoderModel, build_student
 from shrinktune.models.teacher import load_teacher
-
-FAMILIES = ["bart", "pegasus", "t5", "bert2bert"]
-
-
-def make_tiny(kind: str, vocab: int = 120, layers: int = 3):
-    torch.manual_seed(0)
-    bart_like = dict(vocab_size=vocab, d_model=32, encoder_layers=layers, decoder_layers=layers,
-                     encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                     max_position_embeddings=64)
-    if kind == "bart":
-        model = tf.BartForConditionalGeneration(tf.BartConfig(**bart_like))
-    elif kind == "pegasus":
-        model = tf.PegasusForConditionalGeneration(
-            tf.PegasusConfig(**bart_like, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
-    elif kind == "t5":
-        model = tf.T5ForConditionalGeneration(tf.T5Config(
-            vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=layers, num_decoder_layers=layers, num_heads=4,
-            feed_forward_proj="gated-gelu", tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0,
-            eos_token_id=1))
-    else:
-        half = tf.BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                             intermediate_size=64, max_position_embeddings=64)
-        config = tf.EncoderDecoderConfig.from_encoder_decoder_configs(half, copy.deepcopy(half))
-        model = tf.EncoderDecoderModel(config=config)
-        model.config.decoder_start_token_id, model.config.pad_token_id = 2, 0
-        model.generation_config.decoder_start_token_id, model.generation_config.pad_token_id = 2, 0
-        model.generation_config.eos_token_id = 3
-    model.generation_config.max_new_tokens = 6
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
