@@ -180,7 +180,8 @@ class _Buffers:
         self.eos = torch.tensor(eos, dtype=torch.long, device=device)  # made here: no host copies inside a step
         self.minus_inf = torch.tensor(float("-inf"), device=device)
         for tensor in (self.states, self.source_mask, self.tokens, self.current, self.length, self.unfinished,
-                       self.positions, self.prompt_len, self.min_new, self.last, self.bias_source, self.bias_static):
+                       self.positions, self.prompt_len, self.min_new, self.last, self.bias_source, self.bias_static,
+                       self.eos, self.minus_inf):
             torch._dynamo.mark_static_address(tensor)
 
 
