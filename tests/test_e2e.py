@@ -1,5 +1,6 @@
 """End to end through the real entry point, Ray Tune, Optuna and MLflow (marked e2e; they run in CI)."""
 
+import os
 import pathlib
 import re
 import subprocess
@@ -11,13 +12,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 
 
-def _run(args, tmp_path, timeout, cache=None):
+def _run(args, tmp_path, timeout, cache=None, full=False, env=None):
+    """Runs a search; its stdout (`full`: the whole CompletedProcess)."""
     cmd = [sys.executable, "-m", "platform.search", *map(str, args), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
            "--storage", tmp_path / "runs", "--cache-dir", cache or tmp_path / "cache",
            "--address", "local"]  # a Ray of its own, even if a developer's cluster runs on this machine
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, **(env or {})})
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    return out.stdout
+    return out if full else out.stdout
 
 
 def _table(stdout):
@@ -58,12 +61,14 @@ def _mlflow_runs(tmp_path, experiment):
 
 
 def test_tiny_teacher_search_logs_parent_and_children(tmp_path, tiny_teacher_dir):
+    """A search of 5 trials on a tiny teacher: trial 1 raises and trial 2 hits a NaN loss on both attempts, trial 3
+    runs out of memory once and then succeeds; the failures are recorded once each and the search goes on."""
     space = tmp_path / "tiny.yaml"
     space.write_text(f"""# Run: python -m platform.search {space}
 task: summarization
 teacher: {tiny_teacher_dir}
 objectives: {{rouge1: max, latency_ms: min, train_peak_mb: min}}
-search: {{sampler: random, trials: 3, seed: 1, quality_floor: 0}}  # random tiny models: no floor
+search: {{sampler: random, trials: 5, seed: 1, quality_floor: 0}}  # random tiny models: no floor
 evaluation: {{samples: 6, latency_samples: 2, latency_repeats: 2, latency_cap_s: 5, recheck_samples: 12}}
 generation: {{max_new_tokens: 8}}
 fixed: {{batch_size: 16, ae_epochs: 1, epochs: 1}}
@@ -72,17 +77,44 @@ dimensions:
   decoder_layers: {{type: int, low: 1, high: 3}}
   learning_rate: {{type: float, low: 1.0e-4, high: 1.0e-3, log: true}}
 """)
-    stdout = _run([space], tmp_path, timeout=900)
+    out = _run([space, "--retries", "1"], tmp_path, timeout=900, full=True,
+               env={"SHRINKTUNE_FAIL_TRIALS": "raise:1,nan:2,oom:3:1"})
+    stdout = out.stdout
     rows = _table(stdout)
     assert rows[0]["trial"] == "teacher" and len(rows) >= 2
     assert "mlflow ui --backend-store-uri" in stdout
+    assert re.search(r"\d of 3 finished trial\(s\), 2 failed", stdout), stdout[:2000]
+    # The out-of-memory attempt is retried, and only reported as a line:
+    assert "OutOfMemoryError: out of memory (injected by SHRINKTUNE_FAIL_TRIALS into trial 3, attempt 1)); retrying" \
+        in out.stderr
+    # Ray Tune's own tables (configurations, statuses, a result box per trial) stay out of the default output:
+    for table in ("Configuration for experiment", "Trial status:", "errored after", "started with configuration"):
+        assert table not in stdout, stdout[-3000:]
+    assert "trial 5 of 5 finished → MLflow run" in out.stderr, out.stderr[-3000:]
 
     runs = _mlflow_runs(tmp_path, "tiny")
     parents = [r for r in runs if r.data.tags.get("shrinktune.kind") == "search"]
-    children = [r for r in runs if r.data.tags.get("shrinktune.kind") == "trial"]
-    assert len(parents) == 1 and len(children) == 3
-    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
-    assert all(c.info.status == "FINISHED" for c in children)
+    everyone = [r for r in runs if r.data.tags.get("shrinktune.kind") == "trial"]
+    trials = [c.data.tags["shrinktune.trial"] for c in everyone]
+    assert len(parents) == 1 and len(trials) == len(set(trials)) == 5, trials  # every trial exactly once
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in everyone)
+    for child in everyone:  # named from its settings, ending with its Tune id
+        assert child.info.run_name.endswith(f" · {child.data.tags['shrinktune.trial']}"), child.info.run_name
+        assert child.data.params["batch_size"] == "16" and child.data.params["generation.max_new_tokens"] == "8"
+    assert sorted(c.info.status for c in everyone) == ["FAILED", "FAILED", "FINISHED", "FINISHED", "FINISHED"]
+    failed = [c for c in everyone if c.info.status == "FAILED"]
+    errors = sorted(c.data.tags["shrinktune.error"].splitlines()[0] for c in failed)
+    assert errors == [
+        "FloatingPointError: training loss became nan (injected by SHRINKTUNE_FAIL_TRIALS into trial 2, attempt 2)",
+        "RuntimeError: trial failed (injected by SHRINKTUNE_FAIL_TRIALS into trial 1, attempt 2)",
+    ]  # attempt 2: logged after the last attempt, not the first
+    for child in failed:  # then Ray's record of both attempts
+        assert "\n\nFailure # 1 " in child.data.tags["shrinktune.error"]
+        assert "Failure # 2 " in child.data.tags["shrinktune.error"]
+    for line in errors:
+        assert line in stdout  # the failed trials' reasons, listed after the Pareto table
+    children = [c for c in everyone if c.info.status == "FINISHED"]
+    assert all("shrinktune.error" not in c.data.tags for c in children)
     assert "teacher_rouge1" in parents[0].data.metrics and "search_teacher_rouge1" in parents[0].data.metrics
     assert parents[0].data.metrics["teacher_eval_samples"] == 12 and "Re-checked on 12 validation pairs" in stdout
     by_trial = {c.data.tags["shrinktune.trial"]: c for c in children}
