@@ -1,11 +1,12 @@
 """The benchmark scripts under bench/ run end to end in their --smoke mode and write their results file."""
 
-import itertools
 import math
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from markdown_tables import markdown_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,20 +39,6 @@ def test_compression_smoke_writes_the_side_by_side_table(tmp_path):
     assert "| speed-up, latent 384 (Falaki & Gras, BART-base) | 2x | not measured (base shape not run) |" in text
 
 
-def _markdown_tables(text: str) -> dict[str, list[dict[str, str]]]:
-    """Each `## ` section's first table, as rows of {column header: cell}."""
-    tables = {}
-    for section in text.split("\n## ")[1:]:
-        title, *lines = section.splitlines()
-        first = next((i for i, line in enumerate(lines) if line.startswith("| ")), None)
-        if first is None:
-            continue
-        block = list(itertools.takewhile(lambda line: line.startswith("| "), lines[first:]))
-        header, *rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in block]
-        tables[title] = [dict(zip(header, row)) for row in rows[1:]]  # rows[0] is the --- line
-    return tables
-
-
 def _number(cell: str) -> float | None:
     try:
         return float(cell.removesuffix("x"))
@@ -69,7 +56,7 @@ def test_science_smoke_writes_every_table_with_finite_numbers(tmp_path):
     text = out.read_text()
     assert f"Command: `python bench/science.py --smoke --out {out}`" in text
     assert "- Machine: " in text and "torch threads 1" in text and "- Date: " in text
-    tables = _markdown_tables(text)
+    tables = markdown_tables(text)
     titles = {title.split(":")[0]: rows for title, rows in tables.items()}
     assert set(titles) == {"ae", "depth", "methods", "weights", "Run time"}
     for title, rows in titles.items():
@@ -135,7 +122,7 @@ def test_search_smoke_reports_hypervolumes_memo_hits_and_shared_savings(tmp_path
     text = out.read_text()
     assert f"Command: `python bench/search.py --smoke --out {out}`" in text
     assert "- Machine: " in text and "torch threads 1" in text and "- Date: " in text
-    tables = _markdown_tables(text)
+    tables = markdown_tables(text)
     table = lambda prefix: next(rows for title, rows in tables.items() if title.startswith(prefix))  # noqa: E731
 
     running = table("samplers: hypervolume after k trials")

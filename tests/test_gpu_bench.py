@@ -2,7 +2,6 @@
 their results: every row measured, every pipeline stage PASS. Their latency goals are GPU goals and may FAIL here:
 not checked. Both scripts run at once, each in its own process with one torch thread (about 30 s on 2 cores)."""
 
-import itertools
 import math
 import os
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from markdown_tables import markdown_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -50,20 +50,6 @@ def smoke_runs(tmp_path_factory):
     return results
 
 
-def _tables(text: str) -> dict[str, list[dict[str, str]]]:
-    """Each `## ` section's first table, as rows of {column header: cell}."""
-    tables = {}
-    for section in text.split("\n## ")[1:]:
-        title, *lines = section.splitlines()
-        first = next((i for i, line in enumerate(lines) if line.startswith("| ")), None)
-        if first is None:
-            continue
-        block = list(itertools.takewhile(lambda line: line.startswith("| "), lines[first:]))
-        header, *rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in block]
-        tables[title] = [dict(zip(header, row)) for row in rows[1:]]  # rows[0] is the --- line
-    return tables
-
-
 def _number(cell: str) -> float:
     return float(cell.removesuffix("x"))
 
@@ -75,7 +61,7 @@ def test_gpu_table_smoke_measures_every_row_and_the_memory_table(smoke_runs):
     assert f"Command: `python bench/gpu_table.py --smoke --device cpu --out {out}`" in text
     assert "- Machine: " in text and "- Software: " in text and "torch " in text and "transformers " in text
     assert "- Date: " in text and "- Bandwidth: measured " in text
-    tables = _tables(text)
+    tables = markdown_tables(text)
     status = {row["stage"]: row["result"] for row in tables["Run status"]}
     assert status == {"timing rows": "PASS", "memory rows": "PASS", "run": "PASS"}, tables["Run status"]
     assert "Not reached" not in text and "ERROR" not in text
@@ -114,7 +100,7 @@ def test_gpu_table_stops_at_its_time_budget_and_says_what_it_did_not_reach(tmp_p
             "--batches", "1", "--dtypes", "fp32", "--threads", str(torch.get_num_threads())]
     assert gpu_table.main(argv) == 0
     text = out.read_text()
-    tables = _tables(text)
+    tables = markdown_tables(text)
     assert tables["Run status"][-1]["result"] == "PASS"
     assert "time budget of 0 s reached after " in tables["Run status"][-1]["detail"]
     # 4 models x 2 runtimes, then the 2 memory rows of the base shape: listed, not measured
@@ -128,7 +114,7 @@ def test_gpu_check_smoke_runs_every_stage_of_three_trials(smoke_runs):
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
     assert f"Command: `python bench/gpu_check.py --smoke --device cpu --out {out}" in text
-    tables = _tables(text)
+    tables = markdown_tables(text)
     stages = {row["stage"]: row for row in tables["Stages"]}
     configs = ("(a) latent 32×2, AE frozen, sft", "(b) latent 16×1, kd", "(c) depth-only 1 layer, pseudo_labels")
     assert list(stages) == ["teacher: build, train, save", "reference: the teacher measured as trials are",
