@@ -27,6 +27,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from shrinktune.errors import ConfigError
 from shrinktune.measure.memory import peak_memory_bytes, tensor_bytes
 from shrinktune.models.families import encoder_module, half_configs
+from shrinktune.training.finetune import trainable_parameters
 
 MB = 2**20
 TRAINABLE = ("all", "decoder")
@@ -197,13 +198,13 @@ def _training_copy(model, device: torch.device):
 
 
 def _freeze_encoder(clone) -> list[torch.nn.Module]:
-    """Freezes the encoder and the bottleneck (if any) of `clone` and puts them in eval mode; returns them."""
+    """Freezes the encoder and the bottleneck (if any) of `clone` as fine-tuning does (`trainable_parameters`: the
+    word embeddings BART and T5 share with the encoder too) and puts them in eval mode; returns them."""
+    trainable_parameters(clone, train_bottleneck=False)
     frozen = [encoder_module(clone)]
     bottleneck = getattr(clone, "bottleneck", None)
     if isinstance(bottleneck, torch.nn.Module):
         frozen.append(bottleneck)
     for module in frozen:
         module.eval()
-        for p in module.parameters():
-            p.requires_grad_(False)
     return frozen
