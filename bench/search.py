@@ -28,7 +28,6 @@ MLflow); seeded; `--threads` torch threads (default 2; the smoke's toy models ru
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import random
 import shutil
@@ -225,7 +224,9 @@ def run_study(run: Run, sampler: str, seed: int, memo: dict) -> Study:
     """One Optuna study, as the search drives it: enqueued configurations first, then the sampler's."""
     space, study = run.space, Study(sampler, seed)
     directions = ["maximize" if d == "max" else "minimize" for d in space.objectives.values()]
-    optuna_study = optuna.create_study(directions=directions, sampler=make_sampler(sampler, seed))
+    startup = replace(space.search, trials=run.settings.trials).random_trials  # the search's own start-up rule
+    optuna_study = optuna.create_study(directions=directions,
+                                       sampler=make_sampler(sampler, seed, startup_trials=startup))
     for point in space.enqueue:
         optuna_study.enqueue_trial(dict(point))
 
@@ -337,13 +338,12 @@ def samplers_section(result: dict, run: Run) -> list[str]:
             same = min(leading_same(by[(sampler, seed)].keys, by[("random", seed)].keys) for seed in s.seeds)
             lines += ["", f"**Reading:** {sampler} chose the same configurations as random search, at the same seed, "
                       f"for its first {same} of {s.trials} trials at every seed."]
-    population = inspect.signature(make_sampler).parameters["population_size"].default
-    startup = inspect.signature(optuna.samplers.TPESampler).parameters["n_startup_trials"].default
+    startup = replace(run.space.search, trials=s.trials).random_trials
     lines += [
-        "", f"NSGA-II (population {population}, `make_sampler`'s default) draws its first generation at random: with "
-        f"≤ {population} trials it is random search. Optuna's TPE also samples at random until {startup} trials are "
-        "complete (its `n_startup_trials`, enqueued trials included), from the same seeded generator as random "
-        "search: samplers can only differ beyond those budgets.", "",
+        "", f"Every sampler draws its first {startup} trials (enqueued ones included) at random — TPE's and the GP's "
+        "`n_startup_trials`, NSGA-II's first generation — from the same seeded generator as random search "
+        "(`search.startup_trials`; by default a quarter of the trials, 2 to 10): samplers can only differ beyond "
+        "that.", "",
     ]
     return lines
 

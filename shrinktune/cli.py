@@ -21,6 +21,7 @@ from typing import NoReturn
 from shrinktune.errors import UserError
 from shrinktune.paths import check_writable_file
 from shrinktune.search.cluster import check_job_server, job_server_url, submitted_working_dir
+from shrinktune.settings import SAMPLERS
 
 logger = logging.getLogger("shrinktune")
 WIDTH = 120  # what the search prints fits a terminal this wide (`shrinktune.pick.table.WIDTH`)
@@ -51,7 +52,7 @@ def _search_parser(parser: ArgumentParser) -> ArgumentParser:
                         help="CPUs per trial (default: all / concurrency)")
     parser.add_argument("--gpus-per-trial", type=float, default=None,
                         help="GPUs per trial, a fraction ≤ 1 or a whole number (default: all / concurrency, at most 1)")
-    parser.add_argument("--sampler", choices=("tpe", "nsga2", "random"), default=None,
+    parser.add_argument("--sampler", choices=SAMPLERS, default=None,
                         help="Optuna sampler (overrides the space file)")
     parser.add_argument("--name", default=None, help="name of this search's run (default: <space>-<timestamp>)")
     parser.add_argument("--retries", type=int, default=None,
@@ -213,9 +214,10 @@ def run_search_command(args) -> int:
     if outcome.interrupted:
         print("\n" + resume_hint(outcome, args.space, options.storage_path), file=sys.stderr)
         return 130
-    failed = len(outcome.rows) - len(outcome.finished)
+    failed, screened = len(outcome.failed), len(outcome.screened)
     print(f"\nPareto front of {outcome.name}: {len(outcome.front)} of {len(outcome.finished)} finished trial(s)"
-          f"{f', {failed} failed' if failed else ''}; objectives "
+          f"{f', {failed} failed' if failed else ''}"
+          f"{f', {screened} stopped before training (cost pre-screen)' if screened else ''}; objectives "
           + ", ".join(f"{k} ({'higher' if v == 'max' else 'lower'} is better)" for k, v in outcome.objectives.items()))
     print(format_front(outcome, list(dict.fromkeys(d.name for d in space.dimensions))))
     if failed:

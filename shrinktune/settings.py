@@ -22,7 +22,7 @@ from typing import Any
 
 from shrinktune.errors import ConfigError
 
-SAMPLERS = ("tpe", "nsga2", "random")
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
 DTYPES = ("fp32", "bf16", "fp16")
 
 
@@ -224,6 +224,9 @@ class TrialSettings:
         ("none", "svd", "ae"))
     weight_ratio: float = number(2.0, "weight compression: parameters of the compressed layers before ÷ after",
                                  above=1)
+    pseudo_label_windows: int = integer(
+        0, "pseudo_labels: also train on the teacher's summaries of up to this many windows of each training "
+        "document's text beyond the input (its title + 0.7 words per source token; 0 = off)", low=0)
 
     def __post_init__(self):
         check(self)
@@ -259,7 +262,11 @@ class EvaluationSettings:
 class SearchSettings:
     """The sampler and the budget: the space file's `search:` section (besides its `enqueue` list)."""
 
-    sampler: str = choice("tpe", "Optuna sampler: multivariate TPE, NSGA-II, or random", SAMPLERS)
+    sampler: str = choice("tpe", "Optuna sampler: multivariate TPE, NSGA-II, a Gaussian process (log-EHVI), or random",
+                          SAMPLERS)
+    startup_trials: int | None = integer(
+        None, "trials drawn at random (enqueued ones included) before the sampler models the results: TPE's and the "
+        "GP's start-up, NSGA-II's population (default: a quarter of `trials`, 2 to 10)", low=1, optional=True)
     trials: int = integer(6, "trials to run", low=1)
     max_concurrent: int = integer(1, "trials at once (more share the cores and distort latency on one machine)",
                                   low=1)
@@ -271,9 +278,23 @@ class SearchSettings:
     quality_floor: float = number(
         0.5, "trials with ROUGE-1 below this × the teacher's are degenerate, kept off the front (0 = off)", low=0,
         below=1)
+    prescreen_ceiling: float = number(
+        1.1, "cost pre-screen: a draw is stopped before training when its costs (measured untrained) break a "
+        "constraint, or when a trained student dominates it even at this × the teacher's quality (0 = constraints "
+        "only)", low=0)
+    prescreen: bool = flag(True, "measure each draw's costs before training it, and stop it there if it cannot reach "
+                           "the front (see `prescreen_ceiling`)")
 
     def __post_init__(self):
         check(self)
+
+    @property
+    def random_trials(self) -> int:
+        """`startup_trials`, or its default: Optuna's own (10 for TPE and the GP) only pays off in long searches;
+        in a 4-trial one it would leave nothing to model."""
+        if self.startup_trials is not None:
+            return self.startup_trials
+        return max(2, min(10, -(-self.trials // 4)))
 
 
 def _groups() -> dict[str, type]:

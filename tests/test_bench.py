@@ -126,14 +126,14 @@ def test_search_smoke_reports_hypervolumes_memo_hits_and_shared_savings(tmp_path
     table = lambda prefix: next(rows for title, rows in tables.items() if title.startswith(prefix))  # noqa: E731
 
     running = table("samplers: hypervolume after k trials")
-    assert [row["sampler"] for row in running] == ["tpe", "nsga2", "random"]
+    assert [row["sampler"] for row in running] == ["tpe", "nsga2", "gp", "random"]
     for row in running:
         means = [_mean_std(row[k])[0] for k in ("k=2", "k=3")]
         assert all(math.isfinite(m) and m >= 0 for m in means) and means[0] <= means[1]  # hypervolume never falls
         assert all(math.isfinite(_mean_std(row[k])[1]) for k in ("k=2", "k=3"))
 
     final = table("samplers: final hypervolume per seed")
-    assert [row["sampler"] for row in final] == ["tpe", "nsga2", "random"]
+    assert [row["sampler"] for row in final] == ["tpe", "nsga2", "gp", "random"]
     for row, run in zip(final, running):
         seeds = [float(row["seed 0"]), float(row["seed 1"])]
         assert all(math.isfinite(h) and h >= 0 for h in seeds)

@@ -8,6 +8,9 @@ import sys
 
 import pytest
 
+from shrinktune.measure.evaluate import parameter_counts
+from shrinktune.models.teacher import load_teacher
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 
@@ -61,14 +64,17 @@ def _mlflow_runs(tmp_path, experiment):
 
 
 def test_tiny_teacher_search_logs_parent_and_children(tmp_path, tiny_teacher_dir):
-    """A search of 5 trials on a tiny teacher: trial 1 raises and trial 2 hits a NaN loss on both attempts, trial 3
-    runs out of memory once and then succeeds; the failures are recorded once each and the search goes on."""
+    """A search of 6 trials on a tiny teacher: trial 1 (the enqueued teacher shape) breaks a cost constraint and is
+    stopped by the cost pre-screen before it trains, trial 2 hits a NaN loss and trial 4 raises on both attempts,
+    trial 3 runs out of memory once and then succeeds; each is recorded once and the search goes on."""
     space = tmp_path / "tiny.yaml"
+    teacher_decoder = parameter_counts(load_teacher(str(tiny_teacher_dir))[0])["params_decoder"]
     space.write_text(f"""# Run: python -m platform.search {space}
 task: summarization
 teacher: {tiny_teacher_dir}
 objectives: {{rouge1: max, latency_ms: min, train_peak_mb: min}}
-search: {{sampler: random, trials: 5, seed: 1, quality_floor: 0}}  # random tiny models: no floor
+search: {{sampler: random, trials: 6, seed: 1, quality_floor: 0}}  # random tiny models: no floor
+constraints: {{params_decoder: {{max: {teacher_decoder - 1}}}}}  # the teacher-shaped trial breaks it: stopped untrained
 evaluation: {{samples: 6, latency_samples: 2, latency_repeats: 2, latency_cap_s: 5, recheck_samples: 12}}
 generation: {{max_new_tokens: 8}}
 fixed: {{batch_size: 16, ae_epochs: 1, epochs: 1}}
@@ -78,35 +84,43 @@ dimensions:
   learning_rate: {{type: float, low: 1.0e-4, high: 1.0e-3, log: true}}
 """)
     out = _run([space, "--retries", "1"], tmp_path, timeout=900, full=True,
-               env={"SHRINKTUNE_FAIL_TRIALS": "raise:1,nan:2,oom:3:1"})
+               env={"SHRINKTUNE_FAIL_TRIALS": "raise:4,nan:2,oom:3:1"})
     stdout = out.stdout
     rows = _table(stdout)
     assert rows[0]["trial"] == "teacher" and len(rows) >= 2
     assert "mlflow ui --backend-store-uri" in stdout
-    assert re.search(r"\d of 3 finished trial\(s\), 2 failed", stdout), stdout[:2000]
+    assert re.search(r"\d of 3 finished trial\(s\), 2 failed, 1 stopped before training \(cost pre-screen\)",
+                     stdout), stdout[:2000]
+    assert "stopped before training: its costs break params_decoder.max by 1" in out.stderr, out.stderr[-3000:]
     # The out-of-memory attempt is retried, and only reported as a line:
     assert "OutOfMemoryError: out of memory (injected by SHRINKTUNE_FAIL_TRIALS into trial 3, attempt 1)); retrying" \
         in out.stderr
     # Ray Tune's own tables (configurations, statuses, a result box per trial) stay out of the default output:
     for table in ("Configuration for experiment", "Trial status:", "errored after", "started with configuration"):
         assert table not in stdout, stdout[-3000:]
-    assert "trial 5 of 5 finished → MLflow run" in out.stderr, out.stderr[-3000:]
+    assert "trial 1 of 6 stopped before training (cost pre-screen) → MLflow run" in out.stderr, out.stderr[-3000:]
+    assert "trial 6 of 6 finished → MLflow run" in out.stderr, out.stderr[-3000:]
 
     runs = _mlflow_runs(tmp_path, "tiny")
     parents = [r for r in runs if r.data.tags.get("shrinktune.kind") == "search"]
     everyone = [r for r in runs if r.data.tags.get("shrinktune.kind") == "trial"]
     trials = [c.data.tags["shrinktune.trial"] for c in everyone]
-    assert len(parents) == 1 and len(trials) == len(set(trials)) == 5, trials  # every trial exactly once
+    assert len(parents) == 1 and len(trials) == len(set(trials)) == 6, trials  # every trial exactly once
     assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in everyone)
     for child in everyone:  # named from its settings, ending with its Tune id
         assert child.info.run_name.endswith(f" · {child.data.tags['shrinktune.trial']}"), child.info.run_name
         assert child.data.params["batch_size"] == "16" and child.data.params["generation.max_new_tokens"] == "8"
-    assert sorted(c.info.status for c in everyone) == ["FAILED", "FAILED", "FINISHED", "FINISHED", "FINISHED"]
+    assert sorted(c.info.status for c in everyone) == ["FAILED", "FAILED", "FINISHED", "FINISHED", "FINISHED",
+                                                       "KILLED"]
+    stopped = [c for c in everyone if c.info.status == "KILLED"]
+    assert stopped[0].data.tags["shrinktune.screened"] == "true" and "rouge1" not in stopped[0].data.metrics
+    assert stopped[0].data.metrics["params_decoder"] == teacher_decoder
+    assert stopped[0].data.params["decoder_layers"] == "3"
     failed = [c for c in everyone if c.info.status == "FAILED"]
     errors = sorted(c.data.tags["shrinktune.error"].splitlines()[0] for c in failed)
     assert errors == [
         "FloatingPointError: training loss became nan (injected by SHRINKTUNE_FAIL_TRIALS into trial 2, attempt 2)",
-        "RuntimeError: trial failed (injected by SHRINKTUNE_FAIL_TRIALS into trial 1, attempt 2)",
+        "RuntimeError: trial failed (injected by SHRINKTUNE_FAIL_TRIALS into trial 4, attempt 2)",
     ]  # attempt 2: logged after the last attempt, not the first
     for child in failed:  # then Ray's record of both attempts
         assert "\n\nFailure # 1 " in child.data.tags["shrinktune.error"]

@@ -22,6 +22,7 @@ from dataclasses import replace
 import ray.cloudpickle as cloudpickle
 from ray import tune
 
+from shrinktune.search.prescreen import screened
 from shrinktune.settings import TrialSettings, as_params
 from shrinktune.tracking.mlflow_tracking import SearchTracker
 
@@ -199,13 +200,17 @@ class MlflowTrialLogger(tune.Callback):
         name = run_name(params, config, trial.trial_id)
         now = time.time()
         start_ms, end_ms = _times_ms(trial, now)
+        stopped = screened(result)
         run_id = self.tracker.log_trial(
             trial.trial_id, {**params, **(self.shared or {})}, metrics, status=status, checkpoint=checkpoint,
             error=error, history=_loss_curve(checkpoint), run_name=name, start_ms=start_ms, end_ms=end_ms,
+            screened=stopped,
         )
         self.logged[trial.trial_id] = run_id
         self._ended_here += 1
         reason = f" ({error.splitlines()[0]})" if error else ""
+        if stopped:
+            status = "stopped before training (cost pre-screen)"
         logger.info("%s %s%s → MLflow run %s (%s)%s", self._count(), status.lower(), reason, run_id, name,
                     self._timing(now))
 
@@ -237,7 +242,7 @@ class MlflowTrialLogger(tune.Callback):
         if trial.trial_id in self.logged:
             return self._log(trial, "FINISHED")
         self._log(trial, "FINISHED")
-        if self.objectives and self.reference is not None:
+        if self.objectives and self.reference is not None and not screened(trial.last_result):
             self.finished.append({**(trial.last_result or {}), "trial_id": trial.trial_id})
             self.tracker.log_frontier(self.finished, self.objectives, self.reference, step=len(self.finished))
 

@@ -45,6 +45,7 @@ from shrinktune.search.cluster import bind_local_ray, leave_uploaded_copy, submi
 from shrinktune.search.faults import FAULTS_ENV, Fault, inject_fault
 from shrinktune.search.pareto import below_floor, indistinct_members
 from shrinktune.search.plan import GPU_STEPS, SearchPlan, check_gpus_per_trial, release
+from shrinktune.search.prescreen import CostPreScreen, screened
 from shrinktune.search.samplers import make_searcher
 from shrinktune.search.space import SearchSpace, is_feasible
 from shrinktune.search.trial import (
@@ -79,6 +80,11 @@ class TrialRow:
     checkpoint: str | None
     error: str | None = None
 
+    @property
+    def screened(self) -> bool:
+        """Stopped by the cost pre-screen before it trained: its metrics are its costs alone."""
+        return screened(self.metrics)
+
 
 @dataclass
 class SearchOutcome:
@@ -98,7 +104,17 @@ class SearchOutcome:
 
     @property
     def finished(self) -> list[TrialRow]:
-        return [r for r in self.rows if r.error is None]
+        """The trials that trained and were measured."""
+        return [r for r in self.rows if r.error is None and not r.screened]
+
+    @property
+    def failed(self) -> list[TrialRow]:
+        return [r for r in self.rows if r.error is not None]
+
+    @property
+    def screened(self) -> list[TrialRow]:
+        """The draws the cost pre-screen stopped before they trained."""
+        return [r for r in self.rows if r.error is None and r.screened]
 
 
 def _versions() -> dict:
@@ -205,7 +221,8 @@ def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
         ) from None
 
 
-def search_trial(config: dict, context: TrialContext, faults: tuple[Fault, ...] = (), verbose: bool = False) -> None:
+def search_trial(config: dict, context: TrialContext, faults: tuple[Fault, ...] = (), verbose: bool = False,
+                 prescreen: bool = False) -> None:
     """The Tune trainable of a search: one trial (`shrinktune_trial`), after any fault planned for it.
 
     A trial that Tune restores with a checkpoint has already trained and reported it (the search was interrupted
@@ -224,7 +241,7 @@ def search_trial(config: dict, context: TrialContext, faults: tuple[Fault, ...] 
         return
     if faults:
         inject_fault(faults)
-    shrinktune_trial(config, context)
+    shrinktune_trial(config, context, prescreen=prescreen)
 
 
 def _trial_id(result) -> str:
@@ -330,7 +347,8 @@ def _finish(outcome: SearchOutcome, tracker: SearchTracker, space: SearchSpace, 
     """Tags the front, the degenerate and (with constraints) the infeasible trials in MLflow, draws the frontier
     plots and ends the search's run."""
     finished = outcome.finished
-    counts = {"trials_finished": len(finished), "trials_failed": len(outcome.rows) - len(finished)}
+    counts = {"trials_finished": len(finished), "trials_failed": len(outcome.failed),
+              "trials_screened": len(outcome.screened)}
     if outcome.interrupted:
         logger.warning("search %s interrupted with %d of %d trial(s) ended; continue it with --resume %s",
                        outcome.name, len(outcome.rows), trials, outcome.name)
@@ -441,19 +459,23 @@ def _refresh_restored(tuner, callbacks: list, verbose: bool) -> None:
     run_config.verbose = _verbosity(verbose)
 
 
-def _tuner(plan: SearchPlan, trainable, callbacks: list):
-    """Ray Tune's tuner: a new one driving Optuna over the space, or, resuming, the search's own restored (its
-    sampler, budget and trials as they were; this run's callbacks and verbosity)."""
+def _tuner(plan: SearchPlan, trainable, callbacks: list, reference: dict):
+    """Ray Tune's tuner: a new one driving Optuna over the space (with `search.prescreen`, the `CostPreScreen`
+    scheduler stops draws that cannot reach the front before they train), or, resuming, the search's own restored
+    (its sampler, scheduler, budget and trials as they were; this run's callbacks and verbosity)."""
     space, budget, verbose = plan.space, plan.budget, plan.options.verbose
     if plan.restore:
         tuner = tune.Tuner.restore(str(plan.folder), trainable=trainable, resume_unfinished=True, resume_errored=False)
         _refresh_restored(tuner, callbacks, verbose)
         return tuner
+    searcher = ConcurrencyLimiter(make_searcher(space, budget.sampler, budget.random_trials),
+                                  max_concurrent=budget.max_concurrent)
+    scheduler = (CostPreScreen(space.objectives, space.constraints, reference, space.search.prescreen_ceiling)
+                 if space.search.prescreen else None)
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(make_searcher(space, budget.sampler),
-                                                                  max_concurrent=budget.max_concurrent),
-                                    num_samples=budget.trials, time_budget_s=budget.time_budget_s),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=budget.trials,
+                                    time_budget_s=budget.time_budget_s),
         run_config=tune.RunConfig(
             name=plan.name, storage_path=plan.options.storage_path, callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=budget.retries), verbose=_verbosity(verbose),
@@ -498,12 +520,16 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
     try:
         context = _reference(ray, tracker, plan.previous, context, cpus, gpus)
         trainable = tune.with_resources(tune.with_parameters(search_trial, context=context, faults=plan.faults,
-                                                             verbose=options.verbose), {"cpu": cpus, "gpu": gpus})
+                                                             verbose=options.verbose, prescreen=space.search.prescreen),
+                                        {"cpu": cpus, "gpu": gpus})
         # Tune warns when it saves its state often; it does by design here, at each trial's checkpoint (`_tuner`).
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+        # A trial's first report, its costs before training (`search.prescreen`), has no objectives yet; Tune would
+        # refuse it. The searcher tells Optuna of a trial that ends without them (`ConstrainedOptunaSearch`).
+        os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
         tuning = time.monotonic()
         with _ray_output(options.verbose):
-            grid = _tuner(plan, trainable, [_trial_logger(plan, context, started)]).fit()
+            grid = _tuner(plan, trainable, [_trial_logger(plan, context, started)], context.reference).fit()
         out_of_time = budget.time_budget_s is not None and time.monotonic() - tuning >= budget.time_budget_s
         outcome = _outcome(grid, plan.name, budget.trials, tracker, space, context.reference, out_of_time)
         if not outcome.interrupted:

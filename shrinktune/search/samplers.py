@@ -15,35 +15,48 @@ import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from shrinktune.errors import ConfigError
+from shrinktune.search.prescreen import screened
 from shrinktune.search.space import SearchSpace, constraint_names, constraint_violations
 from shrinktune.settings import SAMPLERS
 
 logger = logging.getLogger(__name__)
 
 
-def make_sampler(name: str, seed: int, *, population_size: int = 8) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, *, startup_trials: int = 10) -> optuna.samplers.BaseSampler:
     """The Optuna sampler a space names.
 
     Args:
         name: "tpe" (multivariate, grouped so conditional dimensions are modelled together with the rest), "nsga2"
-            (a genetic search over the Pareto front) or "random".
+            (a genetic search over the Pareto front), "gp" (a Gaussian process with log expected hypervolume
+            improvement) or "random".
         seed: the sampler's seed.
-        population_size: NSGA-II's generation size (its first generation is random).
+        startup_trials: trials (enqueued ones included) drawn at random before the sampler models the results:
+            TPE's and the GP's `n_startup_trials`, NSGA-II's population size (its first generation is random).
+            Optuna's defaults (10; NSGA-II 50) suit searches of hundreds of trials; a search of a dozen would stay
+            random to its end (`SearchSettings.random_trials`).
 
-    All three honour constraints recorded with `Trial.set_constraint` (random by ignoring them), so no argument
+    All four honour constraints recorded with `Trial.set_constraint` (random by ignoring them), so no argument
     turns them on.
     """
+    if startup_trials < 1:
+        raise ConfigError(f"startup_trials must be at least 1, got {startup_trials}; raise it.")
     if name == "tpe":
         # `group` models each set of dimensions that occur together (conditional ones) jointly; on a space without
         # conditions it proposes exactly what plain multivariate TPE does. Optuna flags it experimental; that
-        # warning would reach every search's output and tells its reader nothing they can act on.
+        # warning would reach every search's output and tells its reader nothing they can act on. Concurrent
+        # trials: Optuna 5's `constant_liar` is on by default.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                              n_startup_trials=startup_trials)
     if name == "nsga2":
-        if population_size < 2:
-            raise ConfigError(f"NSGA-II needs a population of at least 2 trials, got {population_size}; raise it.")
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size)
+        if startup_trials < 2:
+            raise ConfigError(f"NSGA-II needs a population of at least 2 trials, got {startup_trials}; raise "
+                              "search.startup_trials.")
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=startup_trials)
+    if name == "gp":
+        # Dimensions absent from some trials (conditional ones) are drawn by its independent sampler, at random.
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup_trials, warn_independent_sampling=False)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}; pick one of them.")
@@ -67,6 +80,11 @@ class ConstrainedOptunaSearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Records the trial's constraint values on its Optuna trial, then lets `OptunaSearch` tell Optuna."""
+        if screened(result):
+            # Stopped by the cost pre-screen before it trained: told as pruned (`OptunaSearch` tells a trial that
+            # ended without its objectives so), which TPE and the GP rank below every completed trial.
+            super().on_trial_complete(trial_id, result=None, error=False)
+            return
         missing: list[str] = []
         if result and isinstance(self.metric, list):
             missing = [m for m in self.metric if result.get(m) is None]
@@ -86,6 +104,12 @@ class ConstrainedOptunaSearch(OptunaSearch):
                 logger.info("trial %s is infeasible: %s", trial_id, ", ".join(broken))
         super().on_trial_complete(trial_id, result=result, error=error)
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """A trial's costs, reported before it trains, are not an intermediate value of its objectives (with one
+        objective, `OptunaSearch` would read it from them)."""
+        if not screened(result):
+            super().on_trial_result(trial_id, result)
+
 
 def open_optuna_trial(searcher: OptunaSearch, trial_id: str) -> optuna.Trial | None:
     """The Optuna trial behind Ray's trial `trial_id`, while Optuna has not been told its result; else None.
@@ -98,11 +122,12 @@ def open_optuna_trial(searcher: OptunaSearch, trial_id: str) -> optuna.Trial | N
     return searcher._ot_trials.get(trial_id)
 
 
-def make_searcher(space: SearchSpace, sampler: str) -> ConstrainedOptunaSearch:
-    """The searcher of a new search over `space`: Optuna's `sampler` (seeded by the space), the space's
-    configurations tried first in order, its constraints recorded on every trial."""
+def make_searcher(space: SearchSpace, sampler: str, startup_trials: int | None = None) -> ConstrainedOptunaSearch:
+    """The searcher of a new search over `space`: Optuna's `sampler` (seeded by the space; random for its first
+    `startup_trials`, default the space's `search.random_trials`), the space's configurations tried first in order,
+    its constraints recorded on every trial."""
     return ConstrainedOptunaSearch(
         space=space.suggest, metric=list(space.objectives), mode=list(space.objectives.values()),
-        sampler=make_sampler(sampler, space.search.seed),
+        sampler=make_sampler(sampler, space.search.seed, startup_trials=startup_trials or space.search.random_trials),
         points_to_evaluate=[dict(point) for point in space.enqueue] or None, constraints=space.constraints,
     )

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import transformers
 
+from shrinktune.data.pseudo_sources import check_no_overlap, window_examples
 from shrinktune.data.tasks import get_task, load_task_splits
 from shrinktune.errors import ConfigError
 from shrinktune.measure.bound import bound_record, measure_bandwidth, spec_bandwidth
@@ -29,12 +30,14 @@ from shrinktune.measure.evaluate import (
     cost_metrics,
     fixed_length_default,
     generate_with_lengths,
+    parameter_counts,
     score_predictions,
     score_summaries,
     timing_inputs,
 )
 from shrinktune.measure.finetune_memory import MB, full_finetune_peak_bytes
 from shrinktune.measure.latency import generation_record, time_encoder
+from shrinktune.measure.memory import peak_memory_bytes, tensor_bytes
 from shrinktune.measure.speed import SpeedRounds, architecture_key, at_length, compare_speed, time_alone
 from shrinktune.models.autoencoder import Autoencoder
 from shrinktune.models.decoding import check_runtime, compiled_decoder, eager_generation, set_runtime
@@ -49,7 +52,13 @@ from shrinktune.models.weight_compression import compression_structure
 from shrinktune.settings import EvaluationSettings, TrialSettings
 from shrinktune.training.autoencoder import pretrain_autoencoder
 from shrinktune.training.cache import cached_dir, file_fingerprint, fingerprint
-from shrinktune.training.distill import DistillSettings, cached_pseudo_labels, pseudo_labelled_pairs
+from shrinktune.training.distill import (
+    DistillSettings,
+    cached_pseudo_labels,
+    concat_pairs,
+    extra_pseudo_labelled_pairs,
+    pseudo_labelled_pairs,
+)
 from shrinktune.training.encode import cached_encoded_pairs
 from shrinktune.training.finetune import FinetuneSettings, finetune_on_states, training_step_fn
 from shrinktune.training.teacher import prepare_embedded_teacher, search_teacher_dir
@@ -57,6 +66,7 @@ from shrinktune.training.weight_compression import WeightCompression, compress_w
 
 logger = logging.getLogger(__name__)
 
+COSTS_ONLY = "costs_only"  # marks a trial's first report: its costs, measured before training (`draw_costs`)
 SCORING_BATCH = 50  # summaries generated at once for ROUGE: on CPU, larger batches spread each step's fixed cost
 
 
@@ -401,14 +411,38 @@ def _bottleneck(pairs, width: int, latent: int, trial: TrialSettings, ctx: Trial
 
 
 def _training_pairs(teacher, tokenizer, task, splits, pairs, trial: TrialSettings, ctx: TrialContext):
-    """Pseudo-labels (teacher generations, made once per search and cached) replace the references if asked."""
+    """Pseudo-labels (teacher generations, made once per search and cached) replace the references if asked; with
+    `pseudo_label_windows`, the teacher's summaries of windows of the training documents are added — checked
+    against the validation and test splits every time, encoded by the student's encoder (`_student_pairs`'s)."""
     if trial.method != "pseudo_labels":
+        if trial.pseudo_label_windows:
+            logger.warning("pseudo_label_windows is %d but method is %r: no extra inputs (they need pseudo_labels)",
+                           trial.pseudo_label_windows, trial.method)
         return pairs
 
+    root, start_id = Path(ctx.cache_root), teacher.config.decoder_start_token_id
+    extra = window_examples(task, splits["train"], trial.pseudo_label_windows)
+    if extra:  # refused before the teacher writes anything
+        check_no_overlap(extra, {"validation": splits["validation"], **load_task_splits(task, ("test",))})
     labelled = cached_pseudo_labels(teacher, tokenizer, splits["train"], max_source_tokens=task.max_source_tokens,
-                                    root=Path(ctx.cache_root))
-    return pseudo_labelled_pairs(pairs, tokenizer, labelled, max_target_tokens=task.max_target_tokens,
-                                 start_id=teacher.config.decoder_start_token_id)
+                                    root=root)
+    relabelled = pseudo_labelled_pairs(pairs, tokenizer, labelled, max_target_tokens=task.max_target_tokens,
+                                       start_id=start_id)
+    if not extra:
+        if trial.pseudo_label_windows:
+            logger.warning("no training document has text beyond its input: training on %d pairs, no windows",
+                           len(relabelled))
+        return relabelled
+    encoder = encoder_module(teacher)
+    if trial.encoder_layers not in (None, depth(half_configs(teacher)[0], "encoder")):
+        encoder = encoder_module(build_student(teacher, encoder_layers=trial.encoder_layers,
+                                               layer_map=trial.layer_map))
+    windows = extra_pseudo_labelled_pairs(
+        teacher, encoder, tokenizer, extra, max_source_tokens=task.max_source_tokens,
+        max_target_tokens=task.max_target_tokens, start_id=start_id, root=root,
+    )
+    logger.info("training on %d pairs + %d windows labelled by the teacher", len(relabelled), len(windows))
+    return concat_pairs(relabelled, windows, pad_id=tokenizer.pad_token_id or 0)
 
 
 def _compress_weights(student, trial: TrialSettings, ctx: TrialContext, metrics: dict) -> None:
@@ -432,8 +466,29 @@ def _trained_modules(model) -> list:
     return [m for m in (decoder, head, getattr(model, "bottleneck", None)) if m is not None]
 
 
-def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_epoch=None) -> dict:
+def draw_costs(teacher, student, tokenizer, task, ctx: TrialContext, validation, pairs, settings) -> dict:
+    """What a draw costs, measured on its untrained weights before it trains, at its best: speed from the
+    architecture's interleaved rounds (`speed_rounds`, cached: the trained student re-uses them) with the natural
+    length at its shortest (one token: `latency_ms` a lower bound, `speedup` an upper one; fixed-length figures
+    exact), and — exact too, properties of the shapes — parameters and the memory of a fine-tuning step."""
+    model = measured(student, ctx)
+    rounds, _ = speed_rounds(measured(teacher, ctx), model, tokenizer, task, ctx, validation)
+    costs: dict[str, float] = speed_metrics(rounds, ctx.reference, 1)
+    weights = _trained_modules(student)
+    step = training_step_fn(student, pairs, settings)
+    costs["train_peak_mb"] = (sum(tensor_bytes(m) for m in weights) + peak_memory_bytes(step, _device())) / MB
+    costs.update(parameter_counts(student))
+    teacher_costs = {k: v for k, v in ctx.reference.items() if not k.startswith("rouge")}
+    costs.update(ratios(costs, teacher_costs))
+    return costs
+
+
+def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_epoch=None,
+                      on_costs=None) -> dict:
     """A whole trial: returns its metrics and leaves the student (with tokenizer) in `checkpoint_dir`.
+
+    `on_costs`, if given, is called with the draw's `draw_costs` before it trains (the search's cost pre-screen
+    may stop the trial there).
 
     Raises:
         ConfigError: the configuration is impossible for this teacher (the search records it as failed).
@@ -465,6 +520,8 @@ def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_
         epochs=trial.epochs, learning_rate=trial.learning_rate, batch_size=trial.batch_size,
         label_smoothing=trial.label_smoothing, seed=ctx.seed, dtype=ctx.evaluation.dtype,
     )
+    if on_costs is not None:
+        on_costs(draw_costs(teacher, student, tokenizer, task, ctx, splits["validation"], student_pairs, settings))
     train_pairs = _training_pairs(teacher, tokenizer, task, splits, student_pairs, trial, ctx)
     history = finetune_on_states(
         student, train_pairs, settings, on_epoch=on_epoch, train_bottleneck=trial.ae_mode != "frozen",
@@ -545,10 +602,14 @@ def recheck_front(ctx: TrialContext, checkpoints: dict[str, str]) -> Recheck:
     return Recheck(reference, members, pair_rouge1, quality.groups)
 
 
-def shrinktune_trial(config: dict, context: TrialContext) -> None:
-    """Ray Tune function trainable: runs the configuration and reports metrics with the checkpoint."""
+def shrinktune_trial(config: dict, context: TrialContext, prescreen: bool = False) -> None:
+    """Ray Tune function trainable: runs the configuration and reports metrics with the checkpoint; with
+    `prescreen`, reports the draw's costs first (`COSTS_ONLY`), for the `CostPreScreen` scheduler."""
     from ray import tune  # lazy on purpose: this module runs without Ray; only the Tune wrapper needs it
 
+    def report_costs(costs: dict) -> None:  # the cost pre-screen (`search.prescreen`) may stop the trial here
+        tune.report({**costs, COSTS_ONLY: 1.0})
+
     with tempfile.TemporaryDirectory(prefix="shrinktune-trial-") as folder:
-        metrics = run_configuration(config, context, Path(folder))
+        metrics = run_configuration(config, context, Path(folder), on_costs=report_costs if prescreen else None)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

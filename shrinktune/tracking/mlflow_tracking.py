@@ -39,6 +39,7 @@ from shrinktune.tracking.schema import (
     PARETO_TAG,
     RECHECKED_TAG,
     RUNS_VIEW_QUERY,
+    SCREENED_TAG,
     SEARCH_KIND,
     SEARCH_NAME_TAG,
     SEARCH_TEACHER_PREFIX,
@@ -416,7 +417,8 @@ class SearchTracker:
 
     def log_trial(self, name: str, params: dict, metrics: dict, *, status: str = "FINISHED",
                   checkpoint: str | None = None, error: str | None = None, history: list[float] | None = None,
-                  run_name: str | None = None, start_ms: int | None = None, end_ms: int | None = None) -> str:
+                  run_name: str | None = None, start_ms: int | None = None, end_ms: int | None = None,
+                  screened: bool = False) -> str:
         """A child run for one finished or failed trial; returns its run id.
 
         Args:
@@ -424,8 +426,12 @@ class SearchTracker:
             run_name: the name people read in the runs table.
             start_ms, end_ms: when the trial started and ended (ms since the epoch), so that the run's duration is
                 the trial's; default: now (the run then lasts the milliseconds it takes to log it).
+            screened: the cost pre-screen stopped it before it trained (its metrics are its costs; status KILLED,
+                so the picker, which reads FINISHED trials, passes it over).
         """
         tags = {PARENT_TAG: self.search_run_id, KIND_TAG: TRIAL_KIND, TRIAL_TAG: name}
+        if screened:
+            tags[SCREENED_TAG], status = "true", "KILLED"
         if checkpoint:
             tags[CHECKPOINT_TAG] = checkpoint
         if error:

@@ -47,6 +47,7 @@ TRIAL_TAG = "shrinktune.trial"  # on a trial's run: its Ray Tune trial id
 CHECKPOINT_TAG = "shrinktune.checkpoint"  # on a trial's run: its checkpoint folder
 ERROR_TAG = "shrinktune.error"  # on a failed trial's run: the reason, then Ray's record of every attempt
 INFEASIBLE_TAG = "shrinktune.infeasible"  # "true" on a trial that failed as an impossible configuration
+SCREENED_TAG = "shrinktune.screened"  # "true" on a draw the cost pre-screen stopped before training (run KILLED)
 PARETO_TAG = "shrinktune.pareto"  # "true" on the final front's members
 INDISTINCT_TAG = "shrinktune.indistinct"  # on a front member whose R-1 is not told apart from a cheaper member's
 DEGENERATE_TAG = "shrinktune.degenerate"  # on a trial below the quality floor (kept off the front)

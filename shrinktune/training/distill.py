@@ -7,7 +7,9 @@ Three methods, chosen by name in `DistillSettings.method` and dispatched once th
 - "kd" (knowledge distillation): α_ce · KL(teacher ‖ student) at temperature T, times T², + α_mlm · cross-entropy
   on the labels + α_hid · masked MSE between student and teacher decoder hidden states.
 - "pseudo_labels": cross-entropy on summaries the teacher generated; `cached_pseudo_labels` makes them once and
-  `pseudo_labelled_pairs` swaps them into cached `EncodedPairs` (the encoder states do not change).
+  `pseudo_labelled_pairs` swaps them into cached `EncodedPairs` (the encoder states do not change). With extra
+  inputs (`shrinktune.data.pseudo_sources`), `extra_pseudo_labelled_pairs` labels and encodes them and
+  `concat_pairs` appends them to the relabelled training pairs.
 
 The student reads the cached states through its bottleneck (`encode_latent`); the teacher reads them raw.
 """
@@ -33,6 +35,7 @@ from shrinktune.training.cache import cached_dir, fingerprint
 from shrinktune.training.encode import (
     TARGETS_FORMAT,
     EncodedPairs,
+    cached_encoded_pairs,
     examples_fingerprint,
     module_fingerprint,
     tokenize_targets,
@@ -383,3 +386,44 @@ def pseudo_labelled_pairs(
         key = fingerprint(pairs.key, "pseudo-labels", TARGETS_FORMAT, examples_fingerprint(pseudo_examples),
                           max_target_tokens, start_id)
     return EncodedPairs(pairs.states, pairs.attention_mask, labels, decoder_input_ids, key=key)
+
+
+def extra_pseudo_labelled_pairs(
+    teacher, encoder, tokenizer, extra: list[Example], *, max_source_tokens: int, max_target_tokens: int,
+    start_id: int, root: Path | None = None,
+) -> EncodedPairs:
+    """Extra inputs with the teacher's summaries as targets, read by `encoder` (the student's), both cached.
+
+    The summaries are always the teacher's generations; the states are the student's encoder's, which is the
+    teacher's unless the student drops encoder layers.
+    """
+    labelled = cached_pseudo_labels(teacher, tokenizer, extra, max_source_tokens=max_source_tokens, root=root)
+    return cached_encoded_pairs(encoder, tokenizer, labelled, max_source_tokens=max_source_tokens,
+                                max_target_tokens=max_target_tokens, start_id=start_id, root=root)
+
+
+def concat_pairs(first: EncodedPairs, second: EncodedPairs, *, pad_id: int) -> EncodedPairs:
+    """The rows of `first`, then those of `second`, padded to the longer source and target.
+
+    `pad_id` pads decoder inputs (as `tokenize_targets` does); states pad with zeros under a 0 attention mask, labels
+    with -100.
+    """
+    if first.states.shape[-1] != second.states.shape[-1]:
+        raise ValueError(f"encoder widths differ ({first.states.shape[-1]} vs {second.states.shape[-1]}); "
+                         "concatenate pairs encoded by the same encoder")
+    src_len = max(first.states.shape[1], second.states.shape[1])
+    tgt_len = max(first.labels.shape[1], second.labels.shape[1])
+
+    def widen(tensor: torch.Tensor, length: int, value: float) -> torch.Tensor:
+        # (n, len, ...) → (n, length, ...), padding at the end of dimension 1
+        pad = [0, 0] * (tensor.dim() - 2) + [0, length - tensor.shape[1]]
+        return F.pad(tensor, pad, value=value)
+
+    key = fingerprint(first.key, second.key, "concat") if first.key and second.key else ""
+    return EncodedPairs(
+        torch.cat([widen(first.states, src_len, 0.0), widen(second.states, src_len, 0.0)]),  # (n1+n2, src_len, d)
+        torch.cat([widen(first.attention_mask, src_len, 0), widen(second.attention_mask, src_len, 0)]),
+        torch.cat([widen(first.labels, tgt_len, -100), widen(second.labels, tgt_len, -100)]),
+        torch.cat([widen(first.decoder_input_ids, tgt_len, pad_id), widen(second.decoder_input_ids, tgt_len, pad_id)]),
+        key=key,
+    )

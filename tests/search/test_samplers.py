@@ -6,6 +6,7 @@ import pytest
 from shrinktune.errors import ConfigError
 from shrinktune.search.samplers import ConstrainedOptunaSearch, make_sampler, make_searcher, open_optuna_trial
 from shrinktune.search.space import SearchSpace
+from shrinktune.settings import SearchSettings
 
 SPACE = """
 task: summarization
@@ -37,12 +38,35 @@ def _searcher(space, sampler="tpe", constraints=None):
 
 def test_make_sampler_by_name():
     assert isinstance(make_sampler("tpe", 0), optuna.samplers.TPESampler)
-    assert isinstance(make_sampler("nsga2", 0, population_size=4), optuna.samplers.NSGAIISampler)
+    assert isinstance(make_sampler("nsga2", 0, startup_trials=4), optuna.samplers.NSGAIISampler)
+    assert isinstance(make_sampler("gp", 0), optuna.samplers.GPSampler)
     assert isinstance(make_sampler("random", 0), optuna.samplers.RandomSampler)
-    with pytest.raises(ConfigError, match="sampler must be one of tpe, nsga2, random, got 'grid'"):
+    with pytest.raises(ConfigError, match="sampler must be one of tpe, nsga2, gp, random, got 'grid'"):
         make_sampler("grid", 0)
     with pytest.raises(ConfigError, match="NSGA-II needs a population of at least 2 trials, got 1"):
-        make_sampler("nsga2", 0, population_size=1)
+        make_sampler("nsga2", 0, startup_trials=1)
+
+
+@pytest.mark.parametrize("trials, startup", [(1, 2), (4, 2), (12, 3), (30, 8), (100, 10)])
+def test_samplers_model_results_after_a_quarter_of_a_short_search(trials, startup):
+    assert SearchSettings(trials=trials).random_trials == startup
+    assert SearchSettings(trials=trials, startup_trials=5).random_trials == 5
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "gp"])
+def test_after_the_start_up_trials_the_sampler_leaves_random_search(sampler):
+    """With Optuna's defaults a 6-trial search was random search plus its enqueued points: now the sampler's own
+    proposals start after `startup_trials`, and differ from random search's at the same seed."""
+    def study(name):
+        made = optuna.create_study(directions=["maximize", "minimize"],
+                                   sampler=make_sampler(name, 0, startup_trials=3))
+        made.optimize(lambda t: (-(t.suggest_float("x", 0, 1) - 0.3) ** 2, t.suggest_int("n", 1, 6)), n_trials=8)
+        return [t.params for t in made.trials]
+
+    ours, random = study(sampler), study("random")
+    if sampler != "nsga2":  # NSGA-II's first generation draws from its own generator
+        assert ours[:3] == random[:3]
+    assert ours[3:] != random[3:]
 
 
 def test_partial_teacher_point_then_the_files_point_then_the_sampler(space):

@@ -77,7 +77,7 @@ def test_good_space(tmp_path):
     (("low: 96, high: 384", "low: 0, high: 384"), r"dimensions.latent_dim.low must be an integer ≥ 1, got 0"),
     (("low: 1, high: 6", "low: 0, high: 6"), r"dimensions.decoder_layers.low must be an integer ≥ 1, got 0"),
     (("low: 1, high: 6", "low: 1, high: 9"), r"decoder_layers must be ≤ the teacher's decoder depth \(6\)"),
-    (("sampler: tpe", "sampler: grid"), r"search.sampler must be one of tpe, nsga2, random, got 'grid'"),
+    (("sampler: tpe", "sampler: grid"), r"search.sampler must be one of tpe, nsga2, gp, random, got 'grid'"),
     (("rouge1: max", "rouge1: up"), r"objectives.rouge1 must be max or min, got 'up'"),
 ])
 def test_bad_values_name_file_key_and_fix(tmp_path, change, message):

@@ -44,10 +44,21 @@ def test_reference_then_trial(tmp_path, tiny_teacher_dir):
     assert second["latency_cached"] == 0  # another architecture (2 decoder layers): timed
     # a third trial of the first trial's architecture, trained differently, is not timed again: its rounds are
     # the cached ones, and only its summary length changes its natural-length figure
+    # ... and with the cost pre-screen's hook, its costs are reported before it trains: exact sizes, memory and
+    # fixed-length speed, a natural-length latency no higher than the trained student's (its shortest summary)
+    events = []
     third = run_configuration({"latent_dim": 16, "decoder_layers": 1, "learning_rate": 3e-3, "epochs": 1}, ctx,
-                              tmp_path / "ck3")
+                              tmp_path / "ck3", on_epoch=lambda epoch, loss: events.append(("epoch", epoch)),
+                              on_costs=lambda costs: events.append(("costs", costs)))
     assert third["latency_cached"] == 1
     assert third["speedup_fixed"] == metrics["speedup_fixed"] and third["latency_rounds"] == metrics["latency_rounds"]
+    assert [kind for kind, _ in events] == ["costs", "epoch"]
+    costs = events[0][1]
+    assert costs["params_decoder"] == third["params_decoder"] and costs["params_total"] == third["params_total"]
+    assert costs["speedup_fixed"] == third["speedup_fixed"]
+    assert costs["latency_ms"] <= third["latency_ms"] and costs["speedup"] >= third["speedup"]
+    assert costs["train_peak_mb"] == pytest.approx(third["train_peak_mb"], rel=0.05)
+    assert "rouge1" not in costs
 
 
 def _summaries_by_aspect(summarize, examples) -> list[str]:
