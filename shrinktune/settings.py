@@ -278,12 +278,12 @@ class SearchSettings:
     quality_floor: float = number(
         0.5, "trials with ROUGE-1 below this × the teacher's are degenerate, kept off the front (0 = off)", low=0,
         below=1)
+    prescreen: bool = flag(True, "measure each draw's costs before training it, and stop it there if it cannot reach "
+                           "the front (see `prescreen_ceiling`)")
     prescreen_ceiling: float = number(
         1.1, "cost pre-screen: a draw is stopped before training when its costs (measured untrained) break a "
         "constraint, or when a trained student dominates it even at this × the teacher's quality (0 = constraints "
         "only)", low=0)
-    prescreen: bool = flag(True, "measure each draw's costs before training it, and stop it there if it cannot reach "
-                           "the front (see `prescreen_ceiling`)")
 
     def __post_init__(self):
         check(self)
