@@ -161,3 +161,23 @@ def test_search_smoke_reports_hypervolumes_memo_hits_and_shared_savings(tmp_path
     assert [row["part"] for row in table("Run time")] == [
         "setup (teacher prepared and measured)", "samplers", "shared", "total"]
 
+
+
+def test_students_bench_scores_each_configuration_and_the_teacher_on_test_pairs(tmp_path, tiny_teacher_dir):
+    configs = tmp_path / "configs.jsonl"
+    configs.write_text('# a comment\n{"name": "tiny sft", "latent_dim": 16, "decoder_layers": 1, "epochs": 1}\n'
+                       '{"name": "tiny pl", "latent_dim": 32, "decoder_layers": 1, "epochs": 1, '
+                       '"method": "pseudo_labels"}\n')
+    out = tmp_path / "students.md"
+    done = subprocess.run([sys.executable, "bench/students.py", str(configs), "--teacher", str(tiny_teacher_dir),
+                           "--val-samples", "4", "--test-samples", "4", "--threads", "1", "--cache",
+                           str(tmp_path / "cache"), "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    assert "- Command: `python bench/students.py " in text and "- Date: " in text
+    rows = next(iter(markdown_tables(text).values()))
+    assert [row["student"] for row in rows] == ["teacher", "tiny sft", "tiny pl"]
+    for row in rows[1:]:
+        assert row["training pairs"] == "300" and row["vs teacher (test R-1)"].endswith("%")
+        assert all(math.isfinite(float(x)) for x in row["test R-1 / R-2"].split(" / "))
