@@ -286,9 +286,16 @@ def _outcome(grid, name: str, trials: int, tracker: SearchTracker, space: Search
     outcome = SearchOutcome(name=name, tracking_uri=tracker.tracking_uri, parent_run_id=tracker.parent_run_id or "",
                             reference=reference, objectives=dict(space.objectives),
                             quality_floor=space.search.quality_floor, search_reference=dict(reference))
+    logged: set[str] | None = None
     for result in grid:
         if result.error is None and "training_iteration" not in (result.metrics or {}):
             continue  # never reported: the search was interrupted while it ran or waited
+        if result.error is None and screened(result.metrics):
+            # Only its costs: stopped by the pre-screen (then logged to MLflow as screened), or by the time budget
+            # or an interruption while it trained (never logged: it did not end).
+            logged = set(tracker.trial_runs()) if logged is None else logged
+            if _trial_id(result) not in logged:
+                continue
         outcome.rows.append(TrialRow(
             trial_id=_trial_id(result), config=dict(result.config or {}), metrics=dict(result.metrics or {}),
             checkpoint=result.checkpoint.path if result.checkpoint else None, error=error_summary(result.error),

@@ -138,3 +138,23 @@ def test_recheck_replaces_the_numbers_keeps_the_search_ones_and_flags_indistinct
     assert teacher.data.metrics["rouge1"] == 0.265 and teacher.data.metrics["search_rouge1"] == 0.27
     assert teacher.data.metrics["latency_ms"] == 610.0 and teacher.data.tags["shrinktune.rechecked"] == "30"
     assert set(_runs(tracker)) == {"a", "b", "c"}  # the front's tags went to the trials only
+
+
+def test_a_screened_draw_is_counted_apart_and_one_stopped_by_the_budget_after_its_costs_is_not(tmp_path):
+    """Two draws ended with their costs alone: one stopped by the pre-screen (logged to MLflow, KILLED and tagged
+    screened), one stopped by the time budget while it trained (never logged): only the first is a screened row."""
+    space = _space(tmp_path, floor=0)
+    results = [_result("trained", 0.25, 300, tmp_path)]
+    tracker = _search(tmp_path, space, results)
+    for trial_id in ("screened", "cut"):
+        costs = {"trial_id": trial_id, "training_iteration": 1, "latency_ms": 200.0, "costs_only": 1.0}
+        results.append(SimpleNamespace(metrics=costs, config={"decoder_layers": 1}, error=None, checkpoint=None,
+                                       path=str(tmp_path / trial_id)))
+    tracker.log_trial("screened", {"decoder_layers": 1}, results[1].metrics, screened=True)
+    outcome = _outcome(results, "s", 3, tracker, space, dict(TEACHER), out_of_time=True)
+    assert [r.trial_id for r in outcome.rows] == ["trained", "screened"]
+    assert [r.trial_id for r in outcome.finished] == ["trained"] and [r.trial_id for r in outcome.screened] == [
+        "screened"]
+    assert [outcome.finished[i].trial_id for i in outcome.front] == ["trained"]
+    run = _runs(tracker)["screened"]
+    assert run.info.status == "KILLED" and run.data.tags["shrinktune.screened"] == "true"
