@@ -151,7 +151,7 @@ def test_a_screened_draw_is_counted_apart_and_one_stopped_by_the_budget_after_it
         results.append(SimpleNamespace(metrics=costs, config={"decoder_layers": 1}, error=None, checkpoint=None,
                                        path=str(tmp_path / trial_id)))
     tracker.log_trial("screened", {"decoder_layers": 1}, results[1].metrics, screened=True)
-    outcome = _outcome(results, "s", 3, tracker, space, dict(TEACHER), out_of_time=True)
+    outcome = _outcome(results, "s", 2, tracker, space, dict(TEACHER))
     assert [r.trial_id for r in outcome.rows] == ["trained", "screened"]
     assert [r.trial_id for r in outcome.finished] == ["trained"] and [r.trial_id for r in outcome.screened] == [
         "screened"]
