@@ -466,7 +466,7 @@ def _refresh_restored(tuner, callbacks: list, verbose: bool) -> None:
     run_config.verbose = _verbosity(verbose)
 
 
-def _tuner(plan: SearchPlan, trainable, callbacks: list, reference: dict):
+def _tuner(plan: SearchPlan, trainable, callbacks: list, reference: dict | None = None):
     """Ray Tune's tuner: a new one driving Optuna over the space (with `search.prescreen`, the `CostPreScreen`
     scheduler stops draws that cannot reach the front before they train), or, resuming, the search's own restored
     (its sampler, scheduler, budget and trials as they were; this run's callbacks and verbosity)."""
@@ -477,7 +477,7 @@ def _tuner(plan: SearchPlan, trainable, callbacks: list, reference: dict):
         return tuner
     searcher = ConcurrencyLimiter(make_searcher(space, budget.sampler, budget.random_trials),
                                   max_concurrent=budget.max_concurrent)
-    scheduler = (CostPreScreen(space.objectives, space.constraints, reference, space.search.prescreen_ceiling)
+    scheduler = (CostPreScreen(space.objectives, space.constraints, reference or {}, space.search.prescreen_ceiling)
                  if space.search.prescreen else None)
     return tune.Tuner(
         trainable,
