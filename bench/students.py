@@ -6,7 +6,8 @@
 
 Each line of CONFIGS is a JSON object: a `name` and trial settings (`shrinktune.settings.TrialSettings`, over the
 space's `fixed:` settings). Every configuration is built, trained and scored exactly as a search trial does it
-(`shrinktune.search.trial`: the same encoder states, bottleneck, student, method, pseudo-labels and windows), but
+(`shrinktune.search.trial.train_student`: the same encoder states, bottleneck, student, method, pseudo-labels
+and windows), but
 only its quality is measured: ROUGE on the first `--val-samples` validation pairs and the first `--test-samples`
 test pairs (no choice of the search saw them), tokens per summary and the share of distinct summaries (a collapsed
 decoder repeats one). The teacher is scored on the same test pairs. Speed is left to the search, which times each
@@ -31,12 +32,9 @@ import yaml
 
 from shrinktune.data.tasks import load_task_splits
 from shrinktune.models.generation import GenerationSettings
-from shrinktune.models.student import build_student
 from shrinktune.search import trial as T
 from shrinktune.search.space import resolve_space_path
 from shrinktune.settings import TrialSettings
-from shrinktune.training.distill import DistillSettings
-from shrinktune.training.finetune import FinetuneSettings, finetune_on_states
 
 
 def _parse(argv):
@@ -54,43 +52,26 @@ def _parse(argv):
 
 
 def _rows(configs: list[dict], ctx, space: dict, val_n: int, test_n: int):
-    task, splits, teacher, tokenizer, pairs = T._load_shared(ctx)
+    shared = T._load_shared(ctx)
+    task, splits, teacher, tokenizer, _ = shared
     validation = splits["validation"][:val_n]
     test = load_task_splits(task, ("test",))["test"][:test_n]
     scored = T._quality(teacher, tokenizer, task, test)
     yield {"name": "teacher", "test_r1": scored.metrics["rouge1"], "test_r2": scored.metrics["rouge2"],
            "test_tokens": scored.metrics["tokens_per_summary"]}
-    width = pairs.states.shape[-1]
     for raw in configs:
         config = dict(raw)
         name = config.pop("name", json.dumps(config))
         trial = replace(ctx.defaults, **config)
         start = time.time()
-        student_pairs = T._student_pairs(teacher, tokenizer, task, splits, pairs, trial, ctx)
-        latent = trial.latent_dim or width
-        bottleneck = spec = None
-        if latent < width:
-            bottleneck, spec = T._bottleneck(student_pairs, width, latent, trial, ctx, {})
-        torch.manual_seed(ctx.seed)
-        student = build_student(teacher, latent_dim=latent, decoder_layers=trial.decoder_layers,
-                                encoder_layers=trial.encoder_layers, bottleneck=bottleneck, bottleneck_spec=spec,
-                                layer_map=trial.layer_map, decoder_ffn=trial.decoder_ffn, teacher_name=ctx.teacher_dir)
-        ctx.generation.apply(student)
-        distill = DistillSettings(method=trial.method, alpha_ce=trial.kd_alpha_ce, alpha_mlm=trial.kd_alpha_mlm,
-                                  alpha_hid=trial.kd_alpha_hid, temperature=trial.kd_temperature)
-        settings = FinetuneSettings(epochs=trial.epochs, learning_rate=trial.learning_rate,
-                                    batch_size=trial.batch_size, seed=ctx.seed)
-        train_pairs = T._training_pairs(teacher, tokenizer, task, splits, student_pairs, trial, ctx)
-        history = finetune_on_states(
-            student, train_pairs, settings, train_bottleneck=trial.ae_mode != "frozen",
-            teacher=teacher if distill.method == "kd" else None, distill=distill,
-            teacher_pairs=pairs if distill.method == "kd" and student_pairs is not pairs else None)
+        trained = T.train_student(trial, ctx, shared, {})
+        student, history = trained.student, trained.history
         val, tst = T._quality(student, tokenizer, task, validation), T._quality(student, tokenizer, task, test)
         yield {"name": name, "val_r1": val.metrics["rouge1"], "val_r2": val.metrics["rouge2"],
                "val_tokens": val.metrics["tokens_per_summary"],
                "distinct": len(set(val.predictions)) / len(val.predictions),
                "test_r1": tst.metrics["rouge1"], "test_r2": tst.metrics["rouge2"],
-               "test_tokens": tst.metrics["tokens_per_summary"], "pairs": len(train_pairs.states),
+               "test_tokens": tst.metrics["tokens_per_summary"], "pairs": len(trained.train_pairs.states),
                "loss": [round(h, 3) for h in history], "seconds": time.time() - start, "sample": val.predictions[0]}
 
 

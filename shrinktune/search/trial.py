@@ -59,7 +59,7 @@ from shrinktune.training.distill import (
     extra_pseudo_labelled_pairs,
     pseudo_labelled_pairs,
 )
-from shrinktune.training.encode import cached_encoded_pairs
+from shrinktune.training.encode import EncodedPairs, cached_encoded_pairs
 from shrinktune.training.finetune import FinetuneSettings, finetune_on_states, training_step_fn
 from shrinktune.training.teacher import prepare_embedded_teacher, search_teacher_dir
 from shrinktune.training.weight_compression import WeightCompression, compress_weights
@@ -483,24 +483,26 @@ def draw_costs(teacher, student, tokenizer, task, ctx: TrialContext, validation,
     return costs
 
 
-def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_epoch=None,
-                      on_costs=None) -> dict:
-    """A whole trial: returns its metrics and leaves the student (with tokenizer) in `checkpoint_dir`.
+@dataclass
+class Trained:
+    """A student after `train_student`, with what it was trained on."""
 
-    `on_costs`, if given, is called with the draw's `draw_costs` before it trains (the search's cost pre-screen
-    may stop the trial there).
+    student: transformers.PreTrainedModel
+    history: list[float]  # mean training loss of each epoch
+    student_pairs: EncodedPairs  # the encoder states the student reads (its own encoder's)
+    train_pairs: EncodedPairs  # what it trained on (pseudo-labels and windows included)
+    settings: FinetuneSettings
 
-    Raises:
-        ConfigError: the configuration is impossible for this teacher (the search records it as failed).
-    """
-    quiet_libraries()
-    trial = replace(ctx.defaults, **config)
-    task, splits, teacher, tokenizer, pairs = _load_shared(ctx)
-    check_precision_and_runtime(ctx, teacher)
+
+def train_student(trial: TrialSettings, ctx: TrialContext, shared: tuple, metrics: dict, on_epoch=None,
+                  on_costs=None) -> Trained:
+    """Builds the student `trial` describes and trains it as every trial does: encoder states, bottleneck, student,
+    distillation method, pseudo-labels and their windows. `shared` is `_load_shared(ctx)`; the bottleneck's
+    figures go into `metrics`; `on_costs` gets the draw's `draw_costs` before it trains."""
+    task, splits, teacher, tokenizer, pairs = shared
     encoder_config = half_configs(teacher)[0]
     width = getattr(encoder_config, family_of(encoder_config).width)
     latent = trial.latent_dim or width
-    metrics: dict[str, float] = {}
     distill = DistillSettings(
         method=trial.method, alpha_ce=trial.kd_alpha_ce, alpha_mlm=trial.kd_alpha_mlm, alpha_hid=trial.kd_alpha_hid,
         temperature=trial.kd_temperature,
@@ -528,6 +530,28 @@ def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_
         teacher=teacher if distill.method == "kd" else None, distill=distill,
         teacher_pairs=pairs if distill.method == "kd" and student_pairs is not pairs else None,
     )
+    return Trained(student, history, student_pairs, train_pairs, settings)
+
+
+def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_epoch=None,
+                      on_costs=None) -> dict:
+    """A whole trial: returns its metrics and leaves the student (with tokenizer) in `checkpoint_dir`.
+
+    `on_costs`, if given, is called with the draw's `draw_costs` before it trains (the search's cost pre-screen
+    may stop the trial there).
+
+    Raises:
+        ConfigError: the configuration is impossible for this teacher (the search records it as failed).
+    """
+    quiet_libraries()
+    trial = replace(ctx.defaults, **config)
+    task, splits, teacher, tokenizer, pairs = _load_shared(ctx)
+    check_precision_and_runtime(ctx, teacher)
+    metrics: dict[str, float] = {}
+    trained = train_student(trial, ctx, (task, splits, teacher, tokenizer, pairs), metrics, on_epoch=on_epoch,
+                            on_costs=on_costs)
+    student, history, student_pairs, settings = (trained.student, trained.history, trained.student_pairs,
+                                                 trained.settings)
     metrics["train_loss"] = history[-1]
     _compress_weights(student, trial, ctx, metrics)
     model = measured(student, ctx)
