@@ -37,6 +37,7 @@ from transformers import EncoderDecoderCache, StaticCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from shrinktune.errors import ConfigError
+from shrinktune.models.student import output_vocab_size
 
 logger = logging.getLogger(__name__)
 
@@ -333,7 +334,7 @@ class StaticGreedy:
         shape = (batch, source_len, prompt_len, cache_len, states.shape[-1], states.dtype, str(device))
         key = (*shape, replace(plan, max_new=0, min_new=0), None if bias is None else bias.constants())
         if key not in self._steps:
-            vocab = model.get_output_embeddings().weight.shape[0]
+            vocab = output_vocab_size(model)
             buffers = _Buffers(model, batch, source_len, states.shape[-1], cache_len, states.dtype, device, vocab,
                                plan.eos)
             self._steps[key] = (buffers, self._make_step(buffers, plan, bias))

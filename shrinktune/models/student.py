@@ -17,8 +17,10 @@ students with `AutoConfig` / `AutoModelForSeq2SeqLM`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -50,6 +52,42 @@ class LatentEncoderDecoderConfig(EncoderDecoderConfig):
     model_type = "shrinktune-encoder-decoder"
     bottleneck: dict | None = None  # {"kind": "mlp" | "linear", "widths": [encoder width, ..., latent]}; None = none
     student: dict | None = None  # how it was made: teacher, kept layers, latent width (see `build_student`)
+    output_vocab: list[int] | None = None  # the token ids the LM head scores (`shortlist_output`); None = all
+
+
+# The logit of a token outside an output shortlist: no greedy step picks it, and it adds nothing to a softmax.
+OUTSIDE_LOGIT = -1.0e4
+
+
+class ShortlistHead(nn.Module):
+    """An LM head that scores only `ids`, a shortlist of the vocabulary (vocabulary selection, as in Shi & Knight's
+    run-time vocabularies for translation): a (len(ids), width) matrix instead of a (vocab, width) one, which at
+    batch 1 is what a narrow decoder's step mostly reads. Its logits still span the whole vocabulary, the others
+    at `OUTSIDE_LOGIT`, so `generate`, the logits processors and the tokenizer work unchanged; training reads the
+    shortlist's logits alone (`shortlist_logits`)."""
+
+    def __init__(self, width: int, ids: list[int], vocab_size: int, bias: bool = True):
+        super().__init__()
+        if not ids or min(ids) < 0 or max(ids) >= vocab_size or len(set(ids)) != len(ids):
+            raise ConfigError(f"an output shortlist needs distinct token ids in [0, {vocab_size}), got {len(ids)} "
+                              "ids; build it with shrinktune.data.vocabulary.training_token_ids.")
+        self.weight = nn.Parameter(torch.empty(len(ids), width))
+        self.bias = nn.Parameter(torch.zeros(len(ids))) if bias else None
+        self.register_buffer("ids", torch.tensor(ids, dtype=torch.long))  # saved too: loading builds on meta
+        self.ids: torch.Tensor
+        self.vocab_size = vocab_size
+        self.expand = True  # False: logits over the shortlist only (batch, tgt_len, len(ids))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        small = nn.functional.linear(hidden, self.weight, self.bias)  # (..., len(ids))
+        if not self.expand:
+            return small
+        out = small.new_full((*small.shape[:-1], self.vocab_size), OUTSIDE_LOGIT)
+        return out.index_copy_(-1, self.ids, small)  # (..., vocab)
+
+    def extra_repr(self) -> str:
+        return f"width={self.weight.shape[1]}, shortlist={self.weight.shape[0]}, vocab={self.vocab_size}"
 
 
 class _BottleneckedEncoder(nn.Module):
@@ -96,7 +134,18 @@ class LatentEncoderDecoderModel(EncoderDecoderModel):
             self.enc_to_dec_proj = nn.Identity()  # the bottleneck already produced decoder-width states
         else:
             self.bottleneck = None
+        if self.config.output_vocab:
+            self._install_shortlist(self.config.output_vocab)
         super().post_init()
+
+    def _install_shortlist(self, ids: list[int]) -> ShortlistHead:
+        full = self.decoder.get_output_embeddings()
+        head = ShortlistHead(full.weight.shape[1], list(ids), full.weight.shape[0], bias=full.bias is not None)
+        self.decoder.set_output_embeddings(head)
+        predictions = getattr(getattr(self.decoder, "cls", None), "predictions", None)  # BERT's head
+        if predictions is not None and predictions.bias is head.bias:
+            predictions.bias = None  # an alias saving would drop and loading not restore: the head owns its bias
+        return head
 
     def get_encoder(self, modality=None):
         if self.bottleneck is None:
@@ -232,6 +281,64 @@ def _latent_student(teacher, latent_dim, enc_kept, dec_depth, bottleneck, bottle
     student.bottleneck.load_state_dict(bottleneck.state_dict())
     _init_decoder_embeddings(teacher, student.decoder, latent_dim)
     return student
+
+
+def shortlist_output(student: LatentEncoderDecoderModel, ids: list[int]) -> LatentEncoderDecoderModel:
+    """Gives a narrow student an LM head over `ids` alone (`ShortlistHead`), its rows those of the current head
+    (the teacher's word vectors projected to the latent width, for a student `build_student` just made). The
+    head is no longer tied to the word embeddings; the shortlist is saved in the config, so the checkpoint loads
+    with `from_pretrained` as it is. Only `LatentEncoderDecoderModel`s (narrow decoders) take a shortlist."""
+    if not isinstance(student, LatentEncoderDecoderModel):
+        raise ConfigError("an output shortlist needs a narrow decoder (latent_dim below the encoder width); "
+                          "set output_vocab: full for same-width students.")
+    ids = sorted(set(int(i) for i in ids))
+    full = student.decoder.get_output_embeddings()
+    with torch.no_grad():
+        weight = full.weight.detach().clone()
+        bias = full.bias.detach().clone() if full.bias is not None else None
+    student.decoder.config.tie_word_embeddings = False  # the config's decoder half: saved with it
+    student.config.tie_word_embeddings = False
+    head = student._install_shortlist(ids).to(weight.device)
+    with torch.no_grad():
+        index = torch.tensor(ids, device=weight.device)
+        head.weight.copy_(weight[index])
+        if bias is not None and head.bias is not None:
+            head.bias.copy_(bias[index])
+    student.config.output_vocab = ids
+    student.config.student = {**(student.config.student or {}), "output_vocab": len(ids)}
+    return student
+
+
+def output_vocab_size(model) -> int:
+    """How many token ids a model's logits span (the whole vocabulary, also for a shortlisted head)."""
+    head = model.get_output_embeddings()
+    return head.vocab_size if isinstance(head, ShortlistHead) else head.weight.shape[0]
+
+
+@contextlib.contextmanager
+def shortlist_logits(model) -> Iterator[torch.Tensor | None]:
+    """Inside, a shortlisted model's logits span its shortlist alone (training needs no others); yields the
+    shortlist's token ids (position i scores token ids[i]), or None for a model that scores every token."""
+    head = model.get_output_embeddings()
+    if not isinstance(head, ShortlistHead):
+        yield None
+        return
+    head.expand = False
+    try:
+        yield head.ids
+    finally:
+        head.expand = True
+
+
+def to_shortlist(labels: torch.Tensor, ids: torch.Tensor | None, vocab_size: int) -> torch.Tensor:
+    """Labels (token ids, -100 = none) as positions in the shortlist `ids`; a token outside it becomes -100 (not
+    trained on: `shortlist_output`'s shortlist holds every token of the training text, so only a pseudo-label's
+    rare new token can be). None: the labels as they are."""
+    if ids is None:
+        return labels
+    lookup = torch.full((vocab_size,), -100, dtype=torch.long, device=labels.device)
+    lookup[ids.to(labels.device)] = torch.arange(len(ids), device=labels.device)
+    return torch.where(labels >= 0, lookup[labels.clamp(min=0)], labels)
 
 
 def _keep_layers(state: dict, prefix: str, kept: list[int]) -> dict:

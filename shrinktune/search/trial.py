@@ -23,6 +23,7 @@ import transformers
 
 from shrinktune.data.pseudo_sources import check_no_overlap, window_examples
 from shrinktune.data.tasks import get_task, load_task_splits
+from shrinktune.data.vocabulary import training_token_ids
 from shrinktune.errors import ConfigError
 from shrinktune.measure.bound import bound_record, measure_bandwidth, spec_bandwidth
 from shrinktune.measure.evaluate import (
@@ -45,7 +46,7 @@ from shrinktune.models.families import decoder_module, depth, encoder_module, fa
 from shrinktune.models.folders import TRIAL_INFO
 from shrinktune.models.generation import GenerationSettings
 from shrinktune.models.precision import cast_for_measuring, check_dtype
-from shrinktune.models.student import build_student
+from shrinktune.models.student import LatentEncoderDecoderModel, build_student, shortlist_output
 from shrinktune.models.summarizer import task_record
 from shrinktune.models.teacher import EMBEDDED_TEACHER, load_teacher, source_token_limit
 from shrinktune.models.weight_compression import compression_structure
@@ -483,6 +484,16 @@ def draw_costs(teacher, student, tokenizer, task, ctx: TrialContext, validation,
     return costs
 
 
+def _outside(labels: torch.Tensor, ids: list[int]) -> float:
+    """The share of label tokens outside an output shortlist (not trained on; a teacher summary's rare word)."""
+    labelled = labels[labels >= 0]
+    outside = ~torch.isin(labelled, torch.tensor(ids))
+    if outside.any():
+        logger.warning("%d of %d training label tokens lie outside the output shortlist and are not trained on",
+                       int(outside.sum()), labelled.numel())
+    return float(outside.float().mean()) if labelled.numel() else 0.0
+
+
 @dataclass
 class Trained:
     """A student after `train_student`, with what it was trained on."""
@@ -517,6 +528,9 @@ def train_student(trial: TrialSettings, ctx: TrialContext, shared: tuple, metric
         bottleneck=bottleneck, bottleneck_spec=spec, layer_map=trial.layer_map, decoder_ffn=trial.decoder_ffn,
         teacher_name=ctx.teacher_dir,
     ).to(_device())
+    if trial.output_vocab == "training" and latent < width:
+        shortlist_output(student, training_token_ids(task, tokenizer, splits["train"]))
+        metrics["output_vocab"] = len(student.config.output_vocab)
     ctx.generation.apply(student)  # measured with the search's decoding, and saved with it
     settings = FinetuneSettings(
         epochs=trial.epochs, learning_rate=trial.learning_rate, batch_size=trial.batch_size,
@@ -525,6 +539,8 @@ def train_student(trial: TrialSettings, ctx: TrialContext, shared: tuple, metric
     if on_costs is not None:
         on_costs(draw_costs(teacher, student, tokenizer, task, ctx, splits["validation"], student_pairs, settings))
     train_pairs = _training_pairs(teacher, tokenizer, task, splits, student_pairs, trial, ctx)
+    if isinstance(student, LatentEncoderDecoderModel) and student.config.output_vocab:
+        metrics["labels_outside_vocab"] = _outside(train_pairs.labels, student.config.output_vocab)
     history = finetune_on_states(
         student, train_pairs, settings, on_epoch=on_epoch, train_bottleneck=trial.ae_mode != "frozen",
         teacher=teacher if distill.method == "kd" else None, distill=distill,

@@ -31,6 +31,7 @@ from shrinktune.data.examples import Example
 from shrinktune.errors import ConfigError
 from shrinktune.measure.evaluate import generate_summaries  # the one way summaries are generated and decoded
 from shrinktune.models.families import depth, family_of, half_configs
+from shrinktune.models.student import output_vocab_size, shortlist_logits, to_shortlist
 from shrinktune.training.cache import cached_dir, fingerprint
 from shrinktune.training.encode import (
     TARGETS_FORMAT,
@@ -246,8 +247,9 @@ class Batch:
 
 
 def _ce_batch_loss(student, teacher, batch: Batch, settings: DistillSettings, projection, label_smoothing: float):
-    out = forward_on_states(student, batch.states, batch.attention_mask, batch.decoder_input_ids, batch.labels)
-    ce = cross_entropy(out.logits, batch.labels, label_smoothing)
+    with shortlist_logits(student) as ids:  # a shortlisted head trains on its shortlist's logits alone
+        out = forward_on_states(student, batch.states, batch.attention_mask, batch.decoder_input_ids, batch.labels)
+    ce = cross_entropy(out.logits, to_shortlist(batch.labels, ids, output_vocab_size(student)), label_smoothing)
     return ce, {"ce": ce.detach()}
 
 
@@ -263,10 +265,15 @@ def _kd_batch_loss(student, teacher, batch: Batch, settings: DistillSettings, pr
             teacher_out.logits = teacher_out.logits.to(device)
             if hidden:
                 teacher_out.decoder_hidden_states = tuple(h.to(device) for h in teacher_out.decoder_hidden_states)
-    student_out = forward_on_states(
-        student, batch.states, batch.attention_mask, batch.decoder_input_ids, batch.labels, hidden_states=hidden
-    )
-    return distillation_loss(student_out, teacher_out, batch.labels, settings, projection,
+    with shortlist_logits(student) as ids:
+        student_out = forward_on_states(
+            student, batch.states, batch.attention_mask, batch.decoder_input_ids, batch.labels, hidden_states=hidden
+        )
+    labels = batch.labels
+    if ids is not None:  # both distributions over the student's shortlist, renormalised there
+        teacher_out.logits = teacher_out.logits[..., ids.to(teacher_out.logits.device)]
+        labels = to_shortlist(labels, ids, output_vocab_size(student))
+    return distillation_loss(student_out, teacher_out, labels, settings, projection,
                              label_smoothing=label_smoothing)
 
 
@@ -289,7 +296,7 @@ METHODS: dict[str, Method] = {
 
 def _vocab_size(model) -> int:
     head = model.get_output_embeddings()  # (vocab, d) LM head; its rows are what the logits range over
-    return head.weight.shape[0] if head is not None else half_configs(model)[1].vocab_size
+    return output_vocab_size(model) if head is not None else half_configs(model)[1].vocab_size
 
 
 def _decoder_shape(model) -> tuple[int, int]:

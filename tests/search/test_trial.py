@@ -128,6 +128,21 @@ def test_every_method_is_a_trial_setting(tmp_path, tiny_teacher_dir):
     assert isinstance(load_summarizer(tmp_path / "svd")("A new document.", aspect="outcome"), str)
 
 
+@pytest.mark.parametrize("method", ["sft", "kd"])
+def test_a_shortlisted_student_trains_on_its_shortlist_and_loads(tmp_path, tiny_teacher_dir, method):
+    ctx = _context(tmp_path, tiny_teacher_dir)
+    metrics = run_configuration({"latent_dim": 16, "decoder_layers": 1, "method": method, "output_vocab": "training"},
+                                ctx, tmp_path / "ck")
+    assert 100 < metrics["output_vocab"] < 30522 and metrics["train_loss"] > 0
+    assert metrics["labels_outside_vocab"] == 0  # the references are training text
+    saved = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert len(saved["output_vocab"]) == metrics["output_vocab"]
+    assert isinstance(load_summarizer(tmp_path / "ck")("A new document.", aspect="outcome"), str)
+    same_width = run_configuration({"latent_dim": 32, "decoder_layers": 1, "output_vocab": "training"}, ctx,
+                                   tmp_path / "wide")
+    assert "output_vocab" not in same_width  # the teacher's class and head
+
+
 def test_impossible_configuration_fails_with_one_line(tmp_path, tiny_teacher_dir):
     ctx = _context(tmp_path, tiny_teacher_dir)
     with pytest.raises(ConfigError, match="ae_mode joint trains the bottleneck from scratch"):

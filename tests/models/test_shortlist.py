@@ -1,0 +1,80 @@
+"""The output shortlist: a narrow student's LM head over the training text's tokens alone."""
+
+import pytest
+import torch
+from transformers import AutoModelForSeq2SeqLM
+from transformers.modeling_outputs import BaseModelOutput
+
+from shrinktune.errors import ConfigError
+from shrinktune.models.decoding import set_runtime
+from shrinktune.models.generation import generate
+from shrinktune.models.student import (
+    OUTSIDE_LOGIT,
+    ShortlistHead,
+    build_student,
+    output_vocab_size,
+    shortlist_logits,
+    shortlist_output,
+    to_shortlist,
+)
+from tests.tiny_models import FAMILIES, make_latent, make_tiny
+
+KEPT = [0, 1, 2, 3] + list(range(10, 120, 3))  # the tiny models' special ids, and a third of the rest
+
+
+def _batch(vocab: int = 120):
+    torch.manual_seed(1)
+    ids = torch.randint(4, vocab, (2, 9))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_shortlisted_logits_are_the_full_heads_on_the_shortlist_and_outside_elsewhere(kind):
+    student = make_latent(make_tiny(kind))
+    batch, start = _batch(), torch.full((2, 3), 2)
+    with torch.no_grad():
+        full = student(**batch, decoder_input_ids=start).logits
+        shortlist_output(student, KEPT)
+        short = student(**batch, decoder_input_ids=start).logits
+    assert short.shape == full.shape and output_vocab_size(student) == 120
+    assert torch.allclose(short[..., KEPT], full[..., KEPT], atol=1e-6)
+    outside = [i for i in range(120) if i not in KEPT]
+    assert torch.all(short[..., outside] == OUTSIDE_LOGIT)
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_a_shortlisted_student_saves_loads_and_generates_inside_its_shortlist(tmp_path, kind):
+    student = shortlist_output(make_latent(make_tiny(kind)), KEPT)
+    student.generation_config.min_new_tokens = 6  # every step is a real choice, none an early end
+    student.save_pretrained(tmp_path)
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded.decoder.get_output_embeddings(), ShortlistHead)
+    assert loaded.config.output_vocab == KEPT and loaded.config.student["output_vocab"] == len(KEPT)
+    for name, tensor in student.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    batch = _batch()
+    out = generate(student, **batch)
+    assert torch.equal(out, generate(loaded, **batch))
+    assert set(out[:, 1:].flatten().tolist()) <= set(KEPT)
+    set_runtime(loaded, "compiled")  # the static-cache loop sizes its buffers by the whole vocabulary
+    assert torch.equal(out, generate(loaded, **batch))
+
+
+def test_training_reads_the_shortlists_logits_and_labels_as_positions_in_it():
+    student = shortlist_output(make_latent(make_tiny("bart")), KEPT)
+    states = student.encode_latent(torch.randn(2, 9, 32))
+    with shortlist_logits(student) as ids:
+        small = student(encoder_outputs=BaseModelOutput(states), decoder_input_ids=torch.full((2, 3), 2)).logits
+    assert small.shape[-1] == len(KEPT) and torch.equal(ids, torch.tensor(KEPT))
+    assert student.decoder.get_output_embeddings().expand  # restored on leaving
+    labels = torch.tensor([[13, 2, -100], [11, 0, 1]])  # 11 is outside the shortlist
+    assert to_shortlist(labels, ids, 120).tolist() == [[KEPT.index(13), 2, -100], [-100, 0, 1]]
+    assert torch.equal(to_shortlist(labels, None, 120), labels)
+
+
+def test_a_shortlist_is_refused_for_a_same_width_student_or_out_of_range_ids():
+    teacher = make_tiny("bert2bert")
+    with pytest.raises(ConfigError, match="narrow decoder"):
+        shortlist_output(build_student(teacher, decoder_layers=1), KEPT)
+    with pytest.raises(ConfigError, match="distinct token ids"):
+        shortlist_output(make_latent(teacher), [0, 500])
