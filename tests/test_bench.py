@@ -182,3 +182,19 @@ def test_students_bench_scores_each_configuration_and_the_teacher_on_test_pairs(
     for row in rows[1:]:
         assert row["training pairs"] == "300" and row["vs teacher (test R-1)"].endswith("%")
         assert all(math.isfinite(float(x)) for x in row["test R-1 / R-2"].split(" / "))
+
+
+def test_heads_bench_splits_a_summarys_time_and_times_each_shape_against_the_teacher(tmp_path, tiny_teacher_dir):
+    out = tmp_path / "heads.md"
+    done = subprocess.run([sys.executable, "bench/heads.py", "--teacher", str(tiny_teacher_dir), "--samples", "1",
+                           "--repeats", "1", "--rounds-cap", "1", "--threads", "1", "--cache", str(tmp_path / "cache"),
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    assert "- Command: `python bench/heads.py " in text and "- Date: " in text
+    rows = next(iter(markdown_tables(text).values()))
+    assert [row["model"] for row in rows] == ["teacher (32 × 3)", "16 × 1", "16 × 1, shortlist", "16 × 2",
+                                              "16 × 2, shortlist", "8 × 1, shortlist", "32 × 1", "32 × 2"]
+    assert rows[0]["speed-up (IQR, rounds)"] == "1.00x" and all(row["speed-up (IQR, rounds)"].endswith(")")
+                                                                for row in rows[1:])
+    assert int(rows[2]["LM head rows"]) < int(rows[1]["LM head rows"]) == 30522
