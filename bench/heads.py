@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         print(row, flush=True)
 
-    lines = [f"Fixed length {new_tokens} new tokens, batch 1, {len(inputs)} validation pairs per pass; vocabulary "
+    lines = ["## Time per summary and speed-ups against the teacher", "",
+             f"Fixed length {new_tokens} new tokens, batch 1, {len(inputs)} validation pairs per pass; vocabulary "
              f"{vocab}, shortlist {len(shortlist)} tokens.", "",
              "| model | encoder ms | 1-token summary ms | full summary ms | ms per further token | LM head rows | "
              "LM head alone ms | speed-up (IQR, rounds) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
