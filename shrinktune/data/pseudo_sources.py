@@ -79,17 +79,22 @@ def window_examples(task: Task, train: list[Example], windows: int) -> list[Exam
 
 def paper_windows(paper_id: str, windows: int, *, skip_words: int, window_words: int) -> list[tuple[int, str]]:
     """(k, title + a slice of the body) for up to `windows` windows of one ACLSum paper's full text."""
-    path = aclsum_dir() / "paper_jsons" / f"{paper_id}.json"
-    if not path.exists():
-        logger.warning("ACLSum paper %s has no full text (%s); no windows for it", paper_id, path)
+    paper = paper_record(paper_id)
+    if paper is None:
+        logger.warning("ACLSum paper %s has no full text in paper_jsons/; no windows for it", paper_id)
         return []
-    paper = json.loads(path.read_text(encoding="utf-8"))
     title = detokenize(paper["title"].rstrip(".") + ".")  # as `paper_document` writes it
     body = " ".join(p["text"] for p in paper["pdf_parse"]["body_text"]
                     if not SKIPPED_SECTIONS.search(p.get("section") or ""))
     body_words = max(window_words // 2, window_words - len(title.split()))
     return [(k, f"{title} {text}") for k, text in
             document_windows(body, windows, skip_words=skip_words, window_words=body_words)]
+
+
+def paper_record(paper_id: str) -> dict | None:
+    """An ACLSum paper's full-text record (S2ORC: `title`, `pdf_parse.body_text`), None when the package has none."""
+    path = aclsum_dir() / "paper_jsons" / f"{paper_id}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def document_windows(text: str, windows: int, *, skip_words: int, window_words: int) -> list[tuple[int, str]]:

@@ -10,12 +10,10 @@ token only they use is a token the student cannot write, which their R-1 then sh
 
 from __future__ import annotations
 
-import json
 import logging
 
-from shrinktune.data.aclsum import aclsum_dir
 from shrinktune.data.examples import Example
-from shrinktune.data.pseudo_sources import paper_of
+from shrinktune.data.pseudo_sources import paper_of, paper_record
 from shrinktune.data.tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -32,10 +30,9 @@ def training_texts(task: Task, train: list[Example]) -> list[str]:
 
 def paper_text(paper_id: str) -> list[str]:
     """An ACLSum paper's title and body paragraphs (none when the package has no full text for it)."""
-    path = aclsum_dir() / "paper_jsons" / f"{paper_id}.json"
-    if not path.exists():
+    record = paper_record(paper_id)
+    if record is None:
         return []
-    record = json.loads(path.read_text(encoding="utf-8"))
     return [record.get("title") or "", *(p["text"] for p in record["pdf_parse"]["body_text"])]
 
 
