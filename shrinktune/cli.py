@@ -305,6 +305,26 @@ def prepare_teacher_main(argv: list[str] | None = None) -> int:
     return _run(prepare_teacher_command, parser.parse_args(argv))
 
 
+def ship_labels_command(args) -> int:
+    from shrinktune.training.distill import SHIPPED_LABELS, ship_pseudo_labels  # lazy, as the commands' imports are
+
+    written = ship_pseudo_labels(Path(args.cache_dir), Path(args.out) if args.out else None)
+    for key, rows in written.items():
+        print(f"{key}: {rows} pseudo-labels")
+    print(f"wrote {args.out or SHIPPED_LABELS}")
+    return 0
+
+
+def ship_labels_main(argv: list[str] | None = None) -> int:
+    """`python -m platform.ship_labels CACHE_DIR [--out PATH]`."""
+    parser = ArgumentParser(
+        prog="python -m platform.ship_labels", description="Write the embedded teacher's pseudo-labels cached by a "
+        "search (its --cache-dir) to the file the package ships, so that first runs unpack them.")
+    parser.add_argument("cache_dir", help="the search's cache folder (holds pseudo-labels/)")
+    parser.add_argument("--out", default=None, help="where to write it (default: the package's assets folder)")
+    return _run(ship_labels_command, parser.parse_args(argv))
+
+
 def search_main(argv: list[str] | None = None) -> int:
     """`python -m platform.search [SPACE] [flags]`."""
     parser = _search_parser(ArgumentParser(prog="python -m platform.search",

@@ -16,6 +16,7 @@ The student reads the cached states through its bottleneck (`encode_latent`); th
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 from collections.abc import Callable
@@ -354,6 +355,37 @@ def generate_pseudo_labels(
     return [replace(e, summary=s) for e, s in zip(examples, summaries)]
 
 
+# The embedded teacher's pseudo-labels of the embedded task's training papers and windows, under the shipped spaces'
+# decoding, keyed as `cached_pseudo_labels` keys them: a first run unpacks them instead of generating (minutes on a
+# laptop). Written by `python -m platform.ship_labels CACHE` from a search's cache.
+SHIPPED_LABELS = Path(__file__).resolve().parents[1] / "assets" / "pseudo_labels.json.gz"
+
+
+def shipped_pseudo_labels(key: str, ids: list[str], path: Path | None = None) -> list[dict] | None:
+    """The shipped rows ({id, summary}) of the pseudo-labels keyed `key`, if shipped and for exactly `ids`."""
+    path = SHIPPED_LABELS if path is None else path
+    if not path.exists():
+        return None
+    with gzip.open(path, "rt", encoding="utf-8") as file:
+        rows = json.load(file).get(key)
+    return rows if rows is not None and [row["id"] for row in rows] == ids else None
+
+
+def ship_pseudo_labels(cache_root: Path, path: Path | None = None) -> dict[str, int]:
+    """Writes every pseudo-label set cached under `cache_root` (a search of the embedded teacher) to the shipped
+    file, keyed as cached; returns key → rows."""
+    path = SHIPPED_LABELS if path is None else path
+    table = {folder.name: json.loads((folder / "pseudo_labels.json").read_text())
+             for folder in sorted((Path(cache_root) / "pseudo-labels").glob("*"))
+             if (folder / "pseudo_labels.json").is_file()}
+    if not table:
+        raise ConfigError(f"no pseudo-labels cached under {cache_root}; run a search with method: pseudo_labels "
+                          "using that cache first (--cache-dir).")
+    with gzip.open(path, "wt", encoding="utf-8") as file:
+        json.dump(table, file, ensure_ascii=False)
+    return {key: len(rows) for key, rows in table.items()}
+
+
 def cached_pseudo_labels(
     teacher, tokenizer, examples: list[Example], *, max_source_tokens: int, batch_size: int = 16,
     root: Path | None = None,
@@ -367,11 +399,15 @@ def cached_pseudo_labels(
     )
 
     def produce(folder: Path) -> None:
-        logger.info("generating pseudo-labels for %d documents with the teacher (once; cached)", len(examples))
-        labelled = generate_pseudo_labels(
-            teacher, tokenizer, examples, max_source_tokens=max_source_tokens, batch_size=batch_size
-        )
-        rows = [{"id": e.id, "summary": e.summary} for e in labelled]
+        rows = shipped_pseudo_labels(key, [e.id for e in examples])
+        if rows is not None:
+            logger.info("unpacking the shipped pseudo-labels of %d documents (%s)", len(rows), SHIPPED_LABELS.name)
+        else:
+            logger.info("generating pseudo-labels for %d documents with the teacher (once; cached)", len(examples))
+            labelled = generate_pseudo_labels(
+                teacher, tokenizer, examples, max_source_tokens=max_source_tokens, batch_size=batch_size
+            )
+            rows = [{"id": e.id, "summary": e.summary} for e in labelled]
         (folder / "pseudo_labels.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1))
 
     rows = json.loads((cached_dir("pseudo-labels", key, produce, root) / "pseudo_labels.json").read_text())

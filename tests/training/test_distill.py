@@ -23,6 +23,7 @@ from shrinktune.training.distill import (
     hidden_state_loss,
     kd_logits_loss,
     pseudo_labelled_pairs,
+    ship_pseudo_labels,
     supervised_layers,
 )
 from shrinktune.training.encode import encode_pairs, tokenize_targets
@@ -294,3 +295,22 @@ def test_training_reads_the_decoder_prompt_as_generation_does(tiny_teacher, toke
     scored = pairs.labels != -100
     assert torch.allclose(trained[scored], free[scored], atol=1e-5)
     assert decoder_mask(torch.tensor([[-100, -100, 5, 6, -100]])).tolist() == [[1, 1, 1, 1, 0]]
+
+
+def test_shipped_pseudo_labels_are_unpacked_instead_of_generated(tmp_path, tiny_teacher, tokenizer, few_examples,
+                                                                 monkeypatch):
+    """A first run finds its pseudo-labels in the shipped file (keyed as the cache keys them) and never generates;
+    a set for other documents, or another decoding, is generated as before."""
+    made = cached_pseudo_labels(tiny_teacher, tokenizer, few_examples, max_source_tokens=48, root=tmp_path / "a")
+    shipped = tmp_path / "labels.json.gz"
+    assert list(ship_pseudo_labels(tmp_path / "a", shipped).values()) == [len(few_examples)]
+    monkeypatch.setattr(distill_module, "SHIPPED_LABELS", shipped)
+    calls = []
+    real = tiny_teacher.generate
+    monkeypatch.setattr(tiny_teacher, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    unpacked = cached_pseudo_labels(tiny_teacher, tokenizer, few_examples, max_source_tokens=48, root=tmp_path / "b")
+    assert not calls and [e.summary for e in unpacked] == [e.summary for e in made]
+    cached_pseudo_labels(tiny_teacher, tokenizer, few_examples[:5], max_source_tokens=48, root=tmp_path / "b")
+    assert len(calls) == 1  # other documents: not shipped
+    with pytest.raises(ConfigError, match="no pseudo-labels cached under"):
+        ship_pseudo_labels(tmp_path / "empty", shipped)
