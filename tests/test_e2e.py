@@ -172,3 +172,49 @@ def test_readme_command_on_the_embedded_default(tmp_path, embedded_cache):
     words = summary.split()
     assert len(words) >= 3, summary
     assert sum(w.strip(".,;:-()").isalpha() for w in words) >= 0.7 * len(words), summary
+
+
+def test_translation_search_on_a_local_parallel_corpus_logs_bleu(tmp_path, tiny_teacher_dir):
+    """A translation task named in the space file (a local wmt16-style corpus, its language pair) searched on a tiny
+    teacher: the table's quality column is BLEU with its interval, and MLflow holds BLEU, chrF and sacreBLEU's
+    signature."""
+    import datasets
+
+    words = ["haus", "katze", "hund", "baum", "auto", "buch", "tisch", "stuhl"]
+    english = ["house", "cat", "dog", "tree", "car", "book", "table", "chair"]
+
+    def split(n, offset):
+        rows = [{"de": f"das {words[(i + offset) % 8]} und der {words[(3 * i + offset) % 8]}",
+                 "en": f"the {english[(i + offset) % 8]} and the {english[(3 * i + offset) % 8]}"} for i in range(n)]
+        return datasets.Dataset.from_dict({"translation": rows})
+
+    datasets.DatasetDict({"train": split(48, 0), "validation": split(8, 1), "test": split(8, 2)}).save_to_disk(
+        tmp_path / "de-en")
+    space = tmp_path / "tiny-mt.yaml"
+    corpus = tmp_path / "de-en"
+    space.write_text(f"""task: {{name: tiny-de-en, kind: translation, dataset: {corpus}, source_language: de,
+       target_language: en, max_source_tokens: 32, max_target_tokens: 16}}
+teacher: {tiny_teacher_dir}
+objectives: {{bleu: max, latency_ms: min}}
+search: {{sampler: random, trials: 2, seed: 0, quality_floor: 0, enqueue_teacher: false}}
+evaluation: {{samples: 8, latency_samples: 2, latency_repeats: 2, latency_cap_s: 5, recheck_samples: 8}}
+generation: {{max_new_tokens: 8, no_repeat_ngram_size: 0}}
+fixed: {{batch_size: 8, ae_epochs: 1, epochs: 1}}
+dimensions:
+  latent_dim: {{type: categorical, choices: [16, 32]}}
+  decoder_layers: {{type: int, low: 1, high: 2}}
+""")
+    stdout = _run([space], tmp_path, timeout=600)
+    rows = _table(stdout)
+    assert rows[0]["trial"] == "teacher" and "BLEU [95 % interval]" in rows[0], rows[0]
+    runs = _mlflow_runs(tmp_path, "tiny-mt")
+    parent = next(r for r in runs if r.data.tags.get("shrinktune.kind") == "search")
+    assert parent.data.params["bleu_signature"].startswith("nrefs:1|") and "chrf_signature" in parent.data.params
+    assert "teacher_bleu" in parent.data.metrics and "teacher_chrf" in parent.data.metrics
+    assert '"kind": "translation"' in parent.data.params["task"]
+    trials = [r for r in runs if r.data.tags.get("shrinktune.kind") == "trial" and r.info.status == "FINISHED"]
+    assert len(trials) == 2
+    for trial in trials:
+        metrics = trial.data.metrics
+        assert 0 <= metrics["bleu_low"] <= metrics["bleu"] <= metrics["bleu_high"] <= 100 and "chrf" in metrics
+        assert "rouge1" not in metrics

@@ -1,6 +1,7 @@
 """Tiny random models of every supported family, for tests (import as `tiny_models`: pytest puts tests/ on the path).
 
-`make_tiny(kind)`: a 32-wide BART, Pegasus, T5 (gated FFN) or bert2bert with special tokens wired for generation;
+`make_tiny(kind)`: a 32-wide BART, Pegasus, Marian, T5 (gated FFN) or bert2bert with special tokens wired for
+generation;
 `make_latent(teacher)`: its latent student, the decoder 16 wide and 2 deep behind a random MLP bottleneck.
 """
 
@@ -15,7 +16,7 @@ import transformers as tf
 from shrinktune.models.autoencoder import Autoencoder
 from shrinktune.models.student import build_student
 
-FAMILIES = ["bart", "pegasus", "t5", "bert2bert"]
+FAMILIES = ["bart", "pegasus", "marian", "t5", "bert2bert"]
 
 
 def make_tiny(kind: str, vocab: int = 120, layers: int = 3, **overrides):
@@ -30,6 +31,9 @@ def make_tiny(kind: str, vocab: int = 120, layers: int = 3, **overrides):
     elif kind == "pegasus":
         model = tf.PegasusForConditionalGeneration(
             tf.PegasusConfig(**bart_like, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    elif kind == "marian":  # translation teachers (Helsinki-NLP/opus-mt-*): BART-like, sinusoidal positions
+        model = tf.MarianMTModel(
+            tf.MarianConfig(**bart_like, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
     elif kind == "t5":
         model = tf.T5ForConditionalGeneration(tf.T5Config(  # type: ignore[call-arg]
             vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=layers, num_decoder_layers=layers, num_heads=4,

@@ -4,8 +4,9 @@ A narrow decoder's LM head at batch 1 reads a (vocabulary, width) matrix at ever
 30 522 × 192 floats, more than the rest of a one-layer decoder's step. Most of those rows are tokens the task never
 writes (other scripts, `[unused]` slots, words of other fields). The shortlist is every token of the training
 text — documents in full (not truncated to the input), their summaries, and for ACLSum the full text of each
-training paper (`paper_jsons`) — plus the tokenizer's special tokens. Validation and test text is never read: a
-token only they use is a token the student cannot write, which their R-1 then shows.
+training paper (`paper_jsons`); for translation and classification the training targets alone (a classifier's
+head shrinks to its class names' tokens) — plus the tokenizer's special tokens. Validation and test text is never
+read: a token only they use is a token the student cannot write, which their R-1 then shows.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ logger = logging.getLogger(__name__)
 
 
 def training_texts(task: Task, train: list[Example]) -> list[str]:
-    """Every text of the training split: documents, summaries and (ACLSum) each training paper's full text."""
+    """Every text of the training split a student may write: documents, summaries and (ACLSum) each training
+    paper's full text — a summary copies from its source. A translation writes the target language alone, a
+    classifier the class names alone: their shortlists are the targets' tokens."""
+    if task.kind != "summarization":
+        return [example.summary for example in train if example.summary]
     texts = [t for example in train for t in (example.document, example.summary) if t]
     if task.dataset == "aclsum":
         for paper in sorted({paper_of(example.id) for example in train}):

@@ -1,12 +1,13 @@
 """Measuring one summarizer: the pieces every trial and the teacher are measured with, and `measure_summarizer`.
 
-Quality (`score_summaries`): ROUGE-1/2/L/Lsum (mean F1, stemming) of generated summaries against the references,
-95 % intervals of R-1 and R-2 that resample whole documents (`shrinktune.measure.intervals`), and the tokens each
-summary took (its natural-length cost scales with them). Cost (`cost_metrics`): peak tensor memory of generating a
-batch (weights included) and, given a training step, of one fine-tuning step; parameters of encoder, bottleneck and
-decoder. The search times students against the teacher with `shrinktune.measure.speed`; `measure_summarizer`
-(the benchmarks' one-call measurement) times a model alone, after a warm-up, median and 90th percentile of several
-timed passes, with the thread count:
+Quality (`score_summaries`): the task kind's metrics (`shrinktune.measure.kinds`: ROUGE-1/2/L/Lsum for summaries,
+sacreBLEU's BLEU and chrF for translations, accuracy and macro-F1 for class names) of generated outputs against the
+references, a 95 % interval of the kind's primary metric that resamples whole documents
+(`shrinktune.measure.intervals`), and the tokens each output took (its natural-length cost scales with them).
+Cost (`cost_metrics`): peak tensor memory of generating a batch (weights included) and, given a training step, of
+one fine-tuning step; parameters of encoder, bottleneck and decoder. The search times students against the teacher
+with `shrinktune.measure.speed`; `measure_summarizer` (the benchmarks' one-call measurement) times a model alone,
+after a warm-up, median and 90th percentile of several timed passes, with the thread count:
 - `latency_ms`: batch 1, the model's natural output length: what a user waits for, but a model that stops early
   looks fast;
 - `latency_fixed_ms`: batch 1, every summary forced to exactly `fixed_new_tokens` tokens: compares architectures
@@ -19,14 +20,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from shrinktune.data.examples import Example
 from shrinktune.errors import ConfigError
-from shrinktune.measure.intervals import bootstrap_interval, document_groups
+from shrinktune.measure.intervals import document_groups
+from shrinktune.measure.kinds import get_kind
 from shrinktune.measure.latency import generation_record, time_generation
 from shrinktune.measure.memory import peak_memory_bytes, tensor_bytes
 from shrinktune.measure.params import count_parameters
@@ -121,40 +123,41 @@ def generate_summaries(model, tokenizer, examples: list[Example], *, max_source_
 
 @dataclass(frozen=True)
 class Quality:
-    """A model's summaries of some pairs, scored: mean ROUGE with paper-level intervals, and what is per pair."""
+    """A model's outputs for some pairs, scored: the task kind's metrics with document-level intervals, and what is
+    per pair."""
 
-    metrics: dict[str, float]  # rouge1/2/L/Lsum, rouge1_low/high, rouge2_low/high, distinct_fraction,
-    # summary_words, tokens_per_summary, eval_samples
+    metrics: dict[str, float]  # the kind's metrics (rouge1/2/L/Lsum; bleu, chrf; accuracy, macro_f1), the primary's
+    # <primary>_low/high, distinct_fraction, summary_words, tokens_per_summary, eval_samples
     predictions: list[str]
-    pair_rouge1: list[float]  # R-1 F1 of each pair, for paired comparisons
+    pair_stats: list[list[float]]  # each pair's statistics of the kind's primary metric, for paired comparisons
     groups: list[str]  # each pair's document, for the bootstrap
+    kind: str = "summarization"
+    notes: dict[str, str] = field(default_factory=dict)  # how the metrics were computed (sacreBLEU's signatures)
 
 
 def score_summaries(model, tokenizer, examples: list[Example], *, max_source_tokens: int,
-                    batch_size: int = 16) -> Quality:
-    """Generates summaries of `examples` (`batch_size` at a time) and scores them against the references, with 95 %
-    intervals of R-1 and R-2 that resample whole documents."""
+                    batch_size: int = 16, kind: str = "summarization") -> Quality:
+    """Generates outputs for `examples` (`batch_size` at a time) and scores them against the references as the task
+    `kind` says, with a 95 % interval of its primary metric that resamples whole documents."""
     predictions, lengths = generate_with_lengths(model, tokenizer, examples, max_source_tokens=max_source_tokens,
                                                  batch_size=batch_size)
-    return score_predictions(predictions, lengths, examples)
+    return score_predictions(predictions, lengths, examples, kind=kind)
 
 
-def score_predictions(predictions: list[str], lengths: list[int], examples: list[Example]) -> Quality:
-    """`Quality` of given predictions (and their token counts) of `examples`."""
-    # rouge_score (and nltk behind it) load only when quality is scored: timing scripts run without them.
-    from shrinktune.measure.rouge import ROUGE_KEYS, distinct_fraction, rouge_pair_scores
+def score_predictions(predictions: list[str], lengths: list[int], examples: list[Example], *,
+                      kind: str = "summarization") -> Quality:
+    """`Quality` of given predictions (and their token counts) of `examples`, scored as the task `kind` says."""
+    # the kind's metric library (rouge_score, sacrebleu) loads only when quality is scored: timing runs without it
+    from shrinktune.measure.rouge import distinct_fraction
 
-    pairs = rouge_pair_scores(predictions, [e.summary for e in examples])
     groups = document_groups(examples)
-    metrics: dict[str, float] = {key: float(np.mean(pairs[key])) for key in ROUGE_KEYS}
-    for key in ("rouge1", "rouge2"):
-        interval = bootstrap_interval(pairs[key], groups)
-        metrics[f"{key}_low"], metrics[f"{key}_high"] = interval.low, interval.high
+    scored = get_kind(kind).score(predictions, [e.summary for e in examples], groups)
+    metrics = dict(scored.metrics)
     metrics["distinct_fraction"] = distinct_fraction(predictions)
     metrics["summary_words"] = sum(len(p.split()) for p in predictions) / max(1, len(predictions))
     metrics["tokens_per_summary"] = float(np.mean(lengths))
     metrics["eval_samples"] = len(examples)
-    return Quality(metrics, predictions, list(pairs["rouge1"]), groups)
+    return Quality(metrics, predictions, scored.pair_stats.tolist(), groups, kind, dict(scored.notes))
 
 
 def timing_inputs(model, tokenizer, examples: list[Example], *, max_source_tokens: int) -> list[dict]:

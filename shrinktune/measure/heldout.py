@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
-from shrinktune.data.tasks import get_task, load_task_splits
+from shrinktune.data.tasks import get_task, load_task_splits, task_spec
 from shrinktune.errors import UserError
 from shrinktune.measure.evaluate import fixed_length_default, score_summaries, timing_inputs
-from shrinktune.measure.intervals import paired_difference
+from shrinktune.measure.intervals import paired_statistic_difference
+from shrinktune.measure.kinds import get_kind
 from shrinktune.measure.speed import compare_speed
 from shrinktune.models.generation import GenerationSettings
 from shrinktune.models.teacher import load_teacher, source_token_limit
@@ -52,14 +53,14 @@ class HeldOut:
 
 def heldout_pairs(task_name: str, samples: int):
     """The first `samples` pairs of the task's test split; one UserError line if it has none."""
-    task = get_task(task_name)
+    task = get_task(task_spec(task_name))
     try:
         pairs = load_task_splits(task, ("test",), limit=samples)["test"]
     except UserError as error:
-        raise UserError(f"task {task_name!r} has no usable test split ({error}); --test needs one: score a copy of the "
+        raise UserError(f"task {task.name!r} has no usable test split ({error}); --test needs one: score a copy of the "
                         "data with a test split, or leave --test out.") from None
     if not pairs:
-        raise UserError(f"task {task_name!r} has an empty test split; --test needs test pairs.")
+        raise UserError(f"task {task.name!r} has an empty test split; --test needs test pairs.")
     return task, pairs
 
 
@@ -104,10 +105,11 @@ def heldout_comparison(checkpoint: str | Path, teacher_dir: str | Path, task_nam
     _search_decoding(teacher, generation)
     max_source = source_token_limit(teacher, task.max_source_tokens)
     logger.info("scoring the pick and the teacher on %d test pairs", len(pairs))
-    scored = {name: score_summaries(model, tokenizer, pairs, max_source_tokens=max_source, batch_size=50)
+    scored = {name: score_summaries(model, tokenizer, pairs, max_source_tokens=max_source, batch_size=50,
+                                    kind=task.kind)
               for name, model in (("student", student), ("teacher", teacher))}
-    difference = paired_difference(scored["student"].pair_rouge1, scored["teacher"].pair_rouge1,
-                                   scored["student"].groups)
+    difference = paired_statistic_difference(scored["student"].pair_stats, scored["teacher"].pair_stats,
+                                             scored["student"].groups, get_kind(task.kind).aggregate)
     inputs = timing_inputs(student, tokenizer, pairs[:timed], max_source_tokens=max_source)
     rounds = compare_speed(teacher, student, inputs, new_tokens=fixed_length_default(teacher), time_cap_s=time_cap_s)
     natural = rounds.speedup(scored["teacher"].metrics["tokens_per_summary"],

@@ -1,9 +1,9 @@
 """What Shrinktune needs to know about each seq2seq family: config keys, where the layer stacks live, which classes
 make an encoder alone and a decoder alone.
 
-One registry, keyed by `config.model_type`: BART, mBART, Pegasus, T5 / FLAN-T5 / mT5 / UMT5, and BERT (the halves of
-a bert2bert `EncoderDecoderModel`). Everything else in `shrinktune.models` asks this module instead of branching on
-the family.
+One registry, keyed by `config.model_type`: BART, mBART, Pegasus, Marian, T5 / FLAN-T5 / mT5 / UMT5, and BERT (the
+halves of a bert2bert `EncoderDecoderModel`). Everything else in `shrinktune.models` asks this module instead of
+branching on the family.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ _BERT = Family("hidden_size", "num_hidden_layers", "num_hidden_layers", "num_att
                "encoder.layer", "bert.encoder.layer")
 
 FAMILIES: dict[str, Family] = {
-    "bart": _BART_LIKE, "mbart": _BART_LIKE, "pegasus": _BART_LIKE,
+    "bart": _BART_LIKE, "mbart": _BART_LIKE, "pegasus": _BART_LIKE, "marian": _BART_LIKE,
     "t5": _T5_LIKE, "mt5": _T5_LIKE, "umt5": _T5_LIKE,
     "bert": _BERT, "roberta": replace(_BERT, decoder_stack="roberta.encoder.layer"),
 }
@@ -163,7 +163,7 @@ def narrow_decoder_config(config, width: int, layers: int, ffn: str = "teacher")
 def build_encoder(config) -> nn.Module:
     """An encoder alone, from a half config: BART's `BartEncoder`, T5's encoder `T5Stack`, BERT's `BertModel`."""
     model_type = config.model_type
-    if model_type in ("bart", "mbart", "pegasus"):
+    if model_type in ("bart", "mbart", "pegasus", "marian"):
         module = importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
         return getattr(module, f"{type(config).__name__.removesuffix('Config')}Encoder")(config)
     if family_of(config) is _T5_LIKE:

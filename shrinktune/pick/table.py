@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from shrinktune.measure.kinds import get_kind
+
 WIDTH = 120  # a terminal's usual width: no row may wrap
 ID_LENGTH = 8  # trial ids are cut to this when that keeps them apart (Ray Tune's own are 8 characters)
 
@@ -31,7 +33,8 @@ SETTING_LABELS = {
 }
 # Column headers of metrics shown as objectives beyond the fixed columns; others are shown by their own names.
 METRIC_LABELS = {
-    "rouge1": "R-1", "rouge2": "R-2", "rougeL": "R-L", "rougeLsum": "R-Lsum", "latency_ms": "ms/summary",
+    "rouge1": "R-1", "rouge2": "R-2", "rougeL": "R-L", "rougeLsum": "R-Lsum", "bleu": "BLEU", "chrf": "chrF",
+    "accuracy": "acc", "macro_f1": "macro-F1", "invalid_fraction": "invalid", "latency_ms": "ms/summary",
     "latency_fixed_ms": "fixed ms", "latency_batch_ms": "batch ms", "train_peak_mb": "train MB",
     "generate_peak_mb": "gen MB", "params_total": "params", "params_decoder": "dec params", "speedup": "speed-up",
     "speedup_fixed": "fixed speed-up", "train_memory_ratio": "mem ratio",
@@ -39,9 +42,16 @@ METRIC_LABELS = {
 # What goes when the table is too wide, first to last: a column dropped, or ("compact") narrowed. Columns of the
 # objectives are kept until only the settings are left to drop (last first), then they go too, last first.
 # The notes go early: the commands also say them under the table.
-SHED = (("train_memory_ratio", "drop"), ("note", "drop"), ("speedup", "compact"), ("rouge2", "drop"),
-        ("rouge1", "compact"), ("train_peak_mb", "drop"), ("latency_ms", "drop"), ("rouge1_change", "drop"),
+# "quality" / "quality2" / "quality_change" stand for the task kind's first two metrics and the first's change.
+SHED = (("train_memory_ratio", "drop"), ("note", "drop"), ("speedup", "compact"), ("quality2", "drop"),
+        ("quality", "compact"), ("train_peak_mb", "drop"), ("latency_ms", "drop"), ("quality_change", "drop"),
         ("search", "drop"), ("speedup", "drop"))
+
+
+def _qualities(kind: str) -> dict[str, str]:
+    """SHED's stand-ins → the kind's column keys (summarization: rouge1, rouge2, rouge1_change)."""
+    first, second = get_kind(kind).metrics[:2]
+    return {"quality": first, "quality2": second, "quality_change": f"{first}_change"}
 
 
 @dataclass(frozen=True)
@@ -73,9 +83,11 @@ class Column:
 
 
 def pareto_table(rows: Sequence[Row], reference: dict, objectives: dict[str, str], settings: Sequence[str],
-                 width: int = WIDTH) -> str:
-    """The table: header, rule, the teacher (`reference`), then `rows` in their order, at most `width` wide."""
-    columns = fit([c for c in _columns(rows, reference, objectives, settings) if _shown(c)], objectives, width)
+                 width: int = WIDTH, kind: str = "summarization") -> str:
+    """The table: header, rule, the teacher (`reference`), then `rows` in their order, at most `width` wide; its
+    quality columns are the task `kind`'s first two metrics (R-1 and R-2; BLEU and chrF; accuracy and macro-F1)."""
+    columns = fit([c for c in _columns(rows, reference, objectives, settings, kind) if _shown(c)], objectives, width,
+                  kind)
     widths = [c.width for c in columns]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip()
              for cells in zip(*[[c.header, *c.cells] for c in columns])]
@@ -88,10 +100,13 @@ def table_width(columns: Sequence[Column]) -> int:
     return sum(c.width for c in columns) + 2 * max(len(columns) - 1, 0)
 
 
-def fit(columns: list[Column], objectives: dict[str, str], width: int = WIDTH) -> list[Column]:
+def fit(columns: list[Column], objectives: dict[str, str], width: int = WIDTH,
+        kind: str = "summarization") -> list[Column]:
     """`columns`, narrowed and thinned (see `SHED`) until they are at most `width` wide; the trial's column stays."""
     columns = list(columns)
-    steps = [(key, how) for key, how in SHED if key not in objectives or how == "compact"]
+    keys = _qualities(kind)
+    shed = [(keys.get(key, key), how) for key, how in SHED]
+    steps = [(key, how) for key, how in shed if key not in objectives or how == "compact"]
     steps += [(c.key, "drop") for c in reversed(columns) if c.key.startswith("setting:")]
     steps += [(c.key, "drop") for c in reversed(columns) if c.key in objectives and c.key != next(iter(objectives))]
     for key, how in steps:
@@ -113,9 +128,12 @@ def _shown(column: Column) -> bool:
     return column.key == "trial" or any(cell not in ("", "-") for cell in column.cells[1:])
 
 
-def _columns(rows: Sequence[Row], reference: dict, objectives: dict[str, str], settings: Sequence[str]) -> list[Column]:
+def _columns(rows: Sequence[Row], reference: dict, objectives: dict[str, str], settings: Sequence[str],
+             kind: str = "summarization") -> list[Column]:
     """Every column the table could show, in their order."""
     ms = [r.metrics for r in rows]
+    first, second = get_kind(kind).metrics[:2]
+    label = METRIC_LABELS.get(first, first)
     columns = []
     if any(r.mark for r in rows):
         columns.append(Column("mark", "", ["", *(r.mark for r in rows)]))
@@ -125,18 +143,18 @@ def _columns(rows: Sequence[Row], reference: dict, objectives: dict[str, str], s
     for name in dict.fromkeys(settings):
         columns.append(Column(f"setting:{name}", SETTING_LABELS.get(name, name),
                               ["-", *(setting_text(r.config.get(name)) for r in rows)]))
-    columns.append(Column("rouge1", "R-1 [95 % interval]", [interval(m) for m in [reference, *ms]],
-                          compact=("R-1", [metric_text("rouge1", m.get("rouge1")) for m in [reference, *ms]])))
-    columns.append(_metric_column("rouge2", reference, ms))
+    columns.append(Column(first, f"{label} [95 % interval]", [interval(m, first) for m in [reference, *ms]],
+                          compact=(label, [metric_text(first, m.get(first)) for m in [reference, *ms]])))
+    columns.append(_metric_column(second, reference, ms))
     columns.append(Column("speedup", "speed-up (IQR)", ["1.00x", *(speedup(m) for m in ms)],
                           compact=("speed-up", ["1.00x", *(metric_text("speedup", m.get("speedup")) for m in ms)])))
     columns.append(_metric_column("latency_ms", reference, ms))
-    shown = {"rouge1", "rouge2", "latency_ms", "speedup", "train_peak_mb", "train_memory_ratio"}
+    shown = {first, second, "latency_ms", "speedup", "train_peak_mb", "train_memory_ratio"}
     columns += [_metric_column(metric, reference, ms) for metric in objectives if metric not in shown]
     columns.append(_metric_column("train_peak_mb", reference, ms))
     columns.append(Column("train_memory_ratio", "mem ratio",
                           ["1.00", *(metric_text("train_memory_ratio", m.get("train_memory_ratio")) for m in ms)]))
-    columns.append(Column("rouge1_change", "ΔR-1", ["-", *(rouge_change(m, reference) for m in ms)]))
+    columns.append(Column(f"{first}_change", f"Δ{label}", ["-", *(rouge_change(m, reference, first) for m in ms)]))
     columns.append(Column("note", "note", ["", *(r.note for r in rows)]))
     return columns
 
@@ -170,8 +188,10 @@ def metric_text(metric: str, value) -> str:
     number = _number(value)
     if number is None:
         return "-"
-    if metric.startswith("rouge"):
+    if metric.startswith("rouge") or metric in ("accuracy", "macro_f1", "invalid_fraction"):
         return f"{number:.3f}"
+    if metric in ("bleu", "chrf"):
+        return f"{number:.2f}"
     if metric.startswith("speedup"):
         return f"{number:.2f}x"
     if metric.endswith("_ms"):
@@ -186,12 +206,12 @@ def metric_text(metric: str, value) -> str:
 
 
 def interval(m: dict, key: str = "rouge1") -> str:
-    """`0.257 [0.241, 0.272]`: a mean and its 95 % interval, when the trial has one."""
+    """`0.257 [0.241, 0.272]`: a figure and its 95 % interval, when the trial has one."""
     if _number(m.get(key)) is None:
         return "-"
     if _number(m.get(f"{key}_low")) is None or _number(m.get(f"{key}_high")) is None:
-        return f"{m[key]:.3f}"
-    return f"{m[key]:.3f} [{m[f'{key}_low']:.3f}, {m[f'{key}_high']:.3f}]"
+        return metric_text(key, m[key])
+    return f"{metric_text(key, m[key])} [{metric_text(key, m[f'{key}_low'])}, {metric_text(key, m[f'{key}_high'])}]"
 
 
 def speedup(m: dict) -> str:
@@ -203,10 +223,11 @@ def speedup(m: dict) -> str:
     return f"{m['speedup']:.2f}x ({m['speedup_q25']:.2f}-{m['speedup_q75']:.2f})"
 
 
-def rouge_change(m: dict, reference: dict) -> str:
-    """ROUGE-1 against the teacher's, in %: the trial's `rouge1_change`, else worked out from both."""
-    change = _number(m.get("rouge1_change"))
-    teacher, own = _number(reference.get("rouge1")), _number(m.get("rouge1"))
+def rouge_change(m: dict, reference: dict, key: str = "rouge1") -> str:
+    """A quality metric (ROUGE-1) against the teacher's, in %: the trial's `<key>_change`, else worked out from
+    both."""
+    change = _number(m.get(f"{key}_change"))
+    teacher, own = _number(reference.get(key)), _number(m.get(key))
     if change is None and teacher and own is not None:
         change = (own - teacher) / teacher
     return "-" if change is None else f"{round(100 * change, 1) + 0.0:+.1f}%"  # + 0.0: no "-0.0%"

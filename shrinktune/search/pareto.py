@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shrinktune.measure.intervals import paired_difference
+from shrinktune.measure.intervals import Aggregate, mean_of_first, paired_statistic_difference
 
 
 def below_floor(row: dict, reference: dict, floor: float, metric: str = "rouge1") -> bool:
@@ -24,13 +24,14 @@ class Indistinct:
     """A front member whose quality is not told apart from that of a cheaper member."""
 
     cheaper: str  # the cheaper member's id
-    difference: float  # mean R-1 of the member minus the cheaper one's, on the same pairs
+    difference: float  # the primary quality metric (R-1) of the member minus the cheaper one's, on the same pairs
     low: float  # 95 % paired bootstrap interval of that difference
     high: float
 
 
 def indistinct_members(ids: list[str], rows: dict[str, dict], objectives: dict[str, str],
-                       pair_scores: dict[str, list[float]], groups: list[str]) -> dict[str, Indistinct]:
+                       pair_stats: dict[str, list[list[float]]], groups: list[str],
+                       aggregate: Aggregate = mean_of_first) -> dict[str, Indistinct]:
     """Members of `ids` that cost more than another member of `ids` on every `min` objective (strictly on one) but
     whose per-pair quality is not distinguishable from it: the paired bootstrap interval of the difference (pairs of
     one document resampled together) holds 0. Each is mapped to its cheapest such member."""
@@ -41,7 +42,7 @@ def indistinct_members(ids: list[str], rows: dict[str, dict], objectives: dict[s
                    and all(rows[other][m] <= rows[member][m] for m in costs)
                    and any(rows[other][m] < rows[member][m] for m in costs)]
         for other in sorted(cheaper, key=lambda o: tuple(rows[o][m] for m in costs)):
-            interval = paired_difference(pair_scores[member], pair_scores[other], groups)
+            interval = paired_statistic_difference(pair_stats[member], pair_stats[other], groups, aggregate)
             if not interval.excludes_zero():
                 flagged[member] = Indistinct(other, interval.mean, interval.low, interval.high)
                 break

@@ -24,6 +24,7 @@ from typing import Any
 from ray import tune
 from transformers import AutoConfig
 
+from shrinktune.data.tasks import get_task, load_task_splits
 from shrinktune.errors import ConfigError, UserError
 from shrinktune.models.families import depth, family_of
 from shrinktune.models.teacher import EMBEDDED_TEACHER, minilm_path
@@ -298,6 +299,20 @@ def _budget(space: SearchSpace, options: RunOptions, previous) -> tuple[SearchSe
     return SearchSettings(**{**space.search.__dict__, **kept}), list(given)
 
 
+def check_task_data(space: SearchSpace) -> None:
+    """Reads a pair of each split the search uses (train, validation), so that a dataset that does not load, a
+    column it lacks or a language pair it does not hold is one line now, not a failed trial after Ray starts."""
+    task = get_task(space.task)
+    for split in ("train", "validation"):
+        try:
+            pairs = load_task_splits(task, (split,), limit=1)[split]
+        except UserError as error:
+            raise UserError(f"{space.path}: task {task.name}: {str(error).rstrip('.')}.") from None
+        if not pairs:
+            raise UserError(f"{space.path}: task {task.name}: the {split} split of {task.dataset} is empty; the search "
+                            "trains on train and scores on validation.")
+
+
 def prepare_search(space: str | Path, options: RunOptions, *, space_dirs: list[Path] | None = None) -> SearchPlan:
     """Checks everything a search needs, once, and returns its plan.
 
@@ -319,6 +334,7 @@ def prepare_search(space: str | Path, options: RunOptions, *, space_dirs: list[P
     check_folder(options.storage_path, "--storage", private=True)
     check_folder(options.cache_root, "--cache-dir")
     loaded = SearchSpace.load(resolve_space_path(str(space), space_dirs), shape_of=teacher_shape)
+    check_task_data(loaded)
     tracker = SearchTracker(options.tracking_uri, experiment=loaded.name)
     tracker.check()
     previous, restore = None, False

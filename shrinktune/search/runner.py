@@ -37,8 +37,10 @@ from ray.exceptions import AuthenticationError
 from ray.tune.search import ConcurrencyLimiter
 
 import shrinktune
+from shrinktune.data.tasks import get_task, task_param
 from shrinktune.errors import ConfigError, UserError
 from shrinktune.front import pareto_front
+from shrinktune.measure.kinds import get_kind
 from shrinktune.models.generation import GenerationSettings
 from shrinktune.search.callbacks import MlflowTrialLogger, error_summary
 from shrinktune.search.cluster import bind_local_ray, leave_uploaded_copy, submitted_working_dir
@@ -97,10 +99,16 @@ class SearchOutcome:
     objectives: dict = field(default_factory=dict)
     interrupted: bool = False  # stopped (Ctrl-C) before every trial ended; continue with RunOptions(resume=name)
     degenerate: list[int] = field(default_factory=list)  # finished rows under the quality floor: kept off the front
-    quality_floor: float = 0.0  # the floor, as a fraction of the teacher's R-1
+    quality_floor: float = 0.0  # the floor, as a fraction of the teacher's `quality`
+    kind: str = "summarization"  # the task's kind: its primary metric is the one the floor and re-check are about
     rechecked: int = 0  # validation pairs the front was re-checked on (0: not re-checked)
     search_reference: dict = field(default_factory=dict)  # the teacher's in-search metrics (before the re-check)
     indistinct: dict = field(default_factory=dict)  # trial id → `Indistinct`: not told apart from a cheaper member
+
+    @property
+    def quality(self) -> str:
+        """The task kind's primary quality metric (rouge1, bleu, accuracy)."""
+        return get_kind(self.kind).primary
 
     @property
     def finished(self) -> list[TrialRow]:
@@ -285,7 +293,8 @@ def _outcome(grid, name: str, trials: int, tracker: SearchTracker, space: Search
     that meet the space's constraints and its quality floor."""
     outcome = SearchOutcome(name=name, tracking_uri=tracker.tracking_uri, parent_run_id=tracker.parent_run_id or "",
                             reference=reference, objectives=dict(space.objectives),
-                            quality_floor=space.search.quality_floor, search_reference=dict(reference))
+                            quality_floor=space.search.quality_floor, kind=get_task(space.task).kind,
+                            search_reference=dict(reference))
     logged: set[str] | None = None
     for result in grid:
         if result.error is None and "training_iteration" not in (result.metrics or {}):
@@ -312,7 +321,8 @@ def _outcome(grid, name: str, trials: int, tracker: SearchTracker, space: Search
 def _eligible(outcome: SearchOutcome, space: SearchSpace, indices) -> list[int]:
     """Indices of finished rows that meet the constraints and are not degenerate (updates `outcome.degenerate`)."""
     finished = outcome.finished
-    degenerate = [i for i in indices if below_floor(finished[i].metrics, outcome.reference, space.search.quality_floor)]
+    degenerate = [i for i in indices
+                  if below_floor(finished[i].metrics, outcome.reference, space.search.quality_floor, outcome.quality)]
     outcome.degenerate = sorted(set(outcome.degenerate) | set(degenerate))
     return [i for i in indices if i not in degenerate and is_feasible(space.constraints, finished[i].metrics)]
 
@@ -347,7 +357,7 @@ def _recheck(ray, outcome: SearchOutcome, space: SearchSpace, context: TrialCont
     outcome.front = _front(outcome, space, members)
     ids = [finished[i].trial_id for i in outcome.front]
     outcome.indistinct = indistinct_members(ids, {r.trial_id: r.metrics for r in finished}, space.objectives,
-                                            checked.pair_rouge1, checked.groups)
+                                            checked.pair_stats, checked.groups, get_kind(checked.kind).aggregate)
 
 
 def _finish(outcome: SearchOutcome, tracker: SearchTracker, space: SearchSpace, trials: int) -> SearchOutcome:
@@ -372,7 +382,7 @@ def _finish(outcome: SearchOutcome, tracker: SearchTracker, space: SearchSpace, 
                 f"95 % interval [{flag.low:+.4f}, {flag.high:+.4f}]")
     for index in outcome.degenerate:
         tags.setdefault(finished[index].trial_id, {})[DEGENERATE_TAG] = (
-            f"rouge1 below {space.search.quality_floor:g} x the teacher's")
+            f"{outcome.quality} below {space.search.quality_floor:g} x the teacher's")
     if space.constraints:
         for row in finished:
             tags.setdefault(row.trial_id, {})[FEASIBLE_TAG] = str(is_feasible(space.constraints, row.metrics)).lower()
@@ -392,14 +402,14 @@ def _open_tracking(plan: SearchPlan, cpus: float, gpus: float) -> None:
         logger.info("resuming search %s from %s (MLflow run %s)", plan.name, plan.folder, tracker.parent_run_id)
         return
     tracker.start_search(plan.name, {
-        "space": str(space.path), "task": space.task, "teacher": space.teacher,
+        "space": str(space.path), "task": task_param(space.task), "teacher": space.teacher,
         STORAGE_PARAM: plan.options.storage_path, **as_params(budget),
         **as_params(space.evaluation, "evaluation."), "cpus_per_trial": cpus, "gpus_per_trial": gpus,
         "objectives": json.dumps(space.objectives), "constraints": json.dumps(space.constraints),
         "generation": json.dumps(space.generation.as_dict()), **as_params(space.generation, "generation."),
         "fixed": json.dumps(space.fixed),
         "machine": stdlib_platform.platform(),  # type: ignore[attr-defined]  # mypy reads the repo's platform/
-        **_versions(),
+        **_versions(), **get_kind(get_task(space.task).kind).signatures(),
     })
     tracker.log_space(space.path, space.text)
     logger.info("search %s: if it is interrupted, continue it with --resume %s", plan.name, plan.name)

@@ -22,19 +22,38 @@ from typing import Any, TypeGuard
 
 import yaml
 
-from shrinktune.data.tasks import TASKS
+from shrinktune.data.tasks import Task, get_task, task_name, task_problems
 from shrinktune.errors import ConfigError, UserError
+from shrinktune.measure.kinds import KINDS, get_kind
 from shrinktune.models.generation import GenerationSettings
 from shrinktune.settings import EvaluationSettings, SearchSettings, TrialSettings, names, rule_of
 from shrinktune.settings import problems as _problems
 
 logger = logging.getLogger(__name__)
 
-METRICS = (
-    "rouge1", "rouge2", "rougeL", "rougeLsum", "latency_ms", "latency_fixed_ms", "latency_batch_ms",
-    "train_peak_mb", "generate_peak_mb",
+# What every trial measures, whatever its task; the quality metrics are the task kind's (shrinktune.measure.kinds).
+COST_METRICS = (
+    "latency_ms", "latency_fixed_ms", "latency_batch_ms", "train_peak_mb", "generate_peak_mb",
     "params_total", "params_decoder", "speedup", "speedup_fixed", "train_memory_ratio",
 )
+
+
+def _task_or_none(spec) -> Task | None:
+    return None if task_problems(spec) else get_task(spec)
+
+
+def task_metrics(spec) -> tuple[str, ...]:
+    """What a space on task `spec` may name in objectives and constraints: its kind's quality metrics and the costs
+    (every kind's metrics when the task is not valid, so that its own problem is the one reported)."""
+    task = _task_or_none(spec)
+    quality = get_kind(task.kind).metrics if task else tuple(m for k in KINDS.values() for m in k.metrics)
+    return (*quality, *COST_METRICS)
+
+
+def _not_a_metric(where: str, metric: str, spec, allowed: tuple[str, ...]) -> str:
+    task = _task_or_none(spec)
+    of = f" of task {task_name(spec)} ({task.kind})" if task else ""
+    return f"{where} is not a metric{of}; metrics: {', '.join(allowed)}"
 DIMENSION_TYPES = ("int", "float", "categorical")
 TRIAL_SETTINGS = names(TrialSettings)  # what `fixed:` and `dimensions:` may name
 TOP_KEYS = ("task", "teacher", "objectives", "constraints", "search", "evaluation", "generation", "fixed", "dimensions")
@@ -110,7 +129,7 @@ class SearchSpace:
 
     path: Path
     name: str
-    task: str
+    task: str | dict  # a registered task's name, or a mapping of a task's fields (`shrinktune.data.tasks.get_task`)
     teacher: str
     objectives: dict[str, str]  # metric → "max" | "min"
     constraints: dict[str, dict[str, float]] = field(default_factory=dict)  # metric → {"min": x, "max": y} (either)
@@ -122,6 +141,12 @@ class SearchSpace:
     defaults: TrialSettings = field(default_factory=TrialSettings)  # every trial's settings before the sampler's
     dimensions: tuple[Dimension, ...] = ()
     text: str = ""  # the file as read: logged with the search (the file itself may be gone by then)
+
+    @property
+    def quality(self) -> str:
+        """The quality metric the search's floor, intervals and picks are about: the task kind's primary metric
+        (rouge1, bleu, accuracy)."""
+        return get_kind(get_task(self.task).kind).primary
 
     @classmethod
     def load(
@@ -219,10 +244,7 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
         if key not in TOP_KEYS:
             problems.append(f"unknown key {key!r}; allowed keys: {', '.join(TOP_KEYS)}")
     task = raw.get("task")
-    if not isinstance(task, str):
-        problems.append(f"task must name a task (e.g. summarization), got {task!r}")
-    elif task not in TASKS:
-        problems.append(f"task {task!r} is unknown; known tasks: {', '.join(sorted(TASKS))}")
+    problems.extend(task_problems(task))
     teacher = raw.get("teacher", "embedded")
     if not isinstance(teacher, str) or not teacher:
         problems.append(f"teacher must be 'embedded', a hub id or a local folder, got {teacher!r}")
@@ -232,13 +254,14 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
         problems.append("objectives must map at least two metrics to max or min (e.g. rouge1: max, latency_ms: min), "
                         f"got {objectives!r}")
         objectives = {}
+    allowed = task_metrics(task)
     for metric, direction in objectives.items():
-        if metric not in METRICS:
-            problems.append(f"objectives.{metric} is not a metric; metrics: {', '.join(METRICS)}")
+        if metric not in allowed:
+            problems.append(_not_a_metric(f"objectives.{metric}", metric, task, allowed))
         if direction not in ("max", "min"):
             problems.append(f"objectives.{metric} must be max or min, got {direction!r}")
 
-    constraints = _parse_constraints(raw.get("constraints") or {}, problems)
+    constraints = _parse_constraints(raw.get("constraints") or {}, problems, task, allowed)
 
     search = _section(raw, "search", "the sampler and budget", problems)
     problems.extend(_problems(SearchSettings, search, "search", extra=("enqueue",)))
@@ -283,6 +306,12 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
                 dimensions.append(dimension)
         if name in fixed:
             problems.append(f"{name} is both fixed and a dimension; keep one")
+    kind_of_task = _task_or_none(task)
+    if kind_of_task is not None and isinstance(task, str | dict) and kind_of_task.kind != "summarization":
+        windows = "pseudo_label_windows"
+        if fixed.get(windows) or windows in dims_raw:
+            problems.append(f"{windows} is for summarization (the teacher's summaries of windows of long documents); "
+                            f"task {task_name(task)} is a {kind_of_task.kind} task: leave {windows} out")
     enqueue = search.get("enqueue") or []
     if not isinstance(enqueue, list):
         problems.append(f"search.enqueue must be a list of configurations, got {enqueue!r}")
@@ -292,7 +321,7 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
     if (decoding is not None and evaluation.get("runtime") == "compiled" and decoding.num_beams > 1):
         problems.append(f"evaluation.runtime compiled decodes greedily, but generation.num_beams is "
                         f"{decoding.num_beams}; set num_beams: 1 or runtime: eager")
-    if problems or decoding is None or not isinstance(task, str) or not isinstance(teacher, str):
+    if problems or decoding is None or not isinstance(task, str | dict) or not isinstance(teacher, str):
         return None
     unique: list[dict] = []
     for i, point in enumerate(enqueue):
@@ -308,7 +337,7 @@ def _parse(path: Path, raw, problems: list[str]) -> SearchSpace | None:
     )
 
 
-def _parse_constraints(raw, problems: list[str]) -> dict[str, dict[str, float]]:
+def _parse_constraints(raw, problems: list[str], task, allowed: tuple[str, ...]) -> dict[str, dict[str, float]]:
     """`constraints: {metric: {min: x, max: y}}`: the bounds a trial's metrics must keep to be feasible."""
     if not isinstance(raw, dict):
         problems.append(f"constraints must map metrics to bounds, e.g. {{latency_ms: {{max: 250}}}}, got {raw!r}")
@@ -316,8 +345,8 @@ def _parse_constraints(raw, problems: list[str]) -> dict[str, dict[str, float]]:
     constraints = {}
     for metric, bounds in raw.items():
         where = f"constraints.{metric}"
-        if metric not in METRICS:
-            problems.append(f"{where} is not a metric; metrics: {', '.join(METRICS)}")
+        if metric not in allowed:
+            problems.append(_not_a_metric(where, metric, task, allowed))
             continue
         if not isinstance(bounds, dict) or not bounds:
             problems.append(f"{where} must map min and/or max to a number, e.g. {{max: 250}}, got {bounds!r}")

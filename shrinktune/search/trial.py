@@ -37,6 +37,7 @@ from shrinktune.measure.evaluate import (
     timing_inputs,
 )
 from shrinktune.measure.finetune_memory import MB, full_finetune_peak_bytes
+from shrinktune.measure.kinds import get_kind, is_quality_key
 from shrinktune.measure.latency import generation_record, time_encoder
 from shrinktune.measure.memory import peak_memory_bytes, tensor_bytes
 from shrinktune.measure.speed import SpeedRounds, architecture_key, at_length, compare_speed, time_alone
@@ -75,7 +76,7 @@ SCORING_BATCH = 50  # summaries generated at once for ROUGE: on CPU, larger batc
 class TrialContext:
     """What every trial of a search shares; small and picklable, handed to each trial by Ray."""
 
-    task: str  # task registry name
+    task: str | dict  # a registered task's name or a mapping of its fields (`get_task`)
     teacher_dir: str  # the teacher as the space names it; after `prepare_reference`, the search's teacher folder
     cache_root: str  # where encoder states and autoencoders are cached
     generation: GenerationSettings = field(default_factory=GenerationSettings)  # the teacher's and every student's
@@ -269,7 +270,7 @@ def _costs(model, trained, tokenizer, task, ctx: TrialContext, validation, pairs
 def _quality(model, tokenizer, task, examples):
     with eager_generation():
         return score_summaries(model, tokenizer, examples, max_source_tokens=task.max_source_tokens,
-                               batch_size=SCORING_BATCH)
+                               batch_size=SCORING_BATCH, kind=task.kind)
 
 
 def _batched_latency(model, tokenizer, task, ctx: TrialContext, validation) -> dict:
@@ -294,7 +295,7 @@ def teacher_evaluation(teacher, tokenizer, task, ctx: TrialContext, validation, 
 
     folder = cached_dir("teacher-eval", key, produce, Path(ctx.cache_root))
     saved = json.loads((folder / "predictions.json").read_text())
-    return lambda n: score_predictions(saved["predictions"][:n], saved["lengths"][:n], examples[:n])
+    return lambda n: score_predictions(saved["predictions"][:n], saved["lengths"][:n], examples[:n], kind=task.kind)
 
 
 def _prepared(ctx: TrialContext) -> TrialContext:
@@ -362,8 +363,13 @@ def _autoencoder(pairs, latent_dim: int, kind: str, epochs: int, seed: int, root
     return ae.eval(), info
 
 
+# Quality metrics whose relative change against the teacher is logged (`<metric>_change`), whatever the task kind.
+CHANGED = ("rouge1", "rouge2", "rougeL", "bleu", "chrf", "accuracy", "macro_f1")
+
+
 def ratios(metrics: dict, reference: dict) -> dict:
-    """The trial's standing against the teacher: speed-up, memory ratio, relative ROUGE change."""
+    """The trial's standing against the teacher: speed-up, memory ratio, relative quality change (ROUGE, BLEU,
+    accuracy: the task kind's)."""
     out = {}
     if reference.get("latency_ms") and metrics.get("latency_ms"):
         out["speedup"] = reference["latency_ms"] / metrics["latency_ms"]
@@ -373,8 +379,8 @@ def ratios(metrics: dict, reference: dict) -> dict:
         out["train_full_memory_ratio"] = metrics["train_full_peak_mb"] / reference["train_full_peak_mb"]
     if reference.get("params_decoder") and metrics.get("params_decoder"):
         out["decoder_params_ratio"] = metrics["params_decoder"] / reference["params_decoder"]
-    for key in ("rouge1", "rouge2", "rougeL"):
-        if reference.get(key):
+    for key in CHANGED:
+        if reference.get(key) and metrics.get(key) is not None:
             out[f"{key}_change"] = (metrics[key] - reference[key]) / reference[key]
     return out
 
@@ -479,7 +485,7 @@ def draw_costs(teacher, student, tokenizer, task, ctx: TrialContext, validation,
     step = training_step_fn(student, pairs, settings)
     costs["train_peak_mb"] = (sum(tensor_bytes(m) for m in weights) + peak_memory_bytes(step, _device())) / MB
     costs.update(parameter_counts(student))
-    teacher_costs = {k: v for k, v in ctx.reference.items() if not k.startswith("rouge")}
+    teacher_costs = {k: v for k, v in ctx.reference.items() if not is_quality_key(k)}
     costs.update(ratios(costs, teacher_costs))
     return costs
 
@@ -604,8 +610,10 @@ class Recheck:
 
     teacher: dict  # the teacher's metrics on them (ROUGE with intervals, latency at its length there)
     members: dict[str, dict]  # trial id → its new quality and speed metrics (memory and size do not change)
-    pair_rouge1: dict[str, list[float]]  # "teacher" and each trial id → R-1 of each pair, for paired comparisons
+    pair_stats: dict[str, list[list[float]]]  # "teacher" and each trial id → each pair's statistics of the task
+    # kind's primary metric (R-1 for summaries), for paired comparisons
     groups: list[str]  # each pair's document
+    kind: str = "summarization"  # the task kind, whose aggregate turns summed pair statistics into its metric
 
 
 def recheck_front(ctx: TrialContext, checkpoints: dict[str, str]) -> Recheck:
@@ -627,7 +635,7 @@ def recheck_front(ctx: TrialContext, checkpoints: dict[str, str]) -> Recheck:
     quality = made(samples)
     reference = {**ctx.reference, **quality.metrics}
     reference["latency_ms"] = teacher_latency_at(ctx.reference, quality.metrics["tokens_per_summary"])
-    pair_rouge1, members = {"teacher": quality.pair_rouge1}, {}
+    pair_stats, members = {"teacher": quality.pair_stats}, {}
     for trial_id, checkpoint in checkpoints.items():
         student, _ = load_teacher(checkpoint, device=_device(), role="checkpoint")
         student = measured(student, ctx)
@@ -636,10 +644,11 @@ def recheck_front(ctx: TrialContext, checkpoints: dict[str, str]) -> Recheck:
         metrics = {**scored.metrics, **speed_metrics(rounds, reference, scored.metrics["tokens_per_summary"]),
                    "latency_cached": float(cached)}
         members[trial_id] = metrics
-        pair_rouge1[trial_id] = scored.pair_rouge1
-        logger.info("trial %s: R-1 %.3f [%.3f, %.3f], speed-up %.2fx", trial_id, metrics["rouge1"],
-                    metrics["rouge1_low"], metrics["rouge1_high"], metrics["speedup"])
-    return Recheck(reference, members, pair_rouge1, quality.groups)
+        pair_stats[trial_id] = scored.pair_stats
+        primary = get_kind(task.kind).primary
+        logger.info("trial %s: %s %.3f [%.3f, %.3f], speed-up %.2fx", trial_id, primary, metrics[primary],
+                    metrics[f"{primary}_low"], metrics[f"{primary}_high"], metrics["speedup"])
+    return Recheck(reference, members, pair_stats, quality.groups, task.kind)
 
 
 def shrinktune_trial(config: dict, context: TrialContext, prescreen: bool = False) -> None:

@@ -79,6 +79,15 @@ class TeacherRecipe:
                               f"{self.epochs}, {self.copy_epochs} and {self.copies_per_document}.")
 
 
+def recipe_for(task: Task) -> TeacherRecipe:
+    """The embedded teacher's recipe for a task: `TeacherRecipe()` (the shipped summarization teacher's), except
+    that a classification task's decoder writes one or two words — no copy pre-training, which teaches a decoder
+    to read its input back in sentences, and no label smoothing, which would blur a one-token answer."""
+    if task.kind == "classification":
+        return TeacherRecipe(epochs=3, copy_epochs=0, label_smoothing=0.0)
+    return TeacherRecipe()
+
+
 def init_cross_attention_from_self(decoder) -> None:
     """Starts each BERT decoder layer's cross-attention as a copy of its pre-trained self-attention.
 
@@ -222,10 +231,11 @@ def shipped_matches(key: str, path: Path = SHIPPED_TEACHER) -> bool:
         return (handle.metadata() or {}).get("key") == key
 
 
-def prepare_embedded_teacher(task: Task, train: list[Example], recipe: TeacherRecipe = TeacherRecipe(),
+def prepare_embedded_teacher(task: Task, train: list[Example], recipe: TeacherRecipe | None = None,
                              root: Path | None = None) -> Path:
     """Returns the folder of the embedded teacher: the shipped one unpacked when it matches (seconds), else trained
-    (minutes on 2 cores); cached either way."""
+    (minutes on 2 cores); cached either way. `recipe` defaults to the task's (`recipe_for`)."""
+    recipe = recipe_for(task) if recipe is None else recipe
     key = teacher_key(task, train, recipe)
 
     def produce(folder: Path) -> None:

@@ -5,7 +5,7 @@ import json
 from shrinktune.data import vocabulary
 from shrinktune.data.aclsum import aclsum_dir, load_aclsum
 from shrinktune.data.pseudo_sources import paper_of
-from shrinktune.data.tasks import get_task
+from shrinktune.data.tasks import get_task, load_task_splits
 from shrinktune.data.vocabulary import training_texts, training_token_ids
 
 SUMMARIZATION = get_task("summarization")
@@ -33,3 +33,13 @@ def test_the_shortlist_reads_no_validation_or_test_paper(monkeypatch):
     for example in (e for split in ("validation", "test") for e in load_aclsum(split)):
         assert paper_of(example.id) not in read
         assert example.document not in texts and example.summary not in texts
+
+
+def test_a_classifiers_shortlist_is_its_class_names(tokenizer):
+    """A classifier writes class names only: its head needs their tokens and the special ones, nothing else."""
+    task = get_task("classification")
+    train = load_task_splits(task, ("train",))["train"]
+    ids = training_token_ids(task, tokenizer, train)
+    names = {i for label in ("challenge", "approach", "outcome", "none")
+             for i in tokenizer(label, add_special_tokens=False)["input_ids"]}
+    assert set(ids) == names | set(tokenizer.all_special_ids)

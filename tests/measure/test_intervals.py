@@ -4,7 +4,16 @@ differences of two systems."""
 import numpy as np
 import pytest
 
-from shrinktune.measure.intervals import Interval, bootstrap_interval, document_groups, document_id, paired_difference
+from shrinktune.measure.intervals import (
+    Interval,
+    bootstrap_interval,
+    document_groups,
+    document_id,
+    mean_of_first,
+    paired_difference,
+    paired_statistic_difference,
+    statistic_interval,
+)
 
 DOCS, PER_DOC = 10, 3
 GROUPS = [f"P19-{1000 + d}" for d in range(DOCS) for _ in range(PER_DOC)]  # 30 pairs, 3 per document
@@ -126,3 +135,46 @@ def test_interval_helpers():
     """Catches an inclusive/exclusive mix-up at the interval's ends."""
     assert Interval(0.0, 0.0, 0.2).contains(0.0) and not Interval(0.0, 0.0, 0.2).excludes_zero()
     assert Interval(0.1, 0.01, 0.2).excludes_zero() and Interval(-0.1, -0.2, -0.01).excludes_zero()
+
+
+def _old_bootstrap(values, groups, resamples=1000, seed=0):
+    """The mean-only bootstrap as it was before statistic_interval generalised it (the reference figures)."""
+    labels = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+    index = np.array([labels[g] for g in groups])
+    sums = np.bincount(index, weights=values, minlength=len(labels))
+    sizes = np.bincount(index, minlength=len(labels)).astype(float)
+    drawn = np.random.default_rng(seed).integers(0, len(labels), size=(resamples, len(labels)))
+    means = sums[drawn].sum(axis=1) / sizes[drawn].sum(axis=1)
+    return np.percentile(means, 2.5), np.percentile(means, 97.5)
+
+
+def test_the_mean_interval_is_unchanged_by_the_statistics_generalisation():
+    """Catches R-1 intervals that moved when the bootstrap learned corpus metrics (every earlier figure would)."""
+    scores = _scores(3)
+    interval = bootstrap_interval(scores, GROUPS)
+    assert (interval.low, interval.high) == pytest.approx(_old_bootstrap(scores, GROUPS), abs=1e-12)
+
+
+def test_statistic_interval_resamples_summed_statistics_for_a_ratio_metric():
+    """A corpus ratio (sum of hits / sum of totals) is not a mean of per-pair ratios: its interval centres on the
+    corpus ratio and the paired difference of a system with itself is exactly 0."""
+    rng = np.random.default_rng(1)
+    totals = rng.integers(1, 20, size=len(GROUPS)).astype(float)
+    hits = np.floor(totals * rng.uniform(0.2, 0.8, size=len(GROUPS)))
+    stats = np.stack([hits, totals], axis=1)
+
+    def ratio(sums, sizes):
+        return sums[:, 0] / sums[:, 1]
+
+    interval = statistic_interval(stats, GROUPS, ratio)
+    assert interval.mean == pytest.approx(hits.sum() / totals.sum())
+    assert interval.low < interval.mean < interval.high
+    same = paired_statistic_difference(stats, stats, GROUPS, ratio)
+    assert same.mean == same.low == same.high == 0
+
+
+def test_paired_statistic_difference_of_means_is_the_paired_difference():
+    a, b = _scores(4), _scores(5)
+    old = paired_difference(a, b, GROUPS)
+    new = paired_statistic_difference(a[:, None], b[:, None], GROUPS, mean_of_first)
+    assert (new.mean, new.low, new.high) == pytest.approx((old.mean, old.low, old.high), abs=1e-12)

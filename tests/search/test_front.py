@@ -107,9 +107,9 @@ def test_recheck_replaces_the_numbers_keeps_the_search_ones_and_flags_indistinct
         members={"a": {"rouge1": 0.251, "latency_ms": 480.0, "eval_samples": 30},
                  "b": {"rouge1": 0.250, "latency_ms": 310.0, "eval_samples": 30},
                  "c": {"rouge1": 0.150, "latency_ms": 140.0, "eval_samples": 30}},
-        pair_rouge1={"teacher": base,
-                     "a": [x + noise for x, noise in zip(base, np.random.default_rng(0).normal(0, .02, 30))],
-                     "b": base, "c": [x - 0.1 for x in base]},
+        pair_stats={"teacher": [[x] for x in base],
+                    "a": [[x + noise] for x, noise in zip(base, np.random.default_rng(0).normal(0, .02, 30))],
+                    "b": [[x] for x in base], "c": [[x - 0.1] for x in base]},
         groups=groups)
     seen = {}
 

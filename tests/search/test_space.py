@@ -87,6 +87,30 @@ def test_bad_values_name_file_key_and_fix(tmp_path, change, message):
     assert str(path) in str(info.value)
 
 
+def test_objectives_name_the_task_kinds_metrics(tmp_path):
+    """A translation or classification metric on a summarization space is refused, naming the kind's metrics; the
+    classification task takes accuracy and macro-F1 with the costs."""
+    path = _write(tmp_path, GOOD.replace("rouge1: max", "bleu: max"))
+    with pytest.raises(ConfigError, match=r"objectives.bleu is not a metric of task summarization \(summarization\); "
+                                          r"metrics: rouge1, rouge2, rougeL, rougeLsum, latency_ms"):
+        SearchSpace.load(path)
+    text = GOOD.replace("task: summarization", "task: classification").replace("rouge1: max", "accuracy: max")
+    space = SearchSpace.load(_write(tmp_path, text + "constraints: {macro_f1: {min: 0.3}}\n"))
+    assert space.objectives["accuracy"] == "max" and space.constraints == {"macro_f1": {"min": 0.3}}
+    wrong = _write(tmp_path, text.replace("accuracy: max", "rouge1: max"), "wrong.yaml")
+    with pytest.raises(ConfigError, match=r"objectives.rouge1 is not a metric of task classification "
+                                          r"\(classification\); metrics: accuracy, macro_f1, invalid_fraction"):
+        SearchSpace.load(wrong)
+
+
+def test_summarization_only_settings_are_refused_for_other_kinds(tmp_path):
+    text = GOOD.replace("task: summarization", "task: classification").replace("rouge1: max", "accuracy: max")
+    path = _write(tmp_path, text + "fixed: {method: pseudo_labels, pseudo_label_windows: 2}\n")
+    with pytest.raises(ConfigError, match="pseudo_label_windows is for summarization .* task classification is a "
+                                          "classification task: leave pseudo_label_windows out"):
+        SearchSpace.load(path)
+
+
 def test_all_problems_are_reported_together(tmp_path):
     path = _write(tmp_path,
                   GOOD.replace("task: summarization", "task: nosuch").replace("sampler: tpe", "sampler: x")
@@ -163,7 +187,7 @@ def test_bad_constraints_are_reported_together_naming_file_and_key(tmp_path):
     message = str(info.value)
     assert "constraints.latency_ms: unknown bound 'below'; use min and/or max" in message
     assert "constraints.rouge1: min (0.5) must be ≤ max (0.2); swap them" in message
-    assert "constraints.bleu is not a metric; metrics: rouge1" in message
+    assert "constraints.bleu is not a metric of task summarization (summarization); metrics: rouge1" in message
     assert "constraints.rouge2.min must be a number, got 'high'" in message
     assert "constraints.speedup must map min and/or max to a number, e.g. {max: 250}, got 2" in message
 
