@@ -155,7 +155,7 @@ def suggested_pick(outcome) -> str:
     return suggest_pick([outcome.finished[i].metrics for i in outcome.front], outcome.reference)
 
 
-def next_steps(outcome, experiment: str, runs_url: str | None = None) -> str:
+def next_steps(outcome, experiment: str, runs_url: str | None = None, aspects: tuple[str, ...] = ("approach",)) -> str:
     """What the search prints after its table: the MLflow UI command and the address of this search's runs table
     (MLflow 3 otherwise opens its GenAI views), a pick command that works on this front, in the form that runs from
     the working directory (`entry_command`), and how to load a checkpoint."""
@@ -169,7 +169,7 @@ def next_steps(outcome, experiment: str, runs_url: str | None = None) -> str:
         f"  {entry_command('pareto')} {experiment} --tracking-uri {outcome.tracking_uri} --pick "
         f"{suggested_pick(outcome)} --register NAME --export DIR",
         "Load a checkpoint: python -c \"from shrinktune import load_summarizer; "
-        "print(load_summarizer('CHECKPOINT')('some document', aspect='approach'))\"",
+        f"print(load_summarizer('CHECKPOINT')('some document'{f', aspect={aspects[-1]!r}' if aspects else ''}))\"",
     ])
 
 
@@ -199,7 +199,7 @@ def _run_options(args):
 
 def run_search_command(args) -> int:
     # Lazy: `--help` and `submit` should not wait for Ray, torch, transformers and MLflow to import.
-    from shrinktune.data.tasks import task_name
+    from shrinktune.data.tasks import get_task, task_name
     from shrinktune.search.plan import prepare_search
     from shrinktune.search.runner import run_search
 
@@ -229,7 +229,7 @@ def run_search_command(args) -> int:
         for row in outcome.rows:
             if row.error:
                 print(f"  {row.trial_id}: {row.error}")
-    print("\n" + next_steps(outcome, space.name, plan.tracker.runs_url()))
+    print("\n" + next_steps(outcome, space.name, plan.tracker.runs_url(), get_task(space.task).aspects[1:2]))
     return 0
 
 

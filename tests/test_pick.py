@@ -25,6 +25,7 @@ from shrinktune.pick.rules import (
     parse_constraint,
     parse_objectives,
     parse_pick,
+    quality_of,
     smallest_tolerance,
     suggest_pick,
 )
@@ -70,7 +71,7 @@ def test_named_picks():
     assert parse_pick("fastest-within-20pct").choose(rows, TEACHER) == 2
     assert parse_pick("smallest").choose(rows, TEACHER) == 3
     assert parse_pick("best-rouge").choose(rows, TEACHER) == 0
-    with pytest.raises(ConfigError, match=r"unknown pick 'quickest'; use best-rouge, fastest, smallest"):
+    with pytest.raises(ConfigError, match=r"unknown pick 'quickest'; use best, best-rouge, fastest, smallest"):
         parse_pick("quickest")
 
 
@@ -624,3 +625,20 @@ def test_search_and_picker_print_one_table(tmp_path):
     assert _table(searched) == _table(picked)
     assert format_front(outcome) == searched  # the trials' configurations name exactly the sampled settings
     print(searched)  # for the report: `pytest -s -k one_table`
+
+
+def test_picks_follow_the_searchs_quality_metric_when_it_is_not_rouge():
+    """A classification search's teacher has accuracy, not ROUGE: `best` and `-within-Npct` picks read accuracy,
+    and the suggested pick is one that exists there."""
+    reference = {"accuracy": 0.70, "latency_ms": 100.0}
+    rows = [{"accuracy": 0.69, "latency_ms": 60.0}, {"accuracy": 0.60, "latency_ms": 30.0},
+            {"accuracy": 0.71, "latency_ms": 90.0}]
+    assert quality_of(reference) == "accuracy" and quality_of({"rouge1": 0.3}) == "rouge1"
+    assert parse_pick("best").choose(rows, reference) == 2
+    assert parse_pick("fastest-within-2pct").choose(rows, reference) == 0
+    assert parse_pick("fastest-within-15pct").choose(rows, reference) == 1
+    assert suggest_pick(rows, reference) == "fastest-within-2pct"
+    assert suggest_pick([{"accuracy": 0.1, "latency_ms": 1.0}], {"accuracy": 0.9}, preferred=2) == "fastest-within-89pct"
+    assert suggest_pick([{"latency_ms": 1.0}], {"accuracy": 0.9}) == "best"
+    with pytest.raises(UserError, match="no trial has accuracy ≥ 0.6930 .*allow more: --pick fastest-within-15pct"):
+        parse_pick("fastest-within-1pct").choose(rows[1:2], reference)

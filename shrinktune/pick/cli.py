@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 
 from shrinktune.errors import ConfigError, UserError
 from shrinktune.paths import can_write_in
-from shrinktune.pick.rules import QUALITY, parse_constraint, parse_objectives, parse_pick
+from shrinktune.pick.rules import QUALITY, kind_of, parse_constraint, parse_objectives, parse_pick, quality_of
 from shrinktune.pick.runs import (
     Candidate,
     Selection,
@@ -78,7 +78,8 @@ def format_selection(selection: Selection) -> str:
     if selection.picked is not None and selection.picked not in order:
         order.append(selection.picked)
     rows = [_row(selection, i) for i in order]
-    table = pareto_table(rows, selection.reference, selection.objectives, selection.settings)
+    table = pareto_table(rows, selection.reference, selection.objectives, selection.settings,
+                         kind=kind_of(selection.reference))
     return "\n".join([table, "", *checkpoint_lines(rows)]).rstrip()
 
 
@@ -214,7 +215,9 @@ def pick_command(args) -> int:
     if pick:
         chosen = selection.chosen
         off = "" if selection.picked in selection.front else "; off the front: a trial there beats it everywhere"
-        figures = ", ".join(f"{m} {_fmt(chosen.metrics.get(m))}" for m in dict.fromkeys([pick.metric, QUALITY]))
+        quality = quality_of(selection.reference)
+        metric = quality if pick.metric == QUALITY else pick.metric
+        figures = ", ".join(f"{m} {_fmt(chosen.metrics.get(m))}" for m in dict.fromkeys([metric, quality]))
         print(f"\n* {pick.name}: trial {chosen.trial} ({figures}), run {chosen.run_id}{off}")
     if not args.no_tag:
         tag_front(client, selection, constraints)
