@@ -50,6 +50,7 @@ class TaskKind:
     scorer: Callable[[Sequence[str], Sequence[str], Sequence[str]], Scores]  # (predictions, references, groups)
     aggregate: Aggregate = mean_of_first  # summed pair statistics → the primary metric
     description: str = ""
+    signed: bool = False  # its scores carry signatures of how they were computed (`Scores.notes`)
 
     @property
     def primary(self) -> str:
@@ -57,8 +58,11 @@ class TaskKind:
         return self.metrics[0]
 
     def signatures(self) -> dict[str, str]:
-        """How the kind's metrics are computed, to log beside them (sacreBLEU's signatures; {} for the others)."""
-        return dict(self.scorer(["a"], ["a"], ["0"]).notes)
+        """How the kind's metrics are computed, to log beside them (sacreBLEU's signatures; {} for the others).
+
+        Kinds without signatures import nothing here: a submitted job's driver calls this while another node may be
+        unpacking the job's files under it, so it must not load a module of the project for the first time."""
+        return dict(self.scorer(["a"], ["a"], ["0"]).notes) if self.signed else {}
 
     def score(self, predictions: Sequence[str], references: Sequence[str],
               groups: Sequence[str] | None = None) -> Scores:
@@ -160,7 +164,8 @@ KINDS: dict[str, TaskKind] = {
         TaskKind("summarization", ("rouge1", "rouge2", "rougeL", "rougeLsum"), _score_summaries,
                  description="ROUGE-1/2/L/Lsum F1 (rouge-score, Porter stemming), mean over pairs"),
         TaskKind("translation", ("bleu", "chrf"), _score_translations, _bleu_aggregate,
-                 description="sacreBLEU corpus BLEU and chrF (0-100) on detokenized text; signatures logged"),
+                 description="sacreBLEU corpus BLEU and chrF (0-100) on detokenized text; signatures logged",
+                 signed=True),
         TaskKind("classification", ("accuracy", "macro_f1", "invalid_fraction"), _score_labels,
                  description="accuracy and macro-F1 of the label the decoder writes (a name outside the label set "
                              "counts as wrong; its share is invalid_fraction)"),
