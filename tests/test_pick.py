@@ -638,7 +638,8 @@ def test_picks_follow_the_searchs_quality_metric_when_it_is_not_rouge():
     assert parse_pick("fastest-within-2pct").choose(rows, reference) == 0
     assert parse_pick("fastest-within-15pct").choose(rows, reference) == 1
     assert suggest_pick(rows, reference) == "fastest-within-2pct"
-    assert suggest_pick([{"accuracy": 0.1, "latency_ms": 1.0}], {"accuracy": 0.9}, preferred=2) == "fastest-within-89pct"
+    lowest = [{"accuracy": 0.1, "latency_ms": 1.0}]
+    assert suggest_pick(lowest, {"accuracy": 0.9}, preferred=2) == "fastest-within-89pct"
     assert suggest_pick([{"latency_ms": 1.0}], {"accuracy": 0.9}) == "best"
     with pytest.raises(UserError, match="no trial has accuracy ≥ 0.6930 .*allow more: --pick fastest-within-15pct"):
         parse_pick("fastest-within-1pct").choose(rows[1:2], reference)
