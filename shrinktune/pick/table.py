@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shrinktune.measure.kinds import get_kind
-
 WIDTH = 120  # a terminal's usual width: no row may wrap
 ID_LENGTH = 8  # trial ids are cut to this when that keeps them apart (Ray Tune's own are 8 characters)
 
@@ -48,9 +46,18 @@ SHED = (("train_memory_ratio", "drop"), ("note", "drop"), ("speedup", "compact")
         ("search", "drop"), ("speedup", "drop"))
 
 
+def _kind_metrics(kind: str) -> tuple[str, str]:
+    """The kind's first two quality metrics. Imported here: `shrinktune.measure` loads torch, and the picker's
+    `--help` answers without it."""
+    from shrinktune.measure.kinds import get_kind
+
+    first, second = get_kind(kind).metrics[:2]
+    return first, second
+
+
 def _qualities(kind: str) -> dict[str, str]:
     """SHED's stand-ins → the kind's column keys (summarization: rouge1, rouge2, rouge1_change)."""
-    first, second = get_kind(kind).metrics[:2]
+    first, second = _kind_metrics(kind)
     return {"quality": first, "quality2": second, "quality_change": f"{first}_change"}
 
 
@@ -132,7 +139,7 @@ def _columns(rows: Sequence[Row], reference: dict, objectives: dict[str, str], s
              kind: str = "summarization") -> list[Column]:
     """Every column the table could show, in their order."""
     ms = [r.metrics for r in rows]
-    first, second = get_kind(kind).metrics[:2]
+    first, second = _kind_metrics(kind)
     label = METRIC_LABELS.get(first, first)
     columns = []
     if any(r.mark for r in rows):
