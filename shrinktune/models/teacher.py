@@ -87,7 +87,7 @@ def load_teacher(name_or_path: str | Path, device=None, role: str = "teacher"):
             model = transformers.EncoderDecoderModel.from_pretrained(source)
         else:
             model = transformers.AutoModelForSeq2SeqLM.from_pretrained(source)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = load_tokenizer(source, role)
     except (OSError, ValueError) as error:  # ValueError: a config without a known `model_type`
         raise UserError(
             f"{role} {source!r} could not be loaded ({str(error).strip().splitlines()[0][:200]}); pass a local "
@@ -97,6 +97,22 @@ def load_teacher(name_or_path: str | Path, device=None, role: str = "teacher"):
     if device is not None:
         model.to(device)
     return model.eval(), tokenizer
+
+
+def load_tokenizer(source: str | Path, role: str = "teacher"):
+    """The tokenizer of a hub id or folder, with a missing tokenizer package (Marian's, T5's and Pegasus's slow
+    tokenizers need `sentencepiece`) as one line naming it and the install command.
+
+    Raises:
+        UserError: the tokenizer needs a package that is not installed.
+    """
+    try:
+        return AutoTokenizer.from_pretrained(str(source))
+    except ImportError as error:
+        reason = " ".join(str(error).split())
+        named = reason.split(" but ")[0] if " requires " in reason else reason[:200]
+        raise UserError(f"{role} {str(source)!r}: {named}, which is not installed; pip install sentencepiece "
+                        "(or pip install 'shrinktune[translation]') on every node, then run again.") from None
 
 
 def _load_weight_compressed(source: str, config, structure: dict):

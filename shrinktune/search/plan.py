@@ -149,6 +149,19 @@ def teacher_shape(teacher: str) -> tuple[int, int, int]:
         raise UserError(f"teacher {teacher!r}: {error}") from None
 
 
+def check_teacher_tokenizer(teacher: str) -> None:
+    """Loads the teacher's tokenizer before Ray starts, so that one needing a package this machine lacks
+    (sentencepiece for Marian, T5, Pegasus) is one line now, not a failed teacher preparation later."""
+    if teacher == EMBEDDED_TEACHER:
+        return
+    from shrinktune.models.teacher import load_tokenizer  # lazy: torch, for a search that gets this far
+
+    try:
+        load_tokenizer(teacher)
+    except (OSError, ValueError):
+        pass  # a folder or id without a readable tokenizer: the teacher's loading says so in full, with its fix
+
+
 def check_owned(folder: Path) -> None:
     """Refuses a search folder another user owns: resuming unpickles the Ray Tune state in it."""
     if folder.exists() and folder.stat().st_uid != os.getuid():
@@ -334,6 +347,7 @@ def prepare_search(space: str | Path, options: RunOptions, *, space_dirs: list[P
     check_folder(options.storage_path, "--storage", private=True)
     check_folder(options.cache_root, "--cache-dir")
     loaded = SearchSpace.load(resolve_space_path(str(space), space_dirs), shape_of=teacher_shape)
+    check_teacher_tokenizer(loaded.teacher)
     check_task_data(loaded)
     tracker = SearchTracker(options.tracking_uri, experiment=loaded.name)
     tracker.check()

@@ -2,6 +2,8 @@
 storage and in MLflow, even by searches started at the same moment; folders checked and made owner-only before any
 work; a search folder of another user refused; a search interrupted before Ray Tune saved anything resumed."""
 
+import importlib.util
+import json
 import os
 import socket
 import stat
@@ -134,3 +136,24 @@ def test_a_search_stopped_before_tune_saved_anything_resumes_afresh_under_its_ru
     with pytest.raises(UserError, match=r"search 'early' has 1 trial run\(s\) in MLflow but no Ray Tune state at "
                                         r".*/runs/early; pass the --storage it ran with"):
         prepare_search(space, _options(tmp_path, resume="early"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sentencepiece") is not None, reason="sentencepiece is installed here")
+def test_a_teacher_whose_tokenizer_needs_a_missing_package_is_one_line_before_ray(tmp_path):
+    teacher = tmp_path / "marian"
+    teacher.mkdir()
+    (teacher / "config.json").write_text(json.dumps({
+        "model_type": "marian", "vocab_size": 10, "d_model": 8, "encoder_layers": 1, "decoder_layers": 1,
+        "encoder_attention_heads": 2, "decoder_attention_heads": 2, "encoder_ffn_dim": 8, "decoder_ffn_dim": 8,
+        "pad_token_id": 0, "decoder_start_token_id": 0}))
+    (teacher / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MarianTokenizer"}))
+    for name in ("source.spm", "target.spm"):
+        (teacher / name).write_bytes(b"")
+    (teacher / "vocab.json").write_text('{"<pad>": 0}')
+    space = tmp_path / "mt.yaml"
+    space.write_text(f"task: summarization\nteacher: {teacher}\nobjectives: {{rouge1: max, latency_ms: min}}\n"
+                     "dimensions:\n  latent_dim: {type: int, low: 2, high: 4}\n")
+    with pytest.raises(UserError, match=r"MarianTokenizer requires the SentencePiece library, which is not installed; "
+                                        r"pip install sentencepiece") as error:
+        prepare_search(space, _options(tmp_path))
+    assert "\n" not in str(error.value) and not (tmp_path / "mlflow.db").exists()
