@@ -26,9 +26,10 @@ DEFAULT_SOURCE_TOKENS = 256  # a folder that records no task: the encoder reads 
 
 
 def task_record(task: Task, model) -> dict:
-    """What a folder's json records about the task its model was measured on: the task's name, its aspects and the
-    source tokens the encoder read (the task's, capped at the encoder's position table, as the search reads them)."""
-    return {"task": task.name, "aspects": list(task.aspects),
+    """What a folder's json records about the task its model was measured on: the task's name and kind, its aspects
+    and the source tokens the encoder read (the task's, capped at the encoder's position table, as the search reads
+    them)."""
+    return {"task": task.name, "kind": task.kind, "aspects": list(task.aspects),
             "max_source_tokens": source_token_limit(model, task.max_source_tokens)}
 
 

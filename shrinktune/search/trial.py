@@ -540,7 +540,7 @@ def train_student(trial: TrialSettings, ctx: TrialContext, shared: tuple, metric
     ctx.generation.apply(student)  # measured with the search's decoding, and saved with it
     settings = FinetuneSettings(
         epochs=trial.epochs, learning_rate=trial.learning_rate, batch_size=trial.batch_size,
-        label_smoothing=trial.label_smoothing, seed=ctx.seed, dtype=ctx.evaluation.dtype,
+        label_smoothing=trial.label_smoothing, seed=ctx.seed, dtype=ctx.evaluation.dtype, batching=trial.batching,
     )
     if on_costs is not None:
         on_costs(draw_costs(teacher, student, tokenizer, task, ctx, splits["validation"], student_pairs, settings))
@@ -567,6 +567,10 @@ def run_configuration(config: dict, ctx: TrialContext, checkpoint_dir: Path, on_
     """
     quiet_libraries()
     trial = replace(ctx.defaults, **config)
+    kind = get_task(ctx.task).kind
+    if trial.pseudo_label_windows and kind != "summarization":
+        raise ConfigError(f"pseudo_label_windows is for summarization (the teacher's summaries of windows of long "
+                          f"documents); this is a {kind} task: leave pseudo_label_windows out.")
     task, splits, teacher, tokenizer, pairs = _load_shared(ctx)
     check_precision_and_runtime(ctx, teacher)
     metrics: dict[str, float] = {}
