@@ -204,6 +204,10 @@ class TrialSettings:
     learning_rate: float = number(3e-4, "fine-tuning peak learning rate (AdamW)", above=0)
     epochs: int = integer(2, "fine-tuning epochs", low=1)
     batch_size: int = integer(16, "pairs per fine-tuning step", low=1)
+    batching: str = choice(
+        "random", "fine-tuning batches drawn at random, or of inputs of similar length (shuffled within groups of 16 "
+        "batches, as transformers' group_by_length): less work on padding when inputs vary (sentences), none when "
+        "all fill the window (papers)", ("random", "by_length"))
     label_smoothing: float = number(0.0, "fine-tuning cross-entropy label smoothing (0 = off)", low=0, below=1)
     ae_kind: str = choice(
         "mlp", "bottleneck: the paper's MLP autoencoder, one linear layer, or PCA of the encoder states",

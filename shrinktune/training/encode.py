@@ -91,17 +91,34 @@ def encode_pairs(
     device = next(encoder.parameters()).device
     sources = [e.source for e in examples]
     enc = tokenizer(sources, max_length=max_source_tokens, truncation=True, padding=True, return_tensors="pt")
-    chunks = []
+    mask = enc["attention_mask"]
+    # Longest first, each batch at its own width: short texts are not run at the longest one's length. Padding
+    # positions stay zero (every reader of the states masks them).
+    order = torch.argsort(mask.sum(1), descending=True, stable=True)
+    states = None
     for start in range(0, len(sources), batch_size):
-        window = slice(start, start + batch_size)
-        out = encoder(input_ids=enc["input_ids"][window].to(device),
-                      attention_mask=enc["attention_mask"][window].to(device))
-        chunks.append(out.last_hidden_state.float().cpu())  # (batch, src_len, d_encoder)
+        rows = order[start : start + batch_size]
+        width = used_width(mask[rows])
+        out = encoder(input_ids=enc["input_ids"][rows, :width].to(device),
+                      attention_mask=mask[rows, :width].to(device)).last_hidden_state.float().cpu()
+        if states is None:
+            states = out.new_zeros(len(sources), mask.shape[1], out.shape[-1])
+        states[rows, :width] = out  # (batch, width, d_encoder)
         logger.debug("encoded %d/%d documents", min(start + batch_size, len(sources)), len(sources))
     labels, decoder_input_ids = tokenize_targets(
         tokenizer, [e.summary for e in examples], max_target_tokens, start_id, [e.prompt for e in examples]
     )
-    return EncodedPairs(torch.cat(chunks), enc["attention_mask"], labels, decoder_input_ids)
+    if states is None:
+        raise ValueError("no examples to encode")
+    return EncodedPairs(states, mask, labels, decoder_input_ids)
+
+
+def used_width(mask: torch.Tensor) -> int:
+    """Columns of a batch up to the last one any row uses: the set is padded to its longest text (right padding),
+    a batch of shorter ones trains on its own width — masked positions change no loss and no gradient, so this
+    is the same step, minus the work on padding (a batch of short sentences among long ones: most of it)."""
+    used = mask.bool().any(0).nonzero()
+    return int(used[-1]) + 1 if len(used) else mask.shape[1]
 
 
 def module_fingerprint(module: torch.nn.Module) -> str:

@@ -28,9 +28,29 @@ from shrinktune.training.distill import (
     forward_on_states,
     prepare_distillation,
 )
-from shrinktune.training.encode import EncodedPairs
+from shrinktune.training.encode import EncodedPairs, used_width
 
 logger = logging.getLogger(__name__)
+
+
+BATCHINGS = ("random", "by_length")
+GROUP_BATCHES = 16  # "by_length": batches per group sorted by length (transformers' group_by_length uses 50)
+
+
+def batch_rows(lengths: torch.Tensor, batch_size: int, batching: str, generator: torch.Generator) -> list:
+    """One epoch's batches (row indices). "random": consecutive slices of a random permutation. "by_length": the
+    permutation cut into groups of `GROUP_BATCHES` batches, each group sorted by input length and sliced, then the
+    batches shuffled — every batch holds inputs of similar length, so it pads (and computes) little beyond them."""
+    order = torch.randperm(len(lengths), generator=generator)
+    if batching == "random":
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = []
+    group = batch_size * GROUP_BATCHES
+    for start in range(0, len(order), group):
+        rows = order[start : start + group]
+        rows = rows[torch.argsort(lengths[rows], descending=True, stable=True)]
+        batches += [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 @dataclass(frozen=True)
@@ -45,6 +65,7 @@ class FinetuneSettings:
     max_grad_norm: float = 1.0  # gradient clipping
     seed: int = 0  # shuffling and dropout
     dtype: str = "fp32"  # forward passes under autocast in this precision ("bf16", "fp16": GPUs only)
+    batching: str = "random"  # "random" | "by_length": batches of inputs of similar length (`batch_rows`)
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -53,6 +74,8 @@ class FinetuneSettings:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}.")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be ≥ 1, got {self.batch_size}.")
+        if self.batching not in BATCHINGS:
+            raise ConfigError(f"batching must be one of {', '.join(BATCHINGS)}, got {self.batching!r}.")
 
 
 def trainable_parameters(model: torch.nn.Module, train_bottleneck: bool) -> list[torch.nn.Parameter]:
@@ -131,6 +154,7 @@ def finetune_on_states(
     optimizer, schedule = make_optimizer(params, settings, steps_per_epoch * settings.epochs)
     scaler = grad_scaler(settings.dtype, device)
     generator = torch.Generator().manual_seed(settings.seed)
+    lengths = pairs.attention_mask.sum(1)
     history = []
     for epoch in range(1, settings.epochs + 1):
         model.train()
@@ -138,23 +162,21 @@ def finetune_on_states(
         bottleneck = getattr(model, "bottleneck", None)
         if bottleneck is not None and not train_bottleneck:
             bottleneck.eval()
-        order = torch.randperm(len(pairs), generator=generator)
         total, count = 0.0, 0
         part_sums: dict[str, torch.Tensor] = {}
-        for start in range(0, len(pairs), settings.batch_size):
-            rows = order[start : start + settings.batch_size]
+        for step, rows in enumerate(batch_rows(lengths, settings.batch_size, settings.batching, generator)):
+            source, target = used_width(pairs.attention_mask[rows]), used_width(pairs.labels[rows] != -100)
             batch = Batch(
-                raw_states=raw_states[rows],
-                states=encode_latent(states[rows].to(device)),
-                attention_mask=pairs.attention_mask[rows].to(device),
-                decoder_input_ids=pairs.decoder_input_ids[rows].to(device),
-                labels=pairs.labels[rows].to(device),
+                raw_states=raw_states[rows, :source],
+                states=encode_latent(states[rows, :source].to(device)),
+                attention_mask=pairs.attention_mask[rows, :source].to(device),
+                decoder_input_ids=pairs.decoder_input_ids[rows, :target].to(device),
+                labels=pairs.labels[rows, :target].to(device),
             )
             with autocast(settings.dtype, device):
                 loss, parts = method.batch_loss(model, teacher, batch, distill, projection, settings.label_smoothing)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}, "
-                                         f"step {start // settings.batch_size}")
+                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}, step {step}")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)

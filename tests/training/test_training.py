@@ -10,7 +10,7 @@ from shrinktune.models.autoencoder import Autoencoder
 from shrinktune.models.student import build_student
 from shrinktune.training.autoencoder import pretrain_autoencoder
 from shrinktune.training.encode import cached_encoded_pairs, encode_pairs, tokenize_targets
-from shrinktune.training.finetune import FinetuneSettings, finetune_on_states
+from shrinktune.training.finetune import FinetuneSettings, batch_rows, finetune_on_states
 
 
 @pytest.fixture
@@ -58,6 +58,59 @@ def test_encoded_states_match_the_encoder(pairs, tiny_teacher, tokenizer, few_ex
     n = direct.shape[0]
     assert torch.allclose(pairs.states[0, :n], direct, atol=1e-5)
     assert pairs.states.shape == (12, pairs.attention_mask.shape[1], 32)
+
+
+def test_every_text_is_encoded_as_if_alone_and_padding_states_are_zero(pairs, tiny_teacher, tokenizer, few_examples):
+    """Batches run longest first at their own width: each row's states are its text's own, padding is zero."""
+    for row, example in enumerate(few_examples):
+        batch = tokenizer([example.source], max_length=48, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            alone = tiny_teacher.encoder(**batch).last_hidden_state[0]
+        n = alone.shape[0]
+        assert int(pairs.attention_mask[row].sum()) == n
+        assert torch.allclose(pairs.states[row, :n], alone, atol=1e-5)
+        assert not pairs.states[row, n:].any()
+
+
+def test_training_on_a_batchs_own_width_is_training_on_the_padded_one(pairs, tiny_teacher):
+    """Extra padding columns (source and target) change no loss: each batch is trimmed to what its rows use."""
+    extra = 7
+    padded = encode.EncodedPairs(
+        torch.nn.functional.pad(pairs.states, (0, 0, 0, extra)),
+        torch.nn.functional.pad(pairs.attention_mask, (0, extra)),
+        torch.nn.functional.pad(pairs.labels, (0, extra), value=-100),
+        torch.nn.functional.pad(pairs.decoder_input_ids, (0, extra)),
+    )
+    histories, ae = [], Autoencoder(32, 16).eval()
+    for data in (pairs, padded):
+        torch.manual_seed(0)
+        student = build_student(tiny_teacher, latent_dim=16, decoder_layers=1, bottleneck=ae.encoder,
+                                bottleneck_spec=ae.spec)
+        widths = []
+        student.decoder.register_forward_pre_hook(
+            lambda _, args, kwargs: widths.append((kwargs["encoder_hidden_states"].shape[1],
+                                                   kwargs["input_ids"].shape[1])), with_kwargs=True)
+        histories.append(finetune_on_states(student, data, FinetuneSettings(epochs=2, learning_rate=3e-3,
+                                                                            batch_size=4)))
+        source, target = pairs.attention_mask.shape[1], pairs.labels.shape[1]
+        assert all(s <= source and t <= target for s, t in widths)  # never the extra columns
+    assert histories[0] == pytest.approx(histories[1], rel=1e-6)
+    assert encode.used_width(padded.attention_mask) == pairs.attention_mask.shape[1]
+
+
+def test_length_batches_cover_every_row_once_and_pad_far_less_than_random_ones():
+    lengths = torch.randint(8, 97, (1000,), generator=torch.Generator().manual_seed(1))
+    padded = {}
+    for batching in ("random", "by_length"):
+        batches = batch_rows(lengths, 16, batching, torch.Generator().manual_seed(0))
+        assert len(batches) == 63 and sorted(torch.cat(batches).tolist()) == list(range(1000))
+        padded[batching] = sum(len(rows) * int(lengths[rows].max()) for rows in batches)
+    assert padded["by_length"] < 0.65 * padded["random"]  # uniform 8-96 tokens: random batches pad to ~91
+    again = batch_rows(lengths, 16, "by_length", torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(again, batch_rows(lengths, 16, "by_length",
+                                                                  torch.Generator().manual_seed(0))))
+    first = batch_rows(lengths, 16, "random", torch.Generator().manual_seed(0))[0]
+    assert torch.equal(first, torch.randperm(1000, generator=torch.Generator().manual_seed(0))[:16])  # as before
 
 
 def test_cached_pairs_are_computed_once(tmp_path, tiny_teacher, tokenizer, few_examples, monkeypatch):
