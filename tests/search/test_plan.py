@@ -157,3 +157,17 @@ def test_a_teacher_whose_tokenizer_needs_a_missing_package_is_one_line_before_ra
                                         r"pip install sentencepiece") as error:
         prepare_search(space, _options(tmp_path))
     assert "\n" not in str(error.value) and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_classification_dataset_without_its_label_column_is_one_line_before_ray(tmp_path):
+    import datasets
+
+    table = datasets.Dataset.from_dict({"text": ["bad", "good"], "label": [0, 1]})
+    datasets.DatasetDict({"train": table, "validation": table}).save_to_disk(tmp_path / "reviews")
+    space = tmp_path / "reviews.yaml"
+    space.write_text(f"task: {{kind: classification, dataset: {tmp_path / 'reviews'}, label_column: sentiment}}\n"
+                     "teacher: embedded\nobjectives: {accuracy: max, latency_ms: min}\n"
+                     "dimensions:\n  latent_dim: {type: int, low: 96, high: 192}\n")
+    with pytest.raises(UserError, match=r"no column 'sentiment'.*label_column") as error:
+        prepare_search(space, _options(tmp_path))
+    assert "\n" not in str(error.value) and not (tmp_path / "mlflow.db").exists()
