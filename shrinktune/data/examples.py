@@ -10,17 +10,18 @@ class Example:
     """A document and its reference summary.
 
     `aspect` is the facet the summary should cover (ACLSum: challenge / approach / outcome); `None` for plain
-    summarization. The encoder reads `format_source(document, aspect)`; the decoder starts from `prompt`.
+    summarization. The encoder reads `format_source(prefix + document, aspect)`; the decoder starts from `prompt`.
     """
 
     id: str
     document: str
     summary: str
     aspect: str | None = None
+    prefix: str = ""  # the task's `source_prefix` (a T5 teacher's task), put before the document in `source`
 
     @property
     def source(self) -> str:
-        return format_source(self.document, self.aspect)
+        return format_source(self.prefix + self.document, self.aspect)
 
     @property
     def prompt(self) -> str | None:

@@ -71,7 +71,8 @@ def window_examples(task: Task, train: list[Example], windows: int) -> list[Exam
                                                 window_words=window_words)
         for k, text in texts[paper]:
             suffix = f"/{example.aspect}" if example.aspect else ""
-            extra.append(Example(id=f"{paper}/w{k}{suffix}", document=text, summary="", aspect=example.aspect))
+            extra.append(Example(id=f"{paper}/w{k}{suffix}", document=text, summary="", aspect=example.aspect,
+                                 prefix=example.prefix))
     logger.info("%d extra inputs (≤ %d windows of %d words) from %d training documents", len(extra), windows,
                 window_words, len(texts))
     return extra

@@ -40,6 +40,7 @@ class Task:
     source_language: str | None = None  # translation: the source's language code (a column or `translation` key)
     target_language: str | None = None  # translation: the target's
     labels: tuple[str, ...] = ()  # classification: the class names, when known up front
+    source_prefix: str = ""  # put before every source text: a T5 teacher's task, e.g. "translate English to French: "
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -111,7 +112,8 @@ TASKS: dict[str, Task] = {
 # What a space file's `task:` mapping may set: a registered task to start from (`base`), then any of its fields.
 # `text_column` / `label_column` are a classification dataset's names for `document_column` / `summary_column`.
 SPEC_KEYS = ("base", "name", "kind", "dataset", "dataset_config", "document_column", "summary_column", "text_column",
-             "label_column", "source_language", "target_language", "labels", "max_source_tokens", "max_target_tokens")
+             "label_column", "source_language", "target_language", "labels", "max_source_tokens", "max_target_tokens",
+             "source_prefix")
 _TEXT = ("name", "dataset", "dataset_config", "document_column", "summary_column", "text_column", "label_column",
          "source_language", "target_language")
 
@@ -133,6 +135,9 @@ def task_problems(spec) -> list[str]:
     for key in _TEXT:
         if key in spec and (not isinstance(spec[key], str) or not spec[key]):
             problems.append(f"task.{key} must be a non-empty string, got {spec[key]!r}")
+    if "source_prefix" in spec and not isinstance(spec["source_prefix"], str):
+        problems.append(f"task.source_prefix must be text (a T5 teacher's task, e.g. 'summarize: '), got "
+                        f"{spec['source_prefix']!r}")
     for key in ("max_source_tokens", "max_target_tokens"):
         if key in spec and (not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < 1):
             problems.append(f"task.{key} must be an integer ≥ 1, got {spec[key]!r}")
@@ -202,7 +207,8 @@ def task_name(spec: str | dict) -> str:
 def load_task_splits(
     task: Task, splits: tuple[str, ...] = SPLITS, limit: int | None = None
 ) -> dict[str, list[Example]]:
-    """The task's pairs by split, each cut to its first `limit` pairs when given."""
+    """The task's pairs by split, each cut to its first `limit` pairs when given; each carries the task's
+    `source_prefix`, which its `source` (the encoder's input) puts before the document."""
     out = {}
     for split in splits:
         if task.dataset in ("aclsum", "aclsum-sentences"):
@@ -224,4 +230,6 @@ def load_task_splits(
                 summary_column=task.summary_column,
                 limit=limit,
             )
+        if task.source_prefix:
+            out[split] = [replace(e, prefix=task.source_prefix) for e in out[split]]
     return out

@@ -29,8 +29,11 @@ def task_record(task: Task, model) -> dict:
     """What a folder's json records about the task its model was measured on: the task's name and kind, its aspects
     and the source tokens the encoder read (the task's, capped at the encoder's position table, as the search reads
     them)."""
-    return {"task": task.name, "kind": task.kind, "aspects": list(task.aspects),
-            "max_source_tokens": source_token_limit(model, task.max_source_tokens)}
+    record = {"task": task.name, "kind": task.kind, "aspects": list(task.aspects),
+              "max_source_tokens": source_token_limit(model, task.max_source_tokens)}
+    if task.source_prefix:
+        record["source_prefix"] = task.source_prefix  # what every input was led by (T5's task prefix)
+    return record
 
 
 def saved_task(path: str | Path) -> dict:
@@ -63,17 +66,20 @@ class Summarizer:
     """
 
     def __init__(self, model, tokenizer, max_source_tokens: int = DEFAULT_SOURCE_TOKENS,
-                 aspects: tuple[str, ...] | None = None):
+                 aspects: tuple[str, ...] | None = None, source_prefix: str = ""):
         self.model, self.tokenizer, self.max_source_tokens = model.eval(), tokenizer, max_source_tokens
         self.aspects = None if aspects is None else tuple(aspects)
+        self.source_prefix = source_prefix  # the task's, put before every document as in training
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> Summarizer:
         """Loads a teacher or student folder (or hub id) written by `save_pretrained`, with the decoding in its
         `generation_config.json` and the source length and aspects of the task recorded beside it."""
         model, tokenizer = load_teacher(path, device=device, role="checkpoint")
-        max_source_tokens, aspects = task_inputs(saved_task(path))
-        return cls(model, tokenizer, source_token_limit(model, max_source_tokens), aspects)
+        record = saved_task(path)
+        max_source_tokens, aspects = task_inputs(record)
+        return cls(model, tokenizer, source_token_limit(model, max_source_tokens), aspects,
+                   record.get("source_prefix", ""))
 
     def check_aspect(self, aspect: str | None) -> None:
         """Refuses an aspect the model was not trained for: a missing or unknown one, or any for a model of plain
@@ -121,8 +127,8 @@ class Summarizer:
         if not documents:
             return []
         batch = self.tokenizer(
-            [format_source(d, aspect) for d in documents], max_length=self.max_source_tokens, truncation=True,
-            padding=True, return_tensors="pt",
+            [format_source(self.source_prefix + d, aspect) for d in documents], max_length=self.max_source_tokens,
+            truncation=True, padding=True, return_tensors="pt",
         ).to(next(self.model.parameters()).device)
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         prompt = prompt_token_ids(self.tokenizer, decoder_prompt(aspect))

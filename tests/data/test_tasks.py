@@ -42,6 +42,7 @@ def test_a_spec_survives_mlflow_as_a_parameter():
     ({"dataset": "./x", "max_source_tokens": 0}, "task.max_source_tokens must be an integer ≥ 1, got 0"),
     ({"dataset": "./x", "label_column": "y"}, "task.text_column / task.label_column are a classification dataset's"),
     (["summarization"], "task must name a task"),
+    ({"dataset": "./x", "source_prefix": 3}, "task.source_prefix must be text"),
 ])
 def test_bad_task_specs_are_named_with_the_fix(spec, message):
     assert any(message in problem for problem in task_problems(spec)), task_problems(spec)
@@ -52,3 +53,18 @@ def test_bad_task_specs_are_named_with_the_fix(spec, message):
 def test_a_task_of_unknown_kind_is_refused():
     with pytest.raises(UserError, match="unknown kind 'poetry'"):
         Task(name="x", description="", dataset="x", kind="poetry")
+
+
+def test_a_source_prefix_leads_every_encoder_input_and_is_recorded(tmp_path):
+    import datasets
+
+    from shrinktune.data.tasks import load_task_splits
+
+    rows = {"translation": [{"en": "the cat", "fr": "le chat"}, {"en": "a dog", "fr": "un chien"}]}
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows)}).save_to_disk(tmp_path / "books")
+    task = get_task({"kind": "translation", "dataset": str(tmp_path / "books"), "source_language": "en",
+                     "target_language": "fr", "source_prefix": "translate English to French: "})
+    pairs = load_task_splits(task, ("train",))["train"]
+    assert [(p.document, p.source, p.summary) for p in pairs] == [
+        ("the cat", "translate English to French: the cat", "le chat"),
+        ("a dog", "translate English to French: a dog", "un chien")]

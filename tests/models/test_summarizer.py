@@ -56,6 +56,17 @@ def test_a_model_of_plain_summaries_takes_no_aspect(tmp_path, tiny_teacher, toke
     assert isinstance(summarize("A news story."), str)
 
 
+def test_a_recorded_source_prefix_leads_what_the_model_reads(tmp_path, tiny_teacher, tokenizer, monkeypatch):
+    summarize = load_summarizer(_folder(tmp_path, tiny_teacher, tokenizer, task="books", aspects=[],
+                                        source_prefix="translate English to French: "))
+    read = []
+    real = summarize.tokenizer.__class__.__call__
+    monkeypatch.setattr(summarize.tokenizer.__class__, "__call__",
+                        lambda self, texts, **kw: read.append(texts) or real(self, texts, **kw))
+    assert isinstance(summarize("the cat"), str)
+    assert read[0] == ["translate English to French: the cat"]
+
+
 def test_a_folder_that_records_no_task_takes_any_aspect(tmp_path, tiny_teacher, tokenizer):
     summarize = load_summarizer(_folder(tmp_path, tiny_teacher, tokenizer))
     assert summarize.aspects is None
