@@ -8,6 +8,7 @@ accept all three and check that the columns a task names exist before anything t
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from shrinktune.data.examples import Example
@@ -16,8 +17,12 @@ from shrinktune.errors import UserError
 logger = logging.getLogger(__name__)
 
 
+SLICE = re.compile(r"^(?P<split>\w+)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")  # "train[2000:]", datasets' syntax
+
+
 def load_table(name: str, split: str, config: str | None = None):
-    """One split of a hub dataset, a local data folder or a `save_to_disk` folder, as a `datasets.Dataset`.
+    """One split of a hub dataset, a local data folder or a `save_to_disk` folder, as a `datasets.Dataset`; a
+    split may be a slice of one (`train[:1000]`, datasets' syntax; a `save_to_disk` folder takes row numbers).
 
     Raises:
         UserError: If it cannot be loaded (naming it and how to fix it).
@@ -30,8 +35,15 @@ def load_table(name: str, split: str, config: str | None = None):
             (path / "dataset_info.json").exists() and (path / "state.json").exists()
         ):
             loaded = datasets.load_from_disk(str(path))
-            return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
-        return datasets.load_dataset(name, config, split=split)
+            if not isinstance(loaded, datasets.DatasetDict):
+                return loaded
+            sliced = SLICE.match(split)
+            if sliced is None:
+                return loaded[split]
+            table = loaded[sliced["split"]]
+            bounds = [int(b) if b else None for b in (sliced["start"], sliced["stop"])]
+            return table.select(range(len(table))[slice(*bounds)])
+        return datasets.load_dataset(name, config, split=split)  # the hub reads "train[:1000]" itself
     except (FileNotFoundError, ValueError, ConnectionError, OSError, KeyError) as error:
         raise UserError(
             f"dataset {name!r} (config {config!r}, split {split!r}) could not be loaded: {error}; "

@@ -41,6 +41,11 @@ class Task:
     target_language: str | None = None  # translation: the target's
     labels: tuple[str, ...] = ()  # classification: the class names, when known up front
     source_prefix: str = ""  # put before every source text: a T5 teacher's task, e.g. "translate English to French: "
+    splits: tuple[tuple[str, str], ...] = ()  # (split, where it is read) for a dataset without it: "train[:1000]"
+
+    def split_source(self, split: str) -> str:
+        """Where the dataset's `split` is read: the task's `splits` entry (datasets' slice syntax), else itself."""
+        return dict(self.splits).get(split, split)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -97,6 +102,9 @@ TASKS: dict[str, Task] = {
             target_language="fr",
             max_source_tokens=128,
             max_target_tokens=128,
+            # One split on the hub, ordered by book: held-out pairs are the first books' (no book in two splits
+            # but at the two boundaries).
+            splits=(("validation", "train[:1000]"), ("test", "train[1000:2000]"), ("train", "train[2000:]")),
         ),
         Task(
             name="xsum",
@@ -113,7 +121,7 @@ TASKS: dict[str, Task] = {
 # `text_column` / `label_column` are a classification dataset's names for `document_column` / `summary_column`.
 SPEC_KEYS = ("base", "name", "kind", "dataset", "dataset_config", "document_column", "summary_column", "text_column",
              "label_column", "source_language", "target_language", "labels", "max_source_tokens", "max_target_tokens",
-             "source_prefix")
+             "source_prefix", "splits")
 _TEXT = ("name", "dataset", "dataset_config", "document_column", "summary_column", "text_column", "label_column",
          "source_language", "target_language")
 
@@ -135,6 +143,11 @@ def task_problems(spec) -> list[str]:
     for key in _TEXT:
         if key in spec and (not isinstance(spec[key], str) or not spec[key]):
             problems.append(f"task.{key} must be a non-empty string, got {spec[key]!r}")
+    splits = spec.get("splits")
+    if splits is not None and (not isinstance(splits, dict) or not splits
+                               or any(k not in SPLITS or not isinstance(v, str) or not v for k, v in splits.items())):
+        problems.append("task.splits must map train / validation / test to where each is read, in datasets' slice "
+                        f"syntax (e.g. {{validation: 'train[:1000]', train: 'train[1000:]'}}), got {splits!r}")
     if "source_prefix" in spec and not isinstance(spec["source_prefix"], str):
         problems.append(f"task.source_prefix must be text (a T5 teacher's task, e.g. 'summarize: '), got "
                         f"{spec['source_prefix']!r}")
@@ -181,6 +194,8 @@ def get_task(spec: str | dict) -> Task:
         fields["summary_column"] = spec.get("label_column", spec.get("summary_column", "label"))
     if "labels" in fields:
         fields["labels"] = tuple(fields["labels"])
+    if "splits" in fields:
+        fields["splits"] = tuple(fields["splits"].items())
     base = TASKS[spec["base"]] if spec.get("base") else None
     if base is None:
         return Task(**{"name": "custom", "description": f"{kind} on {spec['dataset']}", **fields})
@@ -211,20 +226,21 @@ def load_task_splits(
     `source_prefix`, which its `source` (the encoder's input) puts before the document."""
     out = {}
     for split in splits:
+        where = task.split_source(split)
         if task.dataset in ("aclsum", "aclsum-sentences"):
             examples = load_aclsum(split) if task.dataset == "aclsum" else load_aclsum_sentences(split)
             out[split] = examples[:limit] if limit else examples
         elif task.kind == "translation":
-            out[split] = load_translation_pairs(task.dataset, split, source_language=task.source_language,
+            out[split] = load_translation_pairs(task.dataset, where, source_language=task.source_language,
                                                 target_language=task.target_language, config=task.dataset_config,
                                                 limit=limit)
         elif task.kind == "classification":
-            out[split] = load_labelled(task.dataset, split, text_column=task.document_column,
+            out[split] = load_labelled(task.dataset, where, text_column=task.document_column,
                                        label_column=task.summary_column, config=task.dataset_config, limit=limit)
         else:
             out[split] = load_pairs(
                 task.dataset,
-                split,
+                where,
                 config=task.dataset_config,
                 document_column=task.document_column,
                 summary_column=task.summary_column,

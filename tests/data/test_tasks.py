@@ -43,6 +43,7 @@ def test_a_spec_survives_mlflow_as_a_parameter():
     ({"dataset": "./x", "label_column": "y"}, "task.text_column / task.label_column are a classification dataset's"),
     (["summarization"], "task must name a task"),
     ({"dataset": "./x", "source_prefix": 3}, "task.source_prefix must be text"),
+    ({"dataset": "./x", "splits": {"dev": "train[:10]"}}, "task.splits must map train / validation / test"),
 ])
 def test_bad_task_specs_are_named_with_the_fix(spec, message):
     assert any(message in problem for problem in task_problems(spec)), task_problems(spec)
@@ -68,3 +69,21 @@ def test_a_source_prefix_leads_every_encoder_input_and_is_recorded(tmp_path):
     assert [(p.document, p.source, p.summary) for p in pairs] == [
         ("the cat", "translate English to French: the cat", "le chat"),
         ("a dog", "translate English to French: a dog", "un chien")]
+
+
+def test_a_dataset_of_one_split_is_sliced_into_three(tmp_path):
+    """opus_books ships a train split only: the task reads validation and test from its first rows."""
+    import datasets
+
+    from shrinktune.data.tasks import load_task_splits
+
+    rows = {"translation": [{"en": f"line {i}", "fr": f"ligne {i}"} for i in range(10)]}
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows)}).save_to_disk(tmp_path / "books")
+    task = get_task({"base": "opus_books-en-fr", "dataset": str(tmp_path / "books"),
+                     "splits": {"validation": "train[:2]", "test": "train[2:4]", "train": "train[4:]"}})
+    loaded = load_task_splits(task)
+    assert {split: [p.document for p in pairs] for split, pairs in loaded.items()} == {
+        "validation": ["line 0", "line 1"], "test": ["line 2", "line 3"],
+        "train": [f"line {i}" for i in range(4, 10)]}
+    assert dict(get_task("opus_books-en-fr").splits) == {
+        "validation": "train[:1000]", "test": "train[1000:2000]", "train": "train[2000:]"}

@@ -17,7 +17,7 @@ from shrinktune.search.space import (
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # (encoder width, decoder depth, encoder depth) of the shipped spaces' teachers, known here without the hub.
 TEACHER_SHAPES = {"embedded": (384, 6, 6), "facebook/bart-base": (768, 6, 6), "facebook/bart-large-cnn": (1024, 12, 12),
-                  "Helsinki-NLP/opus-mt-ro-en": (512, 6, 6)}
+                  "Helsinki-NLP/opus-mt-ro-en": (512, 6, 6), "google-t5/t5-small": (512, 6, 6)}
 GOOD = """
 task: summarization
 teacher: embedded
