@@ -100,8 +100,8 @@ def load_teacher(name_or_path: str | Path, device=None, role: str = "teacher"):
 
 
 def load_tokenizer(source: str | Path, role: str = "teacher"):
-    """The tokenizer of a hub id or folder, with a missing tokenizer package (Marian's, T5's and Pegasus's slow
-    tokenizers need `sentencepiece`) as one line naming it and the install command.
+    """The tokenizer of a hub id or folder, with a missing tokenizer package (Marian's tokenizer needs
+    `sentencepiece`, as does any that has no tokenizer.json to load) as one line naming it and the install command.
 
     Raises:
         UserError: the tokenizer needs a package that is not installed.
@@ -111,8 +111,10 @@ def load_tokenizer(source: str | Path, role: str = "teacher"):
     except ImportError as error:
         reason = " ".join(str(error).split())
         named = reason.split(" but ")[0] if " requires " in reason else reason[:200]
-        raise UserError(f"{role} {str(source)!r}: {named}, which is not installed; pip install sentencepiece "
-                        "(or pip install 'shrinktune[translation]') on every node, then run again.") from None
+        fix = ("pip install sentencepiece (or pip install 'shrinktune[translation]')" if "sentencepiece" in
+               reason.lower() else "install the package it names")
+        raise UserError(f"{role} {str(source)!r}: {named}, which is not installed; {fix} on every node, then run "
+                        "again.") from None
 
 
 def _load_weight_compressed(source: str, config, structure: dict):

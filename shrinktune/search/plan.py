@@ -151,7 +151,7 @@ def teacher_shape(teacher: str) -> tuple[int, int, int]:
 
 def check_teacher_tokenizer(teacher: str) -> None:
     """Loads the teacher's tokenizer before Ray starts, so that one needing a package this machine lacks
-    (sentencepiece for Marian, T5, Pegasus) is one line now, not a failed teacher preparation later."""
+    (sentencepiece for Marian) is one line now, not a failed teacher preparation later."""
     if teacher == EMBEDDED_TEACHER:
         return
     from shrinktune.models.teacher import load_tokenizer  # lazy: torch, for a search that gets this far
