@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform as host
+import re
 import statistics
 import sys
 import time
@@ -39,9 +40,25 @@ from shrinktune.search import trial as T
 from shrinktune.search.space import resolve_space_path
 from shrinktune.settings import EvaluationSettings
 
-SHAPES = [  # (decoder width ÷ the teacher's, decoder layers, shortlist): 384 wide → 192, 96, 384
-    (2, 1, False), (2, 1, True), (2, 2, False), (2, 2, True), (4, 1, True), (1, 1, False), (1, 2, False),
+SHAPES = [  # (decoder width ÷ the teacher's, decoder layers, shortlist, encoder layers or None = the teacher's)
+    (2, 1, False, None), (2, 1, True, None), (2, 2, False, None), (2, 2, True, None), (4, 1, True, None),
+    (1, 1, False, None), (1, 2, False, None),
 ]
+SHAPE = re.compile(r"^/(?P<fraction>\d+)x(?P<layers>\d+)(?P<short>s?)(?:e(?P<encoder>\d+))?$")
+
+
+def parse_shapes(text: str) -> list[tuple[int, int, bool, int | None]]:
+    """`--shapes`: comma-separated `/FRACTIONxLAYERS[s][eENCODER]`, e.g. `/4x1s,/4x1se5` = a quarter of the
+    teacher's width, one decoder layer, shortlisted, with the teacher's encoder or its first 5 layers."""
+    shapes = []
+    for item in text.split(","):
+        match = SHAPE.match(item.strip())
+        if match is None:
+            raise SystemExit(f"--shapes: {item!r} is not /FRACTIONxLAYERS[s][eENCODER] (e.g. /4x1s or /4x1se5)")
+        encoder = match["encoder"]
+        shapes.append((int(match["fraction"]), int(match["layers"]), bool(match["short"]),
+                       int(encoder) if encoder else None))
+    return shapes
 
 
 def _parse(argv):
@@ -53,6 +70,9 @@ def _parse(argv):
     parser.add_argument("--rounds-cap", type=float, default=20.0, help="seconds of rounds per speed-up")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", default=os.environ.get("SHRINKTUNE_CACHE", str(Path.home() / ".cache/shrinktune")))
+    parser.add_argument("--shapes", type=parse_shapes, default=SHAPES,
+                        help="students to time: /FRACTIONxLAYERS[s][eENCODER], comma-separated (default: the hour "
+                             "space's shapes)")
     parser.add_argument("--out", default=None)
     return parser.parse_args(argv)
 
@@ -93,19 +113,20 @@ def main(argv: list[str] | None = None) -> None:
     encoder_config, decoder_config = half_configs(teacher)
     width = getattr(encoder_config, family_of(encoder_config).width)
     models = {f"teacher ({width} × {depth(decoder_config, 'decoder')})": teacher}
-    for fraction, layers, short in SHAPES:
+    for fraction, layers, short, encoder_layers in args.shapes:
         latent = width // fraction
         if latent < width:
             torch.manual_seed(0)
             ae = Autoencoder(width, latent)
             student = build_student(teacher, latent_dim=latent, decoder_layers=layers, bottleneck=ae.encoder,
-                                    bottleneck_spec=ae.spec, decoder_ffn="scaled")
+                                    bottleneck_spec=ae.spec, decoder_ffn="scaled", encoder_layers=encoder_layers)
         else:
-            student = build_student(teacher, decoder_layers=layers)
+            student = build_student(teacher, decoder_layers=layers, encoder_layers=encoder_layers)
         if short:
             shortlist_output(student, shortlist)
         generation.apply(student)
-        models[f"{latent} × {layers}" + (", shortlist" if short else "")] = student.eval()
+        name = f"{latent} × {layers}" + (", shortlist" if short else "")
+        models[name + (f", encoder {encoder_layers}" if encoder_layers else "")] = student.eval()
 
     encoder_of = {name: encoder_module(m) if name.startswith("teacher") else m.get_encoder()
                   for name, m in models.items()}

@@ -198,3 +198,17 @@ def test_heads_bench_splits_a_summarys_time_and_times_each_shape_against_the_tea
     assert rows[0]["speed-up (IQR, rounds)"] == "1.00x" and all(row["speed-up (IQR, rounds)"].endswith(")")
                                                                 for row in rows[1:])
     assert int(rows[2]["LM head rows"]) < int(rows[1]["LM head rows"]) == 30522
+
+
+def test_heads_bench_times_students_with_a_shallower_encoder(tmp_path, tiny_teacher_dir):
+    out = tmp_path / "heads.md"
+    done = subprocess.run([sys.executable, "bench/heads.py", "--teacher", str(tiny_teacher_dir), "--samples", "1",
+                           "--repeats", "1", "--rounds-cap", "1", "--threads", "1", "--cache", str(tmp_path / "cache"),
+                           "--shapes", "/2x1s,/2x1se2", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = next(iter(markdown_tables(out.read_text()).values()))
+    assert [row["model"] for row in rows] == ["teacher (32 × 3)", "16 × 1, shortlist", "16 × 1, shortlist, encoder 2"]
+    bad = subprocess.run([sys.executable, "bench/heads.py", "--shapes", "/2x1q"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode != 0 and "--shapes: '/2x1q' is not /FRACTIONxLAYERS[s][eENCODER]" in bad.stderr
