@@ -194,9 +194,9 @@ def get_task(spec: str | dict) -> Task:
         fields["summary_column"] = spec.get("label_column", spec.get("summary_column", "label"))
     if "labels" in fields:
         fields["labels"] = tuple(fields["labels"])
-    if "splits" in fields:
-        fields["splits"] = tuple(fields["splits"].items())
     base = TASKS[spec["base"]] if spec.get("base") else None
+    if "splits" in fields:  # on top of the base's: a base reading validation from train keeps its train slice
+        fields["splits"] = tuple({**dict(base.splits if base else ()), **fields["splits"]}.items())
     if base is None:
         return Task(**{"name": "custom", "description": f"{kind} on {spec['dataset']}", **fields})
     return replace(base, **{"description": f"{base.description}, as the space file sets it", **fields})

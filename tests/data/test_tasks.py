@@ -87,3 +87,6 @@ def test_a_dataset_of_one_split_is_sliced_into_three(tmp_path):
         "train": [f"line {i}" for i in range(4, 10)]}
     assert dict(get_task("opus_books-en-fr").splits) == {
         "validation": "train[:1000]", "test": "train[1000:2000]", "train": "train[2000:]"}
+    # A mapping on the base changes the splits it names and keeps the others (train never swallows validation).
+    assert dict(get_task({"base": "opus_books-en-fr", "splits": {"validation": "train[:500]"}}).splits) == {
+        "validation": "train[:500]", "test": "train[1000:2000]", "train": "train[2000:]"}
