@@ -254,6 +254,9 @@ class EvaluationSettings:
     latency_cap_s: float = number(60, "... or for at most this many seconds per architecture", above=0)
     recheck_samples: int = integer(
         500, "validation pairs the final front is re-checked on (the whole split when fewer; 0 = no re-check)", low=0)
+    recheck_near: int = integer(
+        2, "beside the front, re-check up to this many trials that would be on it were their in-search quality at "
+        "the top of its 95 % interval (highest first; 0 = the front alone)", low=0)
     runtime: str = choice(
         "eager", "how generation runs: transformers' `generate`, or greedy with static caches and a compiled decoder "
         "step (a CUDA graph on GPUs; token-identical; greedy only)", ("eager", "compiled"))

@@ -1,5 +1,6 @@
 """The benchmark scripts under bench/ run end to end in their --smoke mode and write their results file."""
 
+import json
 import math
 import re
 import subprocess
@@ -212,3 +213,59 @@ def test_heads_bench_times_students_with_a_shallower_encoder(tmp_path, tiny_teac
     bad = subprocess.run([sys.executable, "bench/heads.py", "--shapes", "/2x1q"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode != 0 and "--shapes: '/2x1q' is not /FRACTIONxLAYERS[s][eENCODER]" in bad.stderr
+
+
+def test_strategies_smoke_runs_both_strategies_side_by_side_under_one_budget(tmp_path):
+    out, keep = tmp_path / "strategies.md", tmp_path / "records"
+    done = subprocess.run([sys.executable, "bench/strategies.py", "--smoke", "--seeds", "0", "--keep", str(keep),
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    assert f"Command: `python bench/strategies.py --smoke --seeds 0 --keep {keep} --out {out}`" in text
+    assert "torch threads 1" in text and "- Date: " in text
+    records = {path.stem: json.loads(path.read_text()) for path in keep.glob("*.json")}
+    assert set(records) == {"default-0", "random-0"}
+    default, rand = records["default-0"], records["random-0"]
+    assert default["threads"] == rand["threads"] == 1 and default["budget_s"] == rand["budget_s"] == 20
+    # the default strategy tries the space's enqueued configuration first; random search draws from its start
+    assert default["enqueued"] == 1 and default["trials"][0]["config"]["latent_dim"] == 16
+    assert default["trials"][0]["config"]["learning_rate"] == 1.0e-3 and default["prescreen_ceiling"] == 1.1
+    assert rand["enqueued"] == 0 and rand["prescreen_ceiling"] is None and rand["sampler"] == "random"
+    for record in records.values():
+        assert record["trials"], "no trial ran"
+        assert all(t["start_s"] <= record["budget_s"] for t in record["trials"])  # none starts after the budget
+        assert all(t["status"] in ("complete", "screened", "failed", "cut") for t in record["trials"])
+    tables = markdown_tables(text)
+    over_time = next(rows for title, rows in tables.items() if title.startswith("Hypervolume after t minutes"))
+    per_seed = next(rows for title, rows in tables.items() if title.startswith("Per seed"))
+    assert [row["strategy"] for row in over_time] == ["default", "random"]
+    for row in over_time:
+        values = [float(row[k]) for k in row if k.startswith("t=")]
+        assert values == sorted(values) and all(v >= 0 for v in values)  # hypervolume never falls
+        final = next(r for r in per_seed if r["strategy"] == row["strategy"])
+        assert abs(float(final["hypervolume"]) - values[-1]) < 1e-4
+    assert re.search(r"\*\*Reading:\*\* at 0\.333 minutes the default strategy's mean hypervolume is \d+\.\d\dx", text)
+    # the table is re-made from the kept records alone
+    again = tmp_path / "again.md"
+    done = subprocess.run([sys.executable, "bench/strategies.py", "--report", *map(str, sorted(keep.glob("*.json"))),
+                           "--out", str(again)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert markdown_tables(again.read_text())[next(t for t in tables if t.startswith("Per seed"))] == per_seed
+
+
+def test_strategies_hypervolume_counts_only_trials_finished_by_then_above_the_floor():
+    sys.path.insert(0, str(ROOT))
+    from bench.strategies import hypervolume_at, points_by
+
+    def trial(end, r1, ms, mb, status="complete"):
+        return {"status": status, "end_s": end, "metrics": {"rouge1": r1, "latency_ms": ms, "train_peak_mb": mb}}
+
+    record = {"objectives": {"rouge1": "max", "latency_ms": "min", "train_peak_mb": "min"},
+              "reference": {"rouge1": 0.3, "latency_ms": 100.0, "train_peak_mb": 100.0}, "quality_floor": 0.5,
+              "constraints": {},
+              "trials": [trial(10, 0.3, 50, 50), trial(20, 0.1, 10, 10),  # the second under the floor (0.15)
+                         trial(30, 0.3, 25, 50), {"status": "screened", "end_s": 5}]}
+    assert points_by(record, 9) == []
+    assert len(points_by(record, 10)) == 1 and len(points_by(record, 25)) == 1 and len(points_by(record, 30)) == 2
+    assert hypervolume_at(record, 10) == 0.5 * 0.5
+    assert abs(hypervolume_at(record, 30) - 0.75 * 0.5) < 1e-12  # 1 x (1 - 0.25) x (1 - 0.5)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shrinktune.front import dominates
 from shrinktune.measure.intervals import Aggregate, mean_of_first, paired_statistic_difference
 
 
@@ -17,6 +18,32 @@ def below_floor(row: dict, reference: dict, floor: float, metric: str = "rouge1"
         return False
     value = row.get(metric)
     return value is None or value < floor * teacher
+
+
+def near_front(rows: list[dict], front: list[int], eligible: list[int], objectives: dict[str, str], metric: str,
+               limit: int) -> list[int]:
+    """Trials off the front that their in-search interval does not rule off it, up to `limit`, highest upper bound
+    first: with `metric` at the top of the trial's 95 % interval (`<metric>_high`) and every other trial at its
+    estimate, no eligible trial dominates it.
+
+    A front chosen on a few pairs misses a student whose quality was underestimated by chance; re-checking these
+    beside the members lets the front chosen on the re-checked numbers include it.
+
+    Args:
+        rows: every finished trial's metrics; `front` and `eligible` index them.
+        metric: the quality objective (a `max` one) whose interval is used; none is used when it is not an
+            objective or a row has no `<metric>_high`.
+    """
+    if limit < 1 or objectives.get(metric) != "max":
+        return []
+    candidates = []
+    for i in eligible:
+        if i in front or not isinstance(rows[i].get(f"{metric}_high"), int | float):
+            continue
+        best = {**rows[i], metric: max(rows[i][metric], rows[i][f"{metric}_high"])}
+        if not any(dominates(rows[j], best, objectives) for j in eligible if j != i):
+            candidates.append(i)
+    return sorted(candidates, key=lambda i: -rows[i][f"{metric}_high"])[:limit]
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from shrinktune.models.generation import GenerationSettings
 from shrinktune.search.callbacks import MlflowTrialLogger, error_summary
 from shrinktune.search.cluster import bind_local_ray, leave_uploaded_copy, submitted_working_dir
 from shrinktune.search.faults import FAULTS_ENV, Fault, inject_fault
-from shrinktune.search.pareto import below_floor, indistinct_members
+from shrinktune.search.pareto import below_floor, indistinct_members, near_front
 from shrinktune.search.plan import GPU_STEPS, SearchPlan, check_gpus_per_trial, release
 from shrinktune.search.prescreen import CostPreScreen, screened
 from shrinktune.search.samplers import make_searcher
@@ -335,12 +335,20 @@ def _front(outcome: SearchOutcome, space: SearchSpace, indices) -> list[int]:
 def _recheck(ray, outcome: SearchOutcome, space: SearchSpace, context: TrialContext, tracker: SearchTracker,
              cpus: float, gpus: float) -> None:
     """Re-measures the teacher and the front at high fidelity (`recheck_front`, in a Ray task with a trial's
-    resources), recomputes the front on those numbers among the re-checked members, and flags members whose
+    resources) — with up to `evaluation.recheck_near` trials beside it whose in-search quality interval reaches it
+    (`near_front`) —, recomputes the front on those numbers among the re-checked trials, and flags members whose
     quality is not told apart from a cheaper member's. The in-search numbers stay in MLflow as `search_*`."""
     finished = outcome.finished
     members = [i for i in outcome.front if finished[i].checkpoint]
     if not members or context.evaluation.recheck_samples < 1:
         return
+    near = [i for i in near_front([r.metrics for r in finished], outcome.front,
+                                  _eligible(outcome, space, range(len(finished))), space.objectives, outcome.quality,
+                                  context.evaluation.recheck_near) if finished[i].checkpoint]
+    if near:
+        logger.info("re-checking beside the front %d trial(s) whose in-search %s interval reaches it: %s", len(near),
+                    outcome.quality, ", ".join(finished[i].trial_id for i in near))
+        members += near
     remote = ray.remote(recheck_front).options(num_cpus=cpus, num_gpus=gpus)
     checked = ray.get(remote.remote(context, {finished[i].trial_id: finished[i].checkpoint for i in members}))
     tracker.log_recheck_reference(outcome.reference, checked.teacher)

@@ -2,6 +2,7 @@
 high fidelity (new numbers under their names, the search's as search_*), and flags of members whose quality is not
 told apart from a cheaper member's. Ray and the trial are stood in for; MLflow is real (a sqlite file)."""
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -158,3 +159,38 @@ def test_a_screened_draw_is_counted_apart_and_one_stopped_by_the_budget_after_it
     assert [outcome.finished[i].trial_id for i in outcome.front] == ["trained"]
     run = _runs(tracker)["screened"]
     assert run.info.status == "KILLED" and run.data.tags["shrinktune.screened"] == "true"
+
+
+def test_recheck_takes_a_trial_beside_the_front_whose_interval_reaches_it_and_it_can_join(tmp_path, monkeypatch):
+    """'near' was dominated in-search by 'b' (60 pairs' luck), but its R-1 interval reaches the front: it is
+    re-checked beside the members and, better on the re-check, it is on the final front; 'far' is not re-checked."""
+    results = [_result("a", 0.26, 500, tmp_path), _result("b", 0.25, 300, tmp_path),
+               _result("near", 0.245, 320, tmp_path), _result("far", 0.20, 600, tmp_path)]
+    for result, high in zip(results, (0.28, 0.27, 0.27, 0.22)):
+        result.metrics["rouge1_high"] = high
+    space = _space(tmp_path)
+    tracker = _search(tmp_path, space, results)
+    outcome = _outcome(results, "s", 4, tracker, space, dict(TEACHER))
+    assert sorted(outcome.finished[i].trial_id for i in outcome.front) == ["a", "b"]
+    stats = {name: [[0.25]] * 30 for name in ("teacher", "a", "b", "near")}
+    checked = Recheck(teacher={**TEACHER, "eval_samples": 30},
+                      members={name: {"rouge1": r1, "latency_ms": ms, "eval_samples": 30} for name, r1, ms in (
+                          ("a", 0.255, 500.0), ("b", 0.240, 300.0), ("near", 0.258, 320.0))},
+                      pair_stats=stats, groups=[f"p{i}" for i in range(30)])
+    seen = {}
+
+    def fake_recheck(ctx, checkpoints):
+        seen.update(checkpoints)
+        return checked
+
+    monkeypatch.setattr(runner, "recheck_front", fake_recheck)
+    context = TrialContext(task="summarization", teacher_dir="t", cache_root=str(tmp_path), reference=dict(TEACHER))
+    _recheck(_FakeRay(), outcome, space, context, tracker, 1, 0)
+    assert set(seen) == {"a", "b", "near"}
+    assert sorted(outcome.finished[i].trial_id for i in outcome.front) == ["b", "near"]  # near dominates a now
+    assert _runs(tracker)["near"].data.tags["shrinktune.rechecked"] == "30"
+    off = _outcome(results, "s", 4, tracker, space, dict(TEACHER))
+    seen.clear()
+    no_near = replace(context, evaluation=replace(context.evaluation, recheck_near=0))
+    _recheck(_FakeRay(), off, space, no_near, tracker, 1, 0)
+    assert set(seen) == {"a", "b"}

@@ -25,7 +25,7 @@ def test_front_keeps_trade_offs_and_drops_dominated():
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from shrinktune.search.pareto import below_floor, indistinct_members  # noqa: E402
+from shrinktune.search.pareto import below_floor, indistinct_members, near_front  # noqa: E402
 
 
 def test_below_floor_compares_with_a_fraction_of_the_teacher():
@@ -112,3 +112,30 @@ def test_without_a_cost_objective_nothing_is_cheaper():
     rows, scores = _members()
     same = {"a": scores["b"], "b": scores["b"]}
     assert indistinct_members(["a", "b"], rows, {"rouge1": "max"}, same, PAIR_GROUPS) == {}
+
+
+OBJ = {"rouge1": "max", "latency_ms": "min"}
+
+
+def _row(r1, high, ms):
+    return {"rouge1": r1, "rouge1_high": high, "latency_ms": ms}
+
+
+def test_near_front_takes_a_trial_its_interval_puts_on_the_front_and_leaves_one_it_does_not():
+    rows = [_row(0.26, 0.28, 500), _row(0.25, 0.27, 300),  # the front
+            _row(0.245, 0.265, 320),  # dominated by 1 at its estimate, not at the top of its interval
+            _row(0.20, 0.22, 600),  # dominated by 0 even at its best
+            _row(0.24, 0.275, 310)]  # like 2, with a higher upper bound: first
+    front = pareto_front(rows, OBJ)
+    assert front == [0, 1]
+    assert near_front(rows, front, list(range(5)), OBJ, "rouge1", limit=5) == [4, 2]
+    assert near_front(rows, front, list(range(5)), OBJ, "rouge1", limit=1) == [4]
+    assert near_front(rows, front, list(range(5)), OBJ, "rouge1", limit=0) == []
+    assert near_front(rows, front, [0, 1, 3, 4], OBJ, "rouge1", limit=5) == [4]  # only eligible trials count
+
+
+def test_near_front_needs_the_quality_interval_and_a_max_quality_objective():
+    rows = [_row(0.26, 0.28, 500), {"rouge1": 0.245, "latency_ms": 520}]  # the second has no interval
+    assert near_front(rows, [0], [0, 1], OBJ, "rouge1", limit=2) == []
+    assert near_front([_row(0.26, 0.28, 500), _row(0.245, 0.3, 520)], [0], [0, 1], {"latency_ms": "min"},
+                      "rouge1", limit=2) == []
