@@ -12,7 +12,7 @@ no MLflow) with the search's own pieces, on its own empty cache (it pays for its
 latency measurements as a first search does); its clock starts once its teacher is prepared and measured:
 
 - **default**: what `python -m platform.search <space>` does with `search.trials: --trials` and
-  `search.time_budget_s: --minutes`: the space's sampler (`make_sampler`) with the search's start-up rule
+  `search.time_budget_s: --minutes` (a study ends at whichever comes first): the space's sampler (`make_sampler`) with the search's start-up rule
   (`search.random_trials`), the space's enqueued configurations first, and the cost pre-screen (`search.prescreen`:
   a draw whose untrained costs a trained student dominates at `prescreen_ceiling` × the teacher's quality is told
   to Optuna as pruned before it trains, as `CostPreScreen` does).
@@ -318,8 +318,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=_list, default=(0, 1, 2), help="sampler seeds (default 0,1,2)")
     parser.add_argument("--minutes", type=float, default=None, help="wall-clock budget per run (default 30)")
     parser.add_argument("--trials", type=int, default=None,
-                        help="the default strategy's planned trials, which set its start-up trials as the search's "
-                        "rule does (default 30; no run reaches it in the budget)")
+                        help="both studies' `search.trials`: each ends at this many trials (or at the budget), and "
+                        "the default strategy's start-up trials follow from it by the search's rule (default 30)")
     parser.add_argument("--out", type=Path, default=None, help="results file (default bench/strategies.md)")
     parser.add_argument("--keep", type=Path, default=None, help="folder for the runs' JSON records (default: temp)")
     parser.add_argument("--report", type=Path, nargs="+", default=None, help="write the table from these records")
