@@ -12,10 +12,10 @@ no MLflow) with the search's own pieces, on its own empty cache (it pays for its
 latency measurements as a first search does); its clock starts once its teacher is prepared and measured:
 
 - **default**: what `python -m platform.search <space>` does with `search.trials: --trials` and
-  `search.time_budget_s: --minutes` (a study ends at whichever comes first): the space's sampler (`make_sampler`) with the search's start-up rule
-  (`search.random_trials`), the space's enqueued configurations first, and the cost pre-screen (`search.prescreen`:
-  a draw whose untrained costs a trained student dominates at `prescreen_ceiling` × the teacher's quality is told
-  to Optuna as pruned before it trains, as `CostPreScreen` does).
+  `search.time_budget_s: --minutes` (a study ends at whichever comes first): the space's sampler (`make_sampler`)
+  with the search's start-up rule (`search.random_trials`), the space's enqueued configurations first, and the cost
+  pre-screen (`search.prescreen`: a draw whose untrained costs a trained student dominates at `prescreen_ceiling` ×
+  the teacher's quality is told to Optuna as pruned before it trains, as `CostPreScreen` does).
 - **random**: Optuna's `RandomSampler` with the same seed over the same space; no enqueued configurations, no
   pre-screen.
 
