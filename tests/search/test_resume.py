@@ -222,7 +222,10 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, tiny
     """Stopped while its teacher is prepared, then killed after its first trial, the search resumes each time and
     ends with every trial exactly once."""
     early = tmp_path / "early.log"
-    code = _stop_early(_command(tmp_path, tiny_teacher_dir, shared_cache, 2, "--name", "killed"), early)
+    # A cache of its own, empty: the teacher's preparation then lasts seconds and the Ctrl-C lands while the driver
+    # waits on it. On the warm shared cache it can end within the 0.2 s the test takes to send it, and a Ctrl-C that
+    # arrives as `ray.get` returns was seen lost (the search then ran to its end).
+    code = _stop_early(_command(tmp_path, tiny_teacher_dir, tmp_path / "early-cache", 2, "--name", "killed"), early)
     assert code == 130, early.read_text()[-3000:]
     assert "search killed interrupted before its trials ended" in early.read_text()
     assert "--resume killed" in early.read_text()
