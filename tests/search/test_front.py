@@ -59,6 +59,18 @@ def _search(tmp_path, space, results):
     return tracker
 
 
+def _stand_in_recheck(monkeypatch, checked: Recheck) -> dict:
+    """Makes the runner's `recheck_front` return `checked`; returns the checkpoints it is asked about, as it is."""
+    seen: dict = {}
+
+    def fake_recheck(ctx, checkpoints):
+        seen.update(checkpoints)
+        return checked
+
+    monkeypatch.setattr(runner, "recheck_front", fake_recheck)
+    return seen
+
+
 def _runs(tracker) -> dict:
     return {r.data.tags["shrinktune.trial"]: r for r in tracker.client.search_runs(
         [tracker.experiment_id()], filter_string="tags.`shrinktune.kind` = 'trial'")}
@@ -112,13 +124,7 @@ def test_recheck_replaces_the_numbers_keeps_the_search_ones_and_flags_indistinct
                     "a": [[x + noise] for x, noise in zip(base, np.random.default_rng(0).normal(0, .02, 30))],
                     "b": [[x] for x in base], "c": [[x - 0.1] for x in base]},
         groups=groups)
-    seen = {}
-
-    def fake_recheck(ctx, checkpoints):
-        seen.update(checkpoints)
-        return checked
-
-    monkeypatch.setattr(runner, "recheck_front", fake_recheck)
+    seen = _stand_in_recheck(monkeypatch, checked)
     context = TrialContext(task="summarization", teacher_dir="t", cache_root=str(tmp_path), reference=dict(TEACHER))
     _recheck(_FakeRay(), outcome, space, context, tracker, 1, 0)
     assert set(seen) == {"a", "b", "c"}
@@ -177,13 +183,7 @@ def test_recheck_takes_a_trial_beside_the_front_whose_interval_reaches_it_and_it
                       members={name: {"rouge1": r1, "latency_ms": ms, "eval_samples": 30} for name, r1, ms in (
                           ("a", 0.255, 500.0), ("b", 0.240, 300.0), ("near", 0.258, 320.0))},
                       pair_stats=stats, groups=[f"p{i}" for i in range(30)])
-    seen = {}
-
-    def fake_recheck(ctx, checkpoints):
-        seen.update(checkpoints)
-        return checked
-
-    monkeypatch.setattr(runner, "recheck_front", fake_recheck)
+    seen = _stand_in_recheck(monkeypatch, checked)
     context = TrialContext(task="summarization", teacher_dir="t", cache_root=str(tmp_path), reference=dict(TEACHER))
     _recheck(_FakeRay(), outcome, space, context, tracker, 1, 0)
     assert set(seen) == {"a", "b", "near"}
