@@ -48,10 +48,10 @@ import torch  # noqa: E402
 
 from bench.compression import machine_lines  # noqa: E402
 from bench.parts import fail  # noqa: E402
+from bench.search import FailedTrial, _list, load_run, mean_std, seed_everything, trial_config  # noqa: E402
 from bench.search import Settings as SearchBenchSettings  # noqa: E402
-from bench.search import load_run, seed_everything, trial_config  # noqa: E402
 from shrinktune.errors import ConfigError, UserError  # noqa: E402
-from shrinktune.front import hypervolume  # noqa: E402
+from shrinktune.front import hypervolume, pareto_front  # noqa: E402
 from shrinktune.search.pareto import below_floor  # noqa: E402
 from shrinktune.search.prescreen import screen  # noqa: E402
 from shrinktune.search.samplers import make_sampler  # noqa: E402
@@ -69,10 +69,6 @@ class Screened(Exception):
 
 class OutOfTime(Exception):
     """The budget ran out while the trial trained."""
-
-
-class Failed(Exception):
-    """`run_configuration` could not finish the trial (impossible configuration, non-finite metrics)."""
 
 
 def run_strategy(strategy: str, seed: int, budget_s: float, trials: int, space_name: str | None, threads: int,
@@ -151,13 +147,13 @@ def run_strategy(strategy: str, seed: int, budget_s: float, trials: int, space_n
             if entry["status"] == "screened" or entry["status"] == "cut":
                 raise optuna.TrialPruned(entry["why"])  # as the search tells Optuna a draw stopped before training
             if entry["status"] == "failed":
-                raise Failed(entry["why"])
+                raise FailedTrial(entry["why"])
             for name, value in zip(constraint_names(space.constraints),
                                    constraint_violations(space.constraints, metrics)):
                 trial.set_constraint(name, value)
             return tuple(float(metrics[m]) for m in space.objectives)
 
-        study.optimize(objective, n_trials=trials, timeout=budget_s, catch=(Failed,))
+        study.optimize(objective, n_trials=trials, timeout=budget_s, catch=(FailedTrial,))
         record["wall_s"] = elapsed()
         out.write_text(json.dumps(record, indent=1))
 
@@ -175,12 +171,6 @@ def points_by(record: dict, t: float) -> list[dict]:
 
 def hypervolume_at(record: dict, t: float) -> float:
     return hypervolume(points_by(record, t), record["objectives"], record["reference"])
-
-
-def mean_std(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
 def describe(config: dict) -> str:
@@ -259,7 +249,6 @@ def report(records: list[dict], command: str) -> list[str]:
     lines += ["", "## The fronts at the budget", "",
               "| seed | strategy | trial | configuration | R-1 / teacher | speed-up | train memory / teacher |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
-    from shrinktune.front import pareto_front
     for seed in seeds:
         for strategy in strategies:
             r = by[(strategy, seed)]
@@ -304,18 +293,11 @@ def run_pairs(args: argparse.Namespace, keep: Path) -> list[Path]:
     return files
 
 
-def _list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default=None, help="search-space name or path (default summarization)")
-    parser.add_argument("--seeds", type=_list, default=(0, 1, 2), help="sampler seeds (default 0,1,2)")
+    parser.add_argument("--seeds", type=_list(int), default=(0, 1, 2), help="sampler seeds (default 0,1,2)")
     parser.add_argument("--minutes", type=float, default=None, help="wall-clock budget per run (default 30)")
     parser.add_argument("--trials", type=int, default=None,
                         help="both studies' `search.trials`: each ends at this many trials (or at the budget), and "

@@ -30,12 +30,14 @@ def near_front(rows: list[dict], front: list[int], eligible: list[int], objectiv
     beside the members lets the front chosen on the re-checked numbers include it.
 
     Args:
-        rows: every finished trial's metrics; `front` and `eligible` index them.
+        rows: every finished trial's metrics; `front` and `eligible` index them (rows missing an objective are
+            left out, as `pareto_front` leaves them out).
         metric: the quality objective (a `max` one) whose interval is used; none is used when it is not an
             objective or a row has no `<metric>_high`.
     """
     if limit < 1 or objectives.get(metric) != "max":
         return []
+    eligible = [i for i in eligible if all(rows[i].get(m) is not None for m in objectives)]
     candidates = []
     for i in eligible:
         if i in front or not isinstance(rows[i].get(f"{metric}_high"), int | float):

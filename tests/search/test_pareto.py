@@ -131,6 +131,8 @@ def test_near_front_takes_a_trial_its_interval_puts_on_the_front_and_leaves_one_
     assert near_front(rows, front, list(range(5)), OBJ, "rouge1", limit=5) == [4, 2]
     assert near_front(rows, front, list(range(5)), OBJ, "rouge1", limit=1) == [4]
     assert near_front(rows, front, list(range(5)), OBJ, "rouge1", limit=0) == []
+    missing = [*rows, {"rouge1": 0.3, "rouge1_high": 0.4}]  # no latency: neither a candidate nor a dominator
+    assert near_front(missing, front, list(range(6)), OBJ, "rouge1", limit=5) == [4, 2]
     assert near_front(rows, front, [0, 1, 3, 4], OBJ, "rouge1", limit=5) == [4]  # only eligible trials count
 
 
