@@ -276,7 +276,7 @@ class SearchSettings:
                           SAMPLERS)
     startup_trials: int | None = integer(
         None, "trials drawn at random (enqueued ones included) before the sampler models the results: TPE's and the "
-        "GP's start-up, NSGA-II's population (default: a quarter of `trials`, 2 to 10)", low=1, optional=True)
+        "GP's start-up, NSGA-II's population (default: a quarter of `trials`, 2 to 5)", low=1, optional=True)
     trials: int = integer(6, "trials to run", low=1)
     max_concurrent: int = integer(1, "trials at once (more share the cores and distort latency on one machine)",
                                   low=1)
@@ -301,10 +301,11 @@ class SearchSettings:
     @property
     def random_trials(self) -> int:
         """`startup_trials`, or its default: Optuna's own (10 for TPE and the GP) only pays off in long searches;
-        in a 4-trial one it would leave nothing to model."""
+        in a 4-trial one it would leave nothing to model. At most 5: a trial here costs minutes, and `trials` is
+        often a cap under `time_budget_s` rather than what runs (bench/strategies.md measured TPE after 5)."""
         if self.startup_trials is not None:
             return self.startup_trials
-        return max(2, min(10, -(-self.trials // 4)))
+        return max(2, min(5, -(-self.trials // 4)))
 
 
 def _groups() -> dict[str, type]:

@@ -47,7 +47,7 @@ def test_make_sampler_by_name():
         make_sampler("nsga2", 0, startup_trials=1)
 
 
-@pytest.mark.parametrize("trials, startup", [(1, 2), (4, 2), (12, 3), (30, 8), (100, 10)])
+@pytest.mark.parametrize("trials, startup", [(1, 2), (4, 2), (12, 3), (20, 5), (30, 5), (100, 5)])
 def test_samplers_model_results_after_a_quarter_of_a_short_search(trials, startup):
     assert SearchSettings(trials=trials).random_trials == startup
     assert SearchSettings(trials=trials, startup_trials=5).random_trials == 5
