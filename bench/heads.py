@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             student = build_student(teacher, decoder_layers=layers, encoder_layers=encoder_layers)
         if short:
-            shortlist_output(student, shortlist)
+            student = shortlist_output(student, shortlist)
         generation.apply(student)
         name = f"{latent} × {layers}" + (", shortlist" if short else "")
         models[name + (f", encoder {encoder_layers}" if encoder_layers else "")] = student.eval()

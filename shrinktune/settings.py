@@ -232,8 +232,9 @@ class TrialSettings:
         0, "pseudo_labels: also train on the teacher's summaries of up to this many windows of each training "
         "document's text beyond the input (its title + 0.7 words per source token; 0 = off)", low=0)
     output_vocab: str = choice(
-        "full", "a narrow decoder's LM head scores every token, or only the training text's (a shortlist: a smaller "
-        "matrix read per step; same-width students keep the teacher's head)", ("full", "training"))
+        "full", "the student's LM head scores every token, or only the training text's (a shortlist: a smaller "
+        "matrix read per step; narrow students and same-width bert2bert ones; same-width BART, T5 and Pegasus "
+        "students keep the teacher's head)", ("full", "training"))
 
     def __post_init__(self):
         check(self)

@@ -283,14 +283,20 @@ def _latent_student(teacher, latent_dim, enc_kept, dec_depth, bottleneck, bottle
     return student
 
 
-def shortlist_output(student: LatentEncoderDecoderModel, ids: list[int]) -> LatentEncoderDecoderModel:
-    """Gives a narrow student an LM head over `ids` alone (`ShortlistHead`), its rows those of the current head
-    (the teacher's word vectors projected to the latent width, for a student `build_student` just made). The
-    head is no longer tied to the word embeddings; the shortlist is saved in the config, so the checkpoint loads
-    with `from_pretrained` as it is. Only `LatentEncoderDecoderModel`s (narrow decoders) take a shortlist."""
-    if not isinstance(student, LatentEncoderDecoderModel):
-        raise ConfigError("an output shortlist needs a narrow decoder (latent_dim below the encoder width); "
-                          "set output_vocab: full for same-width students.")
+def shortlist_output(student: EncoderDecoderModel, ids: list[int]) -> LatentEncoderDecoderModel:
+    """Gives a student an LM head over `ids` alone (`ShortlistHead`), its rows those of the current head (the
+    teacher's word vectors projected to the latent width, for a narrow student `build_student` just made; the
+    teacher's own rows for a same-width one). The head is no longer tied to the word embeddings; the shortlist is
+    saved in the config, so the checkpoint loads with `from_pretrained` as it is. `LatentEncoderDecoderModel`s
+    (narrow decoders) take a shortlist, and same-width bert2bert students (`EncoderDecoderModel`), returned
+    re-housed in one without a bottleneck; BART, T5 and Pegasus same-width students keep their class and head.
+    Use the returned model."""
+    if not takes_shortlist(student):
+        raise ConfigError(f"an output shortlist needs a narrow decoder (latent_dim below the encoder width) or a "
+                          f"bert2bert student; this {type(student).__name__} student has neither: set output_vocab: "
+                          "full for it.")
+    if not isinstance(student, LatentEncoderDecoderModel):  # a same-width bert2bert student: its modules re-housed
+        student = _rehoused(student)
     ids = sorted(set(int(i) for i in ids))
     full = student.decoder.get_output_embeddings()
     with torch.no_grad():
@@ -307,6 +313,33 @@ def shortlist_output(student: LatentEncoderDecoderModel, ids: list[int]) -> Late
     student.config.output_vocab = ids
     student.config.student = {**(student.config.student or {}), "output_vocab": len(ids)}
     return student
+
+
+def takes_shortlist(student) -> bool:
+    """Whether `shortlist_output` can give `student` a shortlisted head: a narrow student, or a same-width
+    bert2bert one."""
+    return isinstance(student, LatentEncoderDecoderModel) or type(student) is EncoderDecoderModel
+
+
+def _rehoused(student: EncoderDecoderModel) -> LatentEncoderDecoderModel:
+    """A same-width `EncoderDecoderModel` student as a `LatentEncoderDecoderModel` without a bottleneck: the same
+    encoder and decoder modules (weights shared, not copied), so that it can take an output shortlist and still load
+    with `from_pretrained`."""
+    enc_cfg, dec_cfg = half_configs(student)
+    fields = dict(
+        encoder=enc_cfg.to_dict(),
+        decoder=dec_cfg.to_dict(),
+        bottleneck=None,
+        student=getattr(student.config, "student", None),
+        decoder_start_token_id=student.config.decoder_start_token_id,
+        pad_token_id=student.config.pad_token_id,
+        eos_token_id=getattr(student.config, "eos_token_id", None),
+        vocab_size=dec_cfg.vocab_size,
+    )
+    config = LatentEncoderDecoderConfig(**fields)
+    rehoused = LatentEncoderDecoderModel(config, encoder=student.encoder, decoder=student.decoder)
+    rehoused.generation_config = copy.deepcopy(student.generation_config)
+    return rehoused.train(student.training)
 
 
 def output_vocab_size(model) -> int:

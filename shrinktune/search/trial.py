@@ -47,7 +47,7 @@ from shrinktune.models.families import decoder_module, depth, encoder_module, fa
 from shrinktune.models.folders import TRIAL_INFO
 from shrinktune.models.generation import GenerationSettings
 from shrinktune.models.precision import cast_for_measuring, check_dtype
-from shrinktune.models.student import LatentEncoderDecoderModel, build_student, shortlist_output
+from shrinktune.models.student import LatentEncoderDecoderModel, build_student, shortlist_output, takes_shortlist
 from shrinktune.models.summarizer import task_record
 from shrinktune.models.teacher import EMBEDDED_TEACHER, load_teacher, source_token_limit
 from shrinktune.models.weight_compression import compression_structure
@@ -534,8 +534,8 @@ def train_student(trial: TrialSettings, ctx: TrialContext, shared: tuple, metric
         bottleneck=bottleneck, bottleneck_spec=spec, layer_map=trial.layer_map, decoder_ffn=trial.decoder_ffn,
         teacher_name=ctx.teacher_dir,
     ).to(_device())
-    if trial.output_vocab == "training" and latent < width:
-        shortlist_output(student, training_token_ids(task, tokenizer, splits["train"]))
+    if trial.output_vocab == "training" and takes_shortlist(student):
+        student = shortlist_output(student, training_token_ids(task, tokenizer, splits["train"]))
         metrics["output_vocab"] = len(student.config.output_vocab)
     ctx.generation.apply(student)  # measured with the search's decoding, and saved with it
     settings = FinetuneSettings(

@@ -72,9 +72,25 @@ def test_training_reads_the_shortlists_logits_and_labels_as_positions_in_it():
     assert torch.equal(to_shortlist(labels, None, 120), labels)
 
 
-def test_a_shortlist_is_refused_for_a_same_width_student_or_out_of_range_ids():
-    teacher = make_tiny("bert2bert")
-    with pytest.raises(ConfigError, match="narrow decoder"):
-        shortlist_output(build_student(teacher, decoder_layers=1), KEPT)
+def test_a_same_width_bert2bert_student_is_rehoused_with_its_weights_and_takes_a_shortlist(tmp_path):
+    """A 384 × 1 student of the embedded teacher keeps the teacher's first decoder layer and gains the narrow
+    students' shortlist: same logits on the shortlist before and after, and it loads as it was saved."""
+    student = build_student(make_tiny("bert2bert"), decoder_layers=1).eval()
+    batch, start = _batch(), torch.full((2, 3), 2)
+    with torch.no_grad():
+        full = student(**batch, decoder_input_ids=start).logits
+        short = shortlist_output(student, KEPT).eval()
+        out = short(**batch, decoder_input_ids=start).logits
+    assert isinstance(short.decoder.get_output_embeddings(), ShortlistHead) and short.bottleneck is None
+    assert short.config.student["decoder_layers"] == 1 and short.config.student["output_vocab"] == len(KEPT)
+    assert torch.allclose(out[..., KEPT], full[..., KEPT], atol=1e-5)
+    short.save_pretrained(tmp_path)
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    assert torch.equal(generate(short, **batch), generate(loaded, **batch))
+
+
+def test_a_shortlist_is_refused_for_a_same_width_bart_student_or_out_of_range_ids():
+    with pytest.raises(ConfigError, match="BartForConditionalGeneration student has neither"):
+        shortlist_output(build_student(make_tiny("bart"), decoder_layers=1), KEPT)
     with pytest.raises(ConfigError, match="distinct token ids"):
-        shortlist_output(make_latent(teacher), [0, 500])
+        shortlist_output(make_latent(make_tiny("bert2bert")), [0, 500])

@@ -139,8 +139,11 @@ def test_a_shortlisted_student_trains_on_its_shortlist_and_loads(tmp_path, tiny_
     assert len(saved["output_vocab"]) == metrics["output_vocab"]
     assert isinstance(load_summarizer(tmp_path / "ck")("A new document.", aspect="outcome"), str)
     same_width = run_configuration({"latent_dim": 32, "decoder_layers": 1, "output_vocab": "training"}, ctx,
-                                   tmp_path / "wide")
-    assert "output_vocab" not in same_width  # the teacher's class and head
+                                   tmp_path / "wide")  # the teacher's first decoder layer, re-housed, shortlisted
+    assert same_width["output_vocab"] == metrics["output_vocab"] and same_width["train_loss"] > 0
+    saved = json.loads((tmp_path / "wide" / "config.json").read_text())
+    assert saved["bottleneck"] is None and saved["student"]["decoder_init"] == "teacher-layers"
+    assert isinstance(load_summarizer(tmp_path / "wide")("A new document.", aspect="outcome"), str)
 
 
 def test_impossible_configuration_fails_with_one_line(tmp_path, tiny_teacher_dir):
