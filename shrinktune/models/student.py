@@ -257,6 +257,22 @@ def _shallow_student(teacher, enc_kept: list[int], dec_kept: list[int], info: di
     return student
 
 
+def _latent_config(source, encoder_config, decoder_config, bottleneck_spec: dict | None,
+                   info: dict | None) -> LatentEncoderDecoderConfig:
+    """A `LatentEncoderDecoderConfig` of these halves, with `source`'s (a teacher's or a student's) special tokens."""
+    fields = dict(
+        encoder=encoder_config.to_dict(),
+        decoder=decoder_config.to_dict(),
+        bottleneck=bottleneck_spec,
+        student=info,
+        decoder_start_token_id=source.config.decoder_start_token_id,
+        pad_token_id=source.config.pad_token_id,
+        eos_token_id=getattr(source.config, "eos_token_id", None),
+        vocab_size=decoder_config.vocab_size,
+    )
+    return LatentEncoderDecoderConfig(**fields)
+
+
 def _latent_student(teacher, latent_dim, enc_kept, dec_depth, bottleneck, bottleneck_spec, info, decoder_ffn):
     enc_cfg, dec_cfg = half_configs(teacher)
     student_enc = with_depth(enc_cfg, "encoder", len(enc_kept))
@@ -264,17 +280,7 @@ def _latent_student(teacher, latent_dim, enc_kept, dec_depth, bottleneck, bottle
     if student_enc.model_type in ("t5", "mt5", "umt5"):
         student_enc.use_cache, student_enc.is_encoder_decoder = False, False
     student_dec = narrow_decoder_config(dec_cfg, latent_dim, dec_depth, decoder_ffn)
-    config = LatentEncoderDecoderConfig(
-        encoder=student_enc.to_dict(),
-        decoder=student_dec.to_dict(),
-        bottleneck=bottleneck_spec,
-        student=info,
-        decoder_start_token_id=teacher.config.decoder_start_token_id,
-        pad_token_id=teacher.config.pad_token_id,
-        eos_token_id=getattr(teacher.config, "eos_token_id", None),
-        vocab_size=dec_cfg.vocab_size,
-    )
-    student = LatentEncoderDecoderModel(config)
+    student = LatentEncoderDecoderModel(_latent_config(teacher, student_enc, student_dec, bottleneck_spec, info))
     enc_prefix = family_of(enc_cfg).encoder_stack + "."  # the layer stack, relative to the encoder module
     encoder_state = encoder_module(teacher).state_dict()
     _load_filled(student.encoder, _keep_layers(encoder_state, enc_prefix, enc_kept), encoder_state)
@@ -326,17 +332,7 @@ def _rehoused(student: EncoderDecoderModel) -> LatentEncoderDecoderModel:
     encoder and decoder modules (weights shared, not copied), so that it can take an output shortlist and still load
     with `from_pretrained`."""
     enc_cfg, dec_cfg = half_configs(student)
-    fields = dict(
-        encoder=enc_cfg.to_dict(),
-        decoder=dec_cfg.to_dict(),
-        bottleneck=None,
-        student=getattr(student.config, "student", None),
-        decoder_start_token_id=student.config.decoder_start_token_id,
-        pad_token_id=student.config.pad_token_id,
-        eos_token_id=getattr(student.config, "eos_token_id", None),
-        vocab_size=dec_cfg.vocab_size,
-    )
-    config = LatentEncoderDecoderConfig(**fields)
+    config = _latent_config(student, enc_cfg, dec_cfg, None, getattr(student.config, "student", None))
     rehoused = LatentEncoderDecoderModel(config, encoder=student.encoder, decoder=student.decoder)
     rehoused.generation_config = copy.deepcopy(student.generation_config)
     return rehoused.train(student.training)
