@@ -4,8 +4,8 @@
     python bench/students.py bench/students/windows.jsonl --out bench/students_windows.md
     python bench/students.py CONFIGS --teacher PATH --val-samples 6 --test-samples 6   # any local teacher
 
-Each line of CONFIGS is a JSON object: a `name` and trial settings (`shrinktune.settings.TrialSettings`, over the
-space's `fixed:` settings). Every configuration is built, trained and scored exactly as a search trial does it
+Each line of CONFIGS is a JSON object: a `name`, trial settings (`shrinktune.settings.TrialSettings`, over the
+space's `fixed:` settings) and optionally a training `seed` (default: the space's). Every configuration is built, trained and scored exactly as a search trial does it
 (`shrinktune.search.trial.train_student`: the same encoder states, bottleneck, student, method, pseudo-labels
 and windows), but
 only its quality is measured: ROUGE on the first `--val-samples` validation pairs and the first `--test-samples`
@@ -72,9 +72,10 @@ def _rows(configs: list[dict], ctx, space: dict, val_n: int, test_n: int):
     for raw in configs:
         config = dict(raw)
         name = config.pop("name", json.dumps(config))
+        seeded = replace(ctx, seed=int(config.pop("seed", ctx.seed)))  # the space's seed unless the line sets one
         trial = replace(ctx.defaults, **config)
         start = time.time()
-        trained = T.train_student(trial, ctx, shared, {})
+        trained = T.train_student(trial, seeded, shared, {})
         student, history = trained.student, trained.history
         val, tst = T._quality(student, tokenizer, task, validation), T._quality(student, tokenizer, task, test)
         yield {"name": name, "val_q1": val.metrics[first], "val_q2": val.metrics[second],
