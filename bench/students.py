@@ -5,15 +5,14 @@
     python bench/students.py CONFIGS --teacher PATH --val-samples 6 --test-samples 6   # any local teacher
 
 Each line of CONFIGS is a JSON object: a `name`, trial settings (`shrinktune.settings.TrialSettings`, over the
-space's `fixed:` settings) and optionally a training `seed` (default: the space's). Every configuration is built, trained and scored exactly as a search trial does it
-(`shrinktune.search.trial.train_student`: the same encoder states, bottleneck, student, method, pseudo-labels
-and windows), but
-only its quality is measured: ROUGE on the first `--val-samples` validation pairs and the first `--test-samples`
-test pairs (no choice of the search saw them), tokens per summary and the share of distinct summaries (a collapsed
-decoder repeats one). The teacher is scored on the same test pairs. Speed is left to the search, which times each
-architecture in rounds interleaved with the teacher: quality figures do not suffer from a busy machine, speed-ups
-do. Caches (teacher, states, autoencoders, pseudo-labels) are shared with searches under `--cache`.
-"""
+space's `fixed:` settings) and optionally a training `seed` (default: the space's). Every configuration is built,
+trained and scored exactly as a search trial does it (`shrinktune.search.trial.train_student`: the same encoder
+states, bottleneck, student, method, pseudo-labels and windows), but only its quality is measured: ROUGE on the
+first `--val-samples` validation pairs and the first `--test-samples` test pairs (no choice of the search saw them),
+tokens per summary and the share of distinct summaries (a collapsed decoder repeats one). The teacher is scored on
+the same test pairs. Speed is left to the search, which times each architecture in rounds interleaved with the
+teacher: quality figures do not suffer from a busy machine, speed-ups do. Caches (teacher, states, autoencoders,
+pseudo-labels) are shared with searches under `--cache`."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from shrinktune.search.runner import _finish, _outcome, _recheck
 from shrinktune.search.space import SearchSpace
 from shrinktune.search.trial import Recheck, TrialContext
 from shrinktune.tracking.mlflow_tracking import SearchTracker
+from tests.fake_ray import FakeRay
 
 TEACHER = {"rouge1": 0.27, "latency_ms": 600.0, "latency_fixed_ms": 500.0, "latency_encoder_ms": 40.0,
            "fixed_new_tokens": 24, "tokens_per_summary": 28.0, "train_peak_mb": 100.0, "eval_samples": 30}
@@ -38,16 +39,6 @@ def _result(trial_id: str, rouge1: float, latency_ms: float, tmp_path):
         metrics={"trial_id": trial_id, "training_iteration": 1, "rouge1": rouge1, "latency_ms": latency_ms,
                  "train_peak_mb": 50.0}, config={"decoder_layers": 3}, error=None, path=str(checkpoint),
         checkpoint=SimpleNamespace(path=str(checkpoint)))
-
-
-class _FakeRay:
-    """`ray.remote(fn).options(...).remote(*args)` then `ray.get(...)`, run in this process."""
-
-    def remote(self, fn):
-        return SimpleNamespace(options=lambda **_: SimpleNamespace(remote=lambda *a: fn(*a)))
-
-    def get(self, value):
-        return value
 
 
 def _search(tmp_path, space, results):
@@ -126,7 +117,7 @@ def test_recheck_replaces_the_numbers_keeps_the_search_ones_and_flags_indistinct
         groups=groups)
     seen = _stand_in_recheck(monkeypatch, checked)
     context = TrialContext(task="summarization", teacher_dir="t", cache_root=str(tmp_path), reference=dict(TEACHER))
-    _recheck(_FakeRay(), outcome, space, context, tracker, 1, 0)
+    _recheck(FakeRay(), outcome, space, context, tracker, 1, 0)
     assert set(seen) == {"a", "b", "c"}
     assert outcome.rechecked == 30 and outcome.reference["rouge1"] == 0.265
     assert sorted(outcome.finished[i].trial_id for i in outcome.front) == ["a", "b", "c"]
@@ -185,12 +176,12 @@ def test_recheck_takes_a_trial_beside_the_front_whose_interval_reaches_it_and_it
                       pair_stats=stats, groups=[f"p{i}" for i in range(30)])
     seen = _stand_in_recheck(monkeypatch, checked)
     context = TrialContext(task="summarization", teacher_dir="t", cache_root=str(tmp_path), reference=dict(TEACHER))
-    _recheck(_FakeRay(), outcome, space, context, tracker, 1, 0)
+    _recheck(FakeRay(), outcome, space, context, tracker, 1, 0)
     assert set(seen) == {"a", "b", "near"}
     assert sorted(outcome.finished[i].trial_id for i in outcome.front) == ["b", "near"]  # near dominates a now
     assert _runs(tracker)["near"].data.tags["shrinktune.rechecked"] == "30"
     off = _outcome(results, "s", 4, tracker, space, dict(TEACHER))
     seen.clear()
     no_near = replace(context, evaluation=replace(context.evaluation, recheck_near=0))
-    _recheck(_FakeRay(), off, space, no_near, tracker, 1, 0)
+    _recheck(FakeRay(), off, space, no_near, tracker, 1, 0)
     assert set(seen) == {"a", "b"}

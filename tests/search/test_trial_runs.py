@@ -14,6 +14,7 @@ from shrinktune.search.callbacks import run_name
 from shrinktune.search.plan import RunOptions, SearchPlan
 from shrinktune.search.space import SearchSpace
 from shrinktune.tracking.mlflow_tracking import SearchTracker
+from tests.fake_ray import FakeRay
 
 TEACHER = {"rouge1": 0.27, "latency_ms": 600.0, "eval_samples": 4}
 ITSELF = {"speedup": 1.0, "rouge1_change": 0.0}  # the teacher's standing against itself, as the trials' ratios
@@ -97,16 +98,6 @@ def test_the_runner_logs_a_trial_with_its_settings_its_real_times_and_the_progre
     assert "trial 2 of 3 failed (trial raised an error) → MLflow run" in caplog.text
 
 
-class _FakeRay:
-    """`ray.remote(fn).options(...).remote(*args)` then `ray.get(...)`, run in this process."""
-
-    def remote(self, fn):
-        return SimpleNamespace(options=lambda **_: SimpleNamespace(remote=lambda *a: fn(*a)))
-
-    def get(self, value):
-        return value
-
-
 def test_the_teacher_run_is_logged_once_and_not_again_when_resumed(tmp_path, monkeypatch):
     plan = _plan(tmp_path)
     tracker = plan.tracker
@@ -122,14 +113,14 @@ def test_the_teacher_run_is_logged_once_and_not_again_when_resumed(tmp_path, mon
         return str(tmp_path / "teacher"), dict(TEACHER)
 
     monkeypatch.setattr(runner, "prepare_reference", prepare)
-    context = runner._reference(_FakeRay(), tracker, None, plan.context(threads=1), 1, 0)
+    context = runner._reference(FakeRay(), tracker, None, plan.context(threads=1), 1, 0)
     assert measured == ["embedded"] and context.reference == TEACHER
     teacher = tracker.client.get_run(tracker.teacher_run_id())
     assert teacher.info.run_name == "teacher" and teacher.data.metrics == {**TEACHER, **ITSELF}
     assert teacher.data.params["teacher"] == "embedded" and teacher.data.params["generation.num_beams"] == "2"
     assert teacher.info.end_time >= teacher.info.start_time
 
-    resumed = runner._reference(_FakeRay(), tracker, tracker.find_search("s"), plan.context(threads=1), 1, 0)
+    resumed = runner._reference(FakeRay(), tracker, tracker.find_search("s"), plan.context(threads=1), 1, 0)
     assert measured == ["embedded"] and resumed.reference == TEACHER  # read back, not measured
     runs = tracker.client.search_runs([tracker.experiment_id()], "tags.`shrinktune.kind` = 'teacher'")
     assert [r.info.run_id for r in runs] == [teacher.info.run_id]
