@@ -296,13 +296,14 @@ class _CtrlC:
 
     def __init__(self) -> None:
         self.seen = False
+        self.installed = False  # only while `_ctrl_c_remembered` holds it; other callers keep their own handler
 
     def __call__(self, signum, frame) -> None:
         self.seen = True
         raise KeyboardInterrupt
 
     def check(self) -> None:
-        if self.seen:
+        if self.installed and self.seen:
             raise KeyboardInterrupt
 
 
@@ -317,18 +318,19 @@ def _ctrl_c_remembered() -> Iterator[None]:
             signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
         return
-    _CTRL_C.seen = False
+    _CTRL_C.seen, _CTRL_C.installed = False, True
     signal.signal(signal.SIGINT, _CTRL_C)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        _CTRL_C.seen, _CTRL_C.installed = False, False
 
 
 def _reinstall_ctrl_c() -> None:
     """Tune's `fit` leaves its own SIGINT handler installed when no Ctrl-C came (it only sets an event that nothing
     reads after the run): put the search's back, so that a Ctrl-C during the re-check stops it."""
-    if threading.current_thread() is threading.main_thread() and \
+    if _CTRL_C.installed and threading.current_thread() is threading.main_thread() and \
             signal.getsignal(signal.SIGINT) not in (signal.default_int_handler, signal.SIG_IGN, signal.SIG_DFL):
         signal.signal(signal.SIGINT, _CTRL_C)
 

@@ -84,3 +84,19 @@ def test_a_handler_set_by_the_caller_is_left_alone():
         assert signal.getsignal(signal.SIGINT) is mine
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_ctrl_c_seen_by_one_search_does_not_stop_the_next(default_handler):
+    with runner._ctrl_c_remembered():
+        with pytest.raises(KeyboardInterrupt):
+            runner._awaited(_SwallowingRay(ready_after=3), "ref", step_s=0.01)
+    runner._awaited(_SwallowingRay(ready_after=1), "ref", step_s=0.01)  # outside a search: its caller's handler
+    with runner._ctrl_c_remembered():
+        class Ready:
+            def wait(self, refs, timeout):
+                return refs, []
+
+            def get(self, ref):
+                return 42
+
+        assert runner._awaited(Ready(), "ref") == 42
