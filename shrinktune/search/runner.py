@@ -291,8 +291,8 @@ def _reference(ray, tracker: SearchTracker, previous, context: TrialContext, cpu
 
 class _CtrlC:
     """The driver's Ctrl-C outside Tune's `fit`: raises KeyboardInterrupt as Python's own handler does, and remembers
-    it, so that one a library swallows still stops the search at the next `_awaited` step (a Ctrl-C that arrived
-    as the teacher's preparation was submitted to Ray was seen lost: the search then ran to its end)."""
+    it, so that one that code between (Ray's, a callback's) catches still stops the search at the next `_awaited`
+    step."""
 
     def __init__(self) -> None:
         self.seen = False

@@ -195,7 +195,10 @@ def _started_until(command, log, text: str, timeout: float) -> subprocess.Popen:
     """Starts the search `command` in a session of its own (the driver and the local Ray it starts form one process
     group, killed together), its output in `log`, and returns once `text` is there; it must still run then."""
     with open(log, "w") as handle:
-        driver = subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        # Ctrl-C as a terminal gives it: a suite started in the background (`pytest &`, `nohup`) has SIGINT ignored,
+        # and an ignored signal stays ignored across exec (the driver then never sees the test's Ctrl-C).
+        driver = subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + timeout
     while text not in log.read_text():
         if driver.poll() is not None or time.monotonic() > deadline:
@@ -223,8 +226,7 @@ def test_killed_search_resumes_without_losing_or_repeating_trials(tmp_path, tiny
     ends with every trial exactly once."""
     early = tmp_path / "early.log"
     # A cache of its own, empty: the teacher's preparation then lasts seconds and the Ctrl-C lands while the driver
-    # waits on it. On the warm shared cache it can end within the 0.2 s the test takes to send it, and a Ctrl-C that
-    # arrives as `ray.get` returns was seen lost (the search then ran to its end).
+    # waits on it. On the warm shared cache it can end within the 0.2 s the test takes to send it.
     code = _stop_early(_command(tmp_path, tiny_teacher_dir, tmp_path / "early-cache", 2, "--name", "killed"), early)
     assert code == 130, early.read_text()[-3000:]
     assert "search killed interrupted before its trials ended" in early.read_text()
