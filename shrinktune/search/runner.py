@@ -281,7 +281,7 @@ def _reference(ray, tracker: SearchTracker, previous, context: TrialContext, cpu
         logger.info("preparing and measuring the teacher (first run: trains and caches it)")
         remote = ray.remote(prepare_reference).options(num_cpus=cpus, num_gpus=gpus)
         start_ms = int(time.time() * 1000)
-        teacher_dir, reference = _awaited(ray, remote.remote(context))
+        teacher_dir, reference = ray.get(remote.remote(context))
         params = {"teacher": context.teacher_dir, "teacher_dir": teacher_dir,
                   **shared_params(context.generation, context.evaluation)}
         tracker.log_teacher(teacher_dir, reference, params, standing=ratios(reference, reference), start_ms=start_ms,
@@ -289,60 +289,17 @@ def _reference(ray, tracker: SearchTracker, previous, context: TrialContext, cpu
     return replace(context, teacher_dir=teacher_dir, reference=reference)
 
 
-class _CtrlC:
-    """The driver's Ctrl-C outside Tune's `fit`: raises KeyboardInterrupt as Python's own handler does, and remembers
-    it, so that one that code between (Ray's, a callback's) catches still stops the search at the next `_awaited`
-    step."""
-
-    def __init__(self) -> None:
-        self.seen = False
-        self.installed = False  # only while `_ctrl_c_remembered` holds it; other callers keep their own handler
-
-    def __call__(self, signum, frame) -> None:
-        self.seen = True
-        raise KeyboardInterrupt
-
-    def check(self) -> None:
-        if self.installed and self.seen:
-            raise KeyboardInterrupt
-
-
-_CTRL_C = _CtrlC()
-
-
 @contextlib.contextmanager
-def _ctrl_c_remembered() -> Iterator[None]:
-    """Installs `_CTRL_C` for the search (main thread only, and only over Python's default handler); the previous
-    handler is back afterwards."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
-    _CTRL_C.seen, _CTRL_C.installed = False, True
-    signal.signal(signal.SIGINT, _CTRL_C)
+def _sigint_kept() -> Iterator[None]:
+    """Puts back the SIGINT handler the search had before Tune's `fit`: `fit` leaves its own installed when no Ctrl-C
+    came (it only sets an event that nothing reads after the run), and a first Ctrl-C during the front's re-check
+    then did nothing."""
+    before = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        _CTRL_C.seen, _CTRL_C.installed = False, False
-
-
-def _reinstall_ctrl_c() -> None:
-    """Tune's `fit` leaves its own SIGINT handler installed when no Ctrl-C came (it only sets an event that nothing
-    reads after the run): put the search's back, so that a Ctrl-C during the re-check stops it."""
-    if _CTRL_C.installed and threading.current_thread() is threading.main_thread() and \
-            signal.getsignal(signal.SIGINT) not in (signal.default_int_handler, signal.SIG_IGN, signal.SIG_DFL):
-        signal.signal(signal.SIGINT, _CTRL_C)
-
-
-def _awaited(ray, ref, step_s: float = 0.5):
-    """`ray.get(ref)`, waiting in steps of `step_s` and checking between them for a Ctrl-C that was swallowed."""
-    while True:
-        _CTRL_C.check()
-        ready, _ = ray.wait([ref], timeout=step_s)
-        if ready:
-            _CTRL_C.check()
-            return ray.get(ref)
+        if before is not None:
+            signal.signal(signal.SIGINT, before)
 
 
 def _outcome(grid, name: str, trials: int, tracker: SearchTracker, space: SearchSpace, reference: dict,
@@ -408,7 +365,7 @@ def _recheck(ray, outcome: SearchOutcome, space: SearchSpace, context: TrialCont
                     outcome.quality, ", ".join(finished[i].trial_id for i in near))
         members += near
     remote = ray.remote(recheck_front).options(num_cpus=cpus, num_gpus=gpus)
-    checked = _awaited(ray, remote.remote(context, {finished[i].trial_id: finished[i].checkpoint for i in members}))
+    checked = ray.get(remote.remote(context, {finished[i].trial_id: finished[i].checkpoint for i in members}))
     tracker.log_recheck_reference(outcome.reference, checked.teacher)
     outcome.reference = checked.teacher
     outcome.rechecked = int(checked.teacher["eval_samples"])
@@ -575,11 +532,6 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
     Raises:
         UserError: Ray cannot be started or joined, or a trial cannot get the resources it asks for.
     """
-    with _ctrl_c_remembered():
-        return _run_search(plan)
-
-
-def _run_search(plan: SearchPlan) -> SearchOutcome:
     space, options, budget, tracker = plan.space, plan.options, plan.budget, plan.tracker
     started = time.time()
     if plan.ignored_flags:
@@ -616,9 +568,8 @@ def _run_search(plan: SearchPlan) -> SearchOutcome:
         # refuse it. The searcher tells Optuna of a trial that ends without them (`ConstrainedOptunaSearch`).
         os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
         tuning = time.monotonic()
-        with _ray_output(options.verbose):
+        with _ray_output(options.verbose), _sigint_kept():
             grid = _tuner(plan, trainable, [_trial_logger(plan, context, started)], context.reference).fit()
-        _reinstall_ctrl_c()
         out_of_time = budget.time_budget_s is not None and time.monotonic() - tuning >= budget.time_budget_s
         outcome = _outcome(grid, plan.name, budget.trials, tracker, space, context.reference, out_of_time)
         if not outcome.interrupted:
