@@ -269,3 +269,24 @@ def test_strategies_hypervolume_counts_only_trials_finished_by_then_above_the_fl
     assert len(points_by(record, 10)) == 1 and len(points_by(record, 25)) == 1 and len(points_by(record, 30)) == 2
     assert hypervolume_at(record, 10) == 0.5 * 0.5
     assert abs(hypervolume_at(record, 30) - 0.75 * 0.5) < 1e-12  # 1 x (1 - 0.25) x (1 - 0.5)
+
+
+def test_strategies_runs_together_are_scaled_by_their_own_teachers():
+    sys.path.insert(0, str(ROOT))
+    from bench.strategies import hypervolume_at, together_at
+
+    objectives = {"rouge1": "max", "latency_ms": "min", "train_peak_mb": "min"}
+
+    def run(teacher_ms, trials):
+        return {"objectives": objectives, "quality_floor": 0.5, "constraints": {},
+                "reference": {"rouge1": 0.3, "latency_ms": teacher_ms, "train_peak_mb": 100.0},
+                "trials": [{"status": "complete", "end_s": end, "metrics": {"rouge1": r1, "latency_ms": ms,
+                                                                           "train_peak_mb": mb}}
+                           for end, r1, ms, mb in trials]}
+
+    fast = run(200.0, [(10, 0.15, 50, 50)])  # R-1 0.5 of its teacher's, latency 0.25 of its teacher's
+    good = run(100.0, [(10, 0.3, 50, 50), (99, 0.3, 10, 10)])  # the second finishes after t
+    assert together_at([fast], 10) == hypervolume_at(fast, 10) == 0.5 * 0.75 * 0.5
+    # 1 x 0.5 x 0.5 from `good`, plus the part of `fast`'s box outside it: 0.5 x (0.75 - 0.5) x 0.5
+    assert abs(together_at([fast, good], 10) - (0.25 + 0.0625)) < 1e-12
+    assert together_at([good, fast], 10) == together_at([fast, good], 10)
