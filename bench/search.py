@@ -228,7 +228,7 @@ def run_study(run: Run, sampler: str, seed: int, memo: dict) -> Study:
     optuna_study = optuna.create_study(directions=directions,
                                        sampler=make_sampler(sampler, seed, startup_trials=startup))
     for point in space.enqueue:
-        optuna_study.enqueue_trial(dict(point))
+        optuna_study.enqueue_trial(space.sampler_point(point))
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
         config = trial_config(space.suggest(trial), space.defaults, run.settings.epochs_cap)

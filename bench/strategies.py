@@ -93,7 +93,7 @@ def run_strategy(strategy: str, seed: int, budget_s: float, trials: int, space_n
         study = optuna.create_study(directions=directions, sampler=sampler)
         if default:
             for point in space.enqueue:
-                study.enqueue_trial(dict(point))
+                study.enqueue_trial(space.sampler_point(point))
         record = {
             "strategy": strategy, "seed": seed, "budget_s": budget_s, "threads": threads, "setup_s": setup_s,
             "space": str(space.path), "sampler": space.search.sampler if default else "random",

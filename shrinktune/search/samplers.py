@@ -129,5 +129,6 @@ def make_searcher(space: SearchSpace, sampler: str, startup_trials: int | None =
     return ConstrainedOptunaSearch(
         space=space.suggest, metric=list(space.objectives), mode=list(space.objectives.values()),
         sampler=make_sampler(sampler, space.search.seed, startup_trials=startup_trials or space.search.random_trials),
-        points_to_evaluate=[dict(point) for point in space.enqueue] or None, constraints=space.constraints,
+        points_to_evaluate=[space.sampler_point(point) for point in space.enqueue] or None,
+        constraints=space.constraints,
     )
