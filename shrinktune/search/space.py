@@ -117,8 +117,9 @@ class Dimension:
     def at(self, position: float):
         """The value at `position` ∈ [0, 1] of this numeric range, on its scale (log or linear): 0 is `low`, 1 is
         `high`; an int or stepped range is cut into equal bins, one per value, so a uniform position draws its
-        values uniformly, as Optuna's own int and stepped distributions do. Floats are kept to 12 significant
-        digits, so a value written in the space file comes back exactly from its `position`."""
+        values uniformly, as Optuna's own int and stepped distributions do (such ranges may not set `log`). Floats
+        are kept to 12 significant digits, so a value written in the space file comes back exactly from its
+        `position`."""
         low, high = float(self.low), float(self.high)  # type: ignore[arg-type]  # numeric dimensions only
         position = min(max(float(position), 0.0), 1.0)
         grid = self.type == "int" or self.step is not None
@@ -482,6 +483,9 @@ def _range_variants(name: str, spec: list, problems: list[str]) -> list[tuple[st
     for i, item in enumerate(spec):
         if "when" not in item:
             problems.append(f"{where}[{i}] needs a when: condition (which of the ranges applies)")
+        if item.get("log") and (item.get("type") == "int" or item.get("step") is not None):
+            problems.append(f"{where}[{i}]: an int or stepped range of a dimension of several ranges draws its values "
+                            "evenly (`Dimension.at`); drop log: true")
     return [(f"{where}[{i}]", item) for i, item in enumerate(spec)]
 
 

@@ -379,6 +379,8 @@ def test_enqueued_points_and_mistakes_follow_the_ranges(tmp_path):
          r"dimensions.learning_rate\[1\] needs a when: condition"),
         ("[{type: float, low: 1.0e-4, high: 1.0e-3, when: {latent_dim: 384}}, {type: float, low: 1.0e-2, "
          "high: 1.0e-3, when: {latent_dim: 96}}]", r"dimensions.learning_rate\[1\]: low \(0.01\) must be ≤ high"),
+        ("[{type: int, low: 1, high: 8, log: true, when: {latent_dim: 384}}, {type: int, low: 2, high: 9, "
+         "when: {latent_dim: 96}}]", r"dimensions.learning_rate\[0\]: an int or stepped range .* drop log: true"),
     ]:
         with pytest.raises(ConfigError, match=message):
             SearchSpace.load(_write(tmp_path, GOOD + f"  learning_rate: {variants}\n"))
