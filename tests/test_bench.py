@@ -290,3 +290,37 @@ def test_strategies_runs_together_are_scaled_by_their_own_teachers():
     # 1 x 0.5 x 0.5 from `good`, plus the part of `fast`'s box outside it: 0.5 x (0.75 - 0.5) x 0.5
     assert abs(together_at([fast, good], 10) - (0.25 + 0.0625)) < 1e-12
     assert together_at([good, fast], 10) == together_at([fast, good], 10)
+
+
+def test_strategies_surrogate_smoke_checks_itself_against_the_records_it_was_fitted_to(tmp_path):
+    out = tmp_path / "surrogate.md"
+    done = subprocess.run([sys.executable, "bench/strategies_surrogate.py", "--smoke", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    assert f"Command: `python bench/strategies_surrogate.py --smoke --out {out}`" in text and "- Date: " in text
+    tables = markdown_tables(text)
+    check = next(rows for title, rows in tables.items() if title.startswith("The surrogate against"))
+    levers = next(rows for title, rows in tables.items() if title.startswith("Levers"))
+    sys.path.insert(0, str(ROOT))
+    from bench.strategies import hypervolume_at
+
+    records = [json.loads(p.read_text()) for d in ("strategies_tpefix", "strategies_96x1")
+               for p in sorted((ROOT / "bench" / d).glob("*.json"))]
+    for row in check:  # the recorded column is the records' own hypervolume at the (3-minute) budget
+        mean = sum(hypervolume_at(r, 180) for r in records if r["strategy"] == row["strategy"]) / 6
+        assert row["recorded hypervolume at the budget (runs)"] == f"{mean:.3f} (6)"
+    assert [row["strategy"] for row in levers] == ["random", "default", "gp"] and levers[0]["vs random"] == "1.00x"
+    oracle = float(re.search(r"\*\*Oracle\*\* \(knows every configuration's predicted outcome, no noise\): "
+                             r"(\d\.\d+)", text).group(1))
+    assert oracle >= max(float(row["hypervolume"].split(" ± ")[0]) for row in levers) - 0.02
+
+
+def test_strategies_surrogate_optimistic_gain_is_zero_only_for_a_draw_dominated_at_the_ceiling():
+    sys.path.insert(0, str(ROOT))
+    from bench.strategies_surrogate import CEILING, optimistic_gain
+
+    trained = [{"rouge1": 0.9, "latency_ms": 0.3, "train_peak_mb": 0.5}]
+    assert optimistic_gain(trained, 0.4, 0.6) > 0  # slower and heavier, but could score above 0.9
+    assert optimistic_gain([{**trained[0], "rouge1": CEILING}], 0.4, 0.6) == 0  # no quality could lift it
+    assert math.isclose(optimistic_gain([], 0.5, 0.5), CEILING * 0.5 * 0.5)

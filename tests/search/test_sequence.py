@@ -5,7 +5,8 @@ before the settings redesign with the same fake metrics, and again when issue 21
 default was capped at 5 and the main space enqueued 384 × 1 with the output shortlist, and when it trained its
 enqueued students longer (epochs up to 5), and when it enqueued the fast corner too (192 × 1, 96 × 2), and when its
 narrow students got 3–15 epochs, and when 96 × 1 took 192 × 1's place among them, and when a dimension of several
-ranges came to be asked as its position in the range that holds (the methods and main spaces) — and each
+ranges came to be asked as its position in the range that holds (the methods and main spaces), and when the main
+space came to drop 0–2 of the encoder's top layers (`encoder_layers` 4–6) — and each
 trial's effective settings are the same (settings added since then hold their defaults, which change nothing)."""
 
 import json
