@@ -247,10 +247,19 @@ class Batch:
     labels: torch.Tensor  # (batch, tgt_len), -100 = padding
 
 
+def seq2seq_loss(model, states, attention_mask, decoder_input_ids, labels,
+                 label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean token cross-entropy of `model` reading decoder-width `states` (batch, src_len, d_decoder). A shortlisted
+    head (`ShortlistHead`) trains on its shortlist's logits alone: the same loss as over the whole vocabulary (the
+    other tokens' logits are `OUTSIDE_LOGIT`, nothing in the softmax), without the (batch, tgt_len, vocab) tensors."""
+    with shortlist_logits(model) as ids:
+        logits = forward_on_states(model, states, attention_mask, decoder_input_ids, labels).logits
+    return cross_entropy(logits, to_shortlist(labels, ids, output_vocab_size(model)), label_smoothing)
+
+
 def _ce_batch_loss(student, teacher, batch: Batch, settings: DistillSettings, projection, label_smoothing: float):
-    with shortlist_logits(student) as ids:  # a shortlisted head trains on its shortlist's logits alone
-        out = forward_on_states(student, batch.states, batch.attention_mask, batch.decoder_input_ids, batch.labels)
-    ce = cross_entropy(out.logits, to_shortlist(batch.labels, ids, output_vocab_size(student)), label_smoothing)
+    ce = seq2seq_loss(student, batch.states, batch.attention_mask, batch.decoder_input_ids, batch.labels,
+                      label_smoothing)
     return ce, {"ce": ce.detach()}
 
 

@@ -24,9 +24,8 @@ from shrinktune.training.distill import (
     METHODS,
     Batch,
     DistillSettings,
-    cross_entropy,
-    forward_on_states,
     prepare_distillation,
+    seq2seq_loss,
 )
 from shrinktune.training.encode import EncodedPairs, used_width
 
@@ -87,14 +86,6 @@ def trainable_parameters(model: torch.nn.Module, train_bottleneck: bool) -> list
         for p in bottleneck.parameters():
             p.requires_grad_(train_bottleneck)
     return [p for p in model.parameters() if p.requires_grad]
-
-
-def seq2seq_loss(model, states, attention_mask, decoder_input_ids, labels,
-                 label_smoothing: float = 0.0) -> torch.Tensor:
-    """Mean token cross-entropy of `model` reading decoder-width `states` (batch, src_len, d_decoder)."""
-    # (batch, tgt_len, vocab)
-    logits = forward_on_states(model, states, attention_mask, decoder_input_ids, labels).logits
-    return cross_entropy(logits, labels, label_smoothing)
 
 
 def make_optimizer(params, settings: FinetuneSettings, total_steps: int):
@@ -208,8 +199,10 @@ def latent_states(model, states: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 def training_step_fn(model: torch.nn.Module, pairs: EncodedPairs, settings: FinetuneSettings,
                      batch_size: int | None = None):
-    """A closure running one full fine-tuning step (forward, backward, optimiser) on the first batch: what a
-    memory measurement wraps. Trains a deep copy, so `model` is left as it was."""
+    """A closure running one full fine-tuning step (forward, backward, optimiser) on the first batch at the pairs'
+    full padded widths: what a memory measurement wraps. Its loss is the one `finetune_on_states` trains on with
+    cross-entropy (`seq2seq_loss`: a shortlisted head's logits over its shortlist alone). Trains a deep copy, so
+    `model` is left as it was."""
     clone = copy.deepcopy(model)
     params = trainable_parameters(clone, train_bottleneck=False)
     rows = slice(0, batch_size or settings.batch_size)

@@ -1,11 +1,14 @@
 """The output shortlist: a narrow student's LM head over the training text's tokens alone."""
 
+import contextlib
+
 import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
 from transformers.modeling_outputs import BaseModelOutput
 
 from shrinktune.errors import ConfigError
+from shrinktune.measure.memory import peak_memory_bytes
 from shrinktune.models.decoding import set_runtime
 from shrinktune.models.generation import generate
 from shrinktune.models.student import (
@@ -17,6 +20,10 @@ from shrinktune.models.student import (
     shortlist_output,
     to_shortlist,
 )
+from shrinktune.training import distill
+from shrinktune.training.distill import seq2seq_loss
+from shrinktune.training.encode import EncodedPairs
+from shrinktune.training.finetune import FinetuneSettings, training_step_fn
 from tests.tiny_models import FAMILIES, make_latent, make_tiny
 
 KEPT = [0, 1, 2, 3] + list(range(10, 120, 3))  # the tiny models' special ids, and a third of the rest
@@ -94,3 +101,39 @@ def test_a_shortlist_is_refused_for_a_same_width_bart_student_or_out_of_range_id
         shortlist_output(build_student(make_tiny("bart"), decoder_layers=1), KEPT)
     with pytest.raises(ConfigError, match="distinct token ids"):
         shortlist_output(make_latent(make_tiny("bert2bert")), [0, 500])
+
+
+def _pairs(vocab: int, n: int = 4, src: int = 9, tgt: int = 12) -> EncodedPairs:
+    torch.manual_seed(2)
+    labels = torch.tensor(KEPT[4:])[torch.randint(0, len(KEPT) - 4, (n, tgt))]  # summaries of shortlisted tokens
+    labels[:, -3:] = -100  # padding
+    decoder_inputs = torch.cat([torch.full((n, 1), 2), labels[:, :-1].clamp(min=0)], 1)
+    return EncodedPairs(torch.randn(n, src, 32), torch.ones(n, src, dtype=torch.long), labels, decoder_inputs)
+
+
+def test_the_loss_over_the_shortlist_is_the_loss_over_the_whole_vocabulary():
+    student = shortlist_output(make_latent(make_tiny("bart", vocab=600)), KEPT)
+    pairs = _pairs(600)
+    states = student.encode_latent(pairs.states)
+    short = seq2seq_loss(student, states, pairs.attention_mask, pairs.decoder_input_ids, pairs.labels)
+    full = student(encoder_outputs=BaseModelOutput(states), decoder_input_ids=pairs.decoder_input_ids).logits
+    assert full.shape[-1] == 600
+    expected = torch.nn.functional.cross_entropy(full.flatten(0, 1), pairs.labels.flatten(), ignore_index=-100)
+    assert torch.allclose(short, expected, atol=1e-5)
+
+
+def test_the_memory_of_a_training_step_is_that_of_the_step_training_runs(monkeypatch):
+    """`train_peak_mb` wraps `training_step_fn`: for a shortlisted head, the logits over its shortlist — as
+    `finetune_on_states` trains — not the (batch, tgt_len, vocab) ones generation expands them to."""
+    student = shortlist_output(make_latent(make_tiny("bart", vocab=4000)), KEPT)
+    pairs, settings = _pairs(4000), FinetuneSettings(epochs=1, learning_rate=1e-3, batch_size=4)
+    measured = peak_memory_bytes(training_step_fn(student, pairs, settings))
+
+    @contextlib.contextmanager
+    def expanded(model):  # what the measurement did before: the whole vocabulary's logits
+        yield None
+
+    monkeypatch.setattr(distill, "shortlist_logits", expanded)
+    whole = peak_memory_bytes(training_step_fn(student, pairs, settings))
+    logits = 4 * 12 * 4000 * 4  # one (batch, tgt_len, vocab) float32 tensor
+    assert whole - measured > logits  # at least one tensor of the whole vocabulary's logits less
