@@ -251,6 +251,21 @@ def test_strategies_smoke_runs_both_strategies_side_by_side_under_one_budget(tmp
                            "--out", str(again)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert markdown_tables(again.read_text())[next(t for t in tables if t.startswith("Per seed"))] == per_seed
+    # re-scored with memory measured by the code that recorded it: the same memory, the same hypervolumes
+    rescored = tmp_path / "rescored.md"
+    done = subprocess.run([sys.executable, "bench/strategies_rescore.py", "--smoke", "--records", str(keep),
+                           "--threads", "1", "--cache", str(tmp_path / "cache"), "--out", str(rescored),
+                           "--keep", str(tmp_path / "rescored")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = markdown_tables(rescored.read_text())["Hypervolume at the budget, per seed"]
+    assert [row["memory as measured"] for row in rows] == ["when recorded", "now"]
+    for strategy in ("default", "random"):
+        recorded = float(next(r for r in per_seed if r["strategy"] == strategy)["hypervolume"])
+        assert rows[0][f"{strategy} (per seed)"] == rows[1][f"{strategy} (per seed)"]
+        assert abs(float(rows[0][f"{strategy} (per seed)"]) - recorded) < 6e-4
+    kept = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "rescored" / keep.name).glob("*.json")}
+    assert {name: len(r["trials"]) for name, r in kept.items()} == {n: len(r["trials"]) for n, r in records.items()}
 
 
 def test_strategies_hypervolume_counts_only_trials_finished_by_then_above_the_floor():
