@@ -70,12 +70,16 @@ def proposals(name: str, count: int) -> list[dict]:
 
 def proposed_at_baseline_simd(name: str, count: int) -> list[dict]:
     """`proposals` in a fresh interpreter with numpy at `BASELINE_SIMD` (it reads it when it is imported)."""
-    code = ("import json, sys; from tests.search.test_sequence import proposals; "
-            "print(json.dumps(proposals(sys.argv[1], int(sys.argv[2]))))")
+    code = ("import json, sys; from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__; "
+            "from tests.search.test_sequence import proposals; "
+            "print(json.dumps({'dispatched': [f for f in __cpu_dispatch__ if __cpu_features__.get(f)], "
+            "'proposals': proposals(sys.argv[1], int(sys.argv[2]))}))")
     done = subprocess.run([sys.executable, "-c", code, name, str(count)], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, **BASELINE_SIMD}, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["dispatched"] == [], f"numpy still dispatches to {out['dispatched']}: update BASELINE_SIMD's list"
+    return out["proposals"]
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
