@@ -282,7 +282,8 @@ class SearchSettings:
     max_concurrent: int = integer(1, "trials at once (more share the cores and distort latency on one machine)",
                                   low=1)
     seed: int = integer(0, "the sampler's seed, and every trial's")
-    time_budget_s: float | None = number(None, "stop starting trials after this many seconds (default: no limit)",
+    time_budget_s: float | None = number(None, "end the trials after this many seconds: no trial starts after it, "
+                                         "and one still training is stopped and not counted (default: no limit)",
                                          above=0)
     retries: int = integer(0, "restarts of a failed trial before it is recorded as failed", low=0)
     enqueue_teacher: bool = flag(True, "try the teacher-shaped student first, when the teacher's shape is known")
