@@ -251,7 +251,8 @@ def seq2seq_loss(model, states, attention_mask, decoder_input_ids, labels,
                  label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean token cross-entropy of `model` reading decoder-width `states` (batch, src_len, d_decoder). A shortlisted
     head (`ShortlistHead`) trains on its shortlist's logits alone: the same loss as over the whole vocabulary (the
-    other tokens' logits are `OUTSIDE_LOGIT`, nothing in the softmax), without the (batch, tgt_len, vocab) tensors."""
+    other tokens' logits are `OUTSIDE_LOGIT`, nothing in the softmax), without the (batch, tgt_len, vocab) tensors;
+    a label outside the shortlist is not trained on (`to_shortlist`)."""
     with shortlist_logits(model) as ids:
         logits = forward_on_states(model, states, attention_mask, decoder_input_ids, labels).logits
     return cross_entropy(logits, to_shortlist(labels, ids, output_vocab_size(model)), label_smoothing)
