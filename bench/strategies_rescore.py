@@ -31,29 +31,22 @@ from bench.compression import machine_lines  # noqa: E402
 from bench.search import Settings as SearchBenchSettings  # noqa: E402
 from bench.search import load_run  # noqa: E402
 from bench.strategies import STRATEGIES, hypervolume_at  # noqa: E402
-from shrinktune.measure import peak_memory_bytes, tensor_bytes  # noqa: E402
 from shrinktune.search import trial as T  # noqa: E402
-from shrinktune.training.finetune import training_step_fn  # noqa: E402
-
-MB = 2**20
 
 
 def shape_memory(ctx, shared, latent: int | None, decoder_layers: int | None) -> float:
-    """`train_peak_mb` of a student of this shape, measured as `draw_costs` does (one epoch trained first: the
+    """`train_peak_mb` of a student of this shape, as `draw_costs` measures it (one epoch trained first: the
     bottleneck and the shortlist are built as a trial builds them; the step's memory does not depend on weights)."""
     trial = replace(ctx.defaults, latent_dim=latent, decoder_layers=decoder_layers, epochs=1)
     trained = T.train_student(trial, ctx, shared, {})
-    step = training_step_fn(trained.student, trained.student_pairs, trained.settings)
-    weights = sum(tensor_bytes(m) for m in T._trained_modules(trained.student))
-    return (weights + peak_memory_bytes(step, torch.device("cpu"))) / MB
+    return T.train_step_mb(trained.student, trained.student_pairs, trained.settings)
 
 
 def teacher_memory(ctx, shared) -> float:
-    """The teacher's `train_peak_mb`, as `prepare_reference` measures it."""
+    """The teacher's `train_peak_mb`, with the settings `prepare_reference` measures it with."""
     _, _, teacher, _, pairs = shared
-    settings = T.FinetuneSettings(batch_size=ctx.defaults.batch_size, dtype=ctx.evaluation.dtype)
-    weights = sum(tensor_bytes(m) for m in T._trained_modules(teacher))
-    return (weights + peak_memory_bytes(training_step_fn(teacher, pairs, settings), torch.device("cpu"))) / MB
+    return T.train_step_mb(teacher, pairs, T.FinetuneSettings(batch_size=ctx.defaults.batch_size,
+                                                              dtype=ctx.evaluation.dtype))
 
 
 def rescore(records: list[dict], memory: dict[str, float], teacher_mb: float) -> list[dict]:

@@ -473,6 +473,13 @@ def _trained_modules(model) -> list:
     return [m for m in (decoder, head, getattr(model, "bottleneck", None)) if m is not None]
 
 
+def train_step_mb(model, pairs, settings: FinetuneSettings) -> float:
+    """`train_peak_mb`: the weights a fine-tuning step trains (`_trained_modules`) plus the peak of one step
+    (`training_step_fn`), in MiB."""
+    step = training_step_fn(model, pairs, settings)
+    return (sum(tensor_bytes(m) for m in _trained_modules(model)) + peak_memory_bytes(step, _device())) / MB
+
+
 def draw_costs(teacher, student, tokenizer, task, ctx: TrialContext, validation, pairs, settings) -> dict:
     """What a draw costs, measured on its untrained weights before it trains, at its best: speed from the
     architecture's interleaved rounds (`speed_rounds`, cached: the trained student re-uses them) with the natural
@@ -481,9 +488,7 @@ def draw_costs(teacher, student, tokenizer, task, ctx: TrialContext, validation,
     model = measured(student, ctx)
     rounds, _ = speed_rounds(measured(teacher, ctx), model, tokenizer, task, ctx, validation)
     costs: dict[str, float] = speed_metrics(rounds, ctx.reference, 1)
-    weights = _trained_modules(student)
-    step = training_step_fn(student, pairs, settings)
-    costs["train_peak_mb"] = (sum(tensor_bytes(m) for m in weights) + peak_memory_bytes(step, _device())) / MB
+    costs["train_peak_mb"] = train_step_mb(student, pairs, settings)
     costs.update(parameter_counts(student))
     teacher_costs = {k: v for k, v in ctx.reference.items() if not is_quality_key(k)}
     costs.update(ratios(costs, teacher_costs))
